@@ -1,0 +1,23 @@
+"""kvtune's disk KV-cache store: an LSM-tree store and the baselines it is measured against."""
+
+from store.base import KVStore
+from store.config import KnobSpec, StoreConfig
+from store.errors import IncompatibleStoreError, PageMissingError, StoreClosedError, StoreError
+from store.layout import KVLayout
+from store.registry import STORE_KINDS, open_store
+from store.stats import LatencySummary, StoreStats
+
+__all__ = [
+    "STORE_KINDS",
+    "IncompatibleStoreError",
+    "KVLayout",
+    "KVStore",
+    "KnobSpec",
+    "LatencySummary",
+    "PageMissingError",
+    "StoreClosedError",
+    "StoreConfig",
+    "StoreError",
+    "StoreStats",
+    "open_store",
+]

@@ -1,0 +1,361 @@
+"""The store interface every kind implements, with the validation and bookkeeping they share.
+
+Guarantees of every :class:`KVStore`:
+
+- thread-safe: any method may be called from any thread;
+- ``get_batch`` returns the exact tensor that was put for those tokens, or raises ``PageMissingError``
+  (a miss the caller may degrade to recompute); it never returns another prompt's pages;
+- bad input raises ``ValueError`` saying what to fix, before anything is written;
+- after ``close`` every method raises ``StoreClosedError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from store.config import StoreConfig
+from store.errors import PageMissingError, StoreClosedError
+from store.layout import KVLayout
+from store.pages import PagePlan, as_token_array, plan_pages
+from store.stats import OpCounters, StoreStats
+from store.writer import AsyncPageWriter, PutRequest
+
+logger = logging.getLogger(__name__)
+
+MAX_PAGE_SIZE = 1 << 16
+
+
+class PageRecord(NamedTuple):
+    """One page to write: page ``index`` of ``plan``, whose tensor is ``page``."""
+
+    plan: PagePlan
+    index: int
+    page: torch.Tensor
+
+
+@dataclass(frozen=True)
+class BackendState:
+    """What a backend reports of itself for :class:`StoreStats`."""
+
+    pages_stored: int
+    live_bytes: int
+    disk_bytes: int
+    files: int
+    device_write_bytes: int
+    device_read_bytes: int
+    stall_s: float = 0.0
+    l0_files: int = 0
+    pending_compaction_bytes: int = 0
+    blob_live_bytes: int = 0
+    blob_garbage_bytes: int = 0
+
+
+class KVStore(ABC):
+    """A paged KV-cache store. Subclasses implement the ``_`` hooks; callers use the public methods."""
+
+    kind: str = ""
+
+    def __init__(
+        self,
+        path: str | Path | None,
+        layout: KVLayout,
+        page_size: int,
+        budget_bytes: int | None,
+        config: StoreConfig,
+        namespace: str,
+    ) -> None:
+        if not isinstance(layout, KVLayout):
+            raise ValueError(f"layout must be a KVLayout, got {type(layout).__name__}")
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be an int in [1, {MAX_PAGE_SIZE}], got {page_size!r}")
+        if budget_bytes is not None and (
+            isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0
+        ):
+            raise ValueError(f"budget_bytes must be a positive int or None (unlimited), got {budget_bytes!r}")
+        if not isinstance(config, StoreConfig):
+            raise ValueError(f"config must be a StoreConfig, got {type(config).__name__}")
+        if not isinstance(namespace, str) or not namespace or "\x00" in namespace:
+            raise ValueError(f"namespace must be a non-empty string without NUL, got {namespace!r}")
+        self.path = Path(path) if path is not None else None
+        self.layout = layout
+        self.page_size = page_size
+        self.budget_bytes = budget_bytes
+        self.namespace = namespace
+        self._config = config
+        self._lock = threading.RLock()
+        self._counters = OpCounters()
+        self._closed = False
+        self._writer = AsyncPageWriter(self._store_requests, config, self._count_dropped)
+
+    # ------------------------------------------------------------------ public surface
+
+    @property
+    def config(self) -> StoreConfig:
+        return self._config
+
+    @property
+    def page_bytes(self) -> int:
+        return self.layout.page_bytes(self.page_size)
+
+    def plan(self, tokens: Any) -> PagePlan:
+        """The page plan (chained digests) of ``tokens``; validates the token ids."""
+        return plan_pages(tokens, self.page_size, self.namespace)
+
+    def put_batch(self, tokens: Any, kv: torch.Tensor) -> int:
+        """Store every full page of ``tokens`` not yet stored, in one atomic write; return pages written."""
+        request = self._prepare_put(tokens, kv)
+        return self._store_requests([request])
+
+    def put_async(self, tokens: Any, kv: torch.Tensor) -> int:
+        """Queue the missing pages for the background writer; return pages queued (0 if none or dropped).
+
+        The writer keeps a reference to ``kv`` until it is written: do not modify it in place.
+        """
+        request = self._prepare_put(tokens, kv)
+        with self._lock:
+            self._check_open()
+            missing = request.plan.n_pages - self._probe_plan(request.plan)
+        if missing <= 0:
+            return 0
+        return missing if self._writer.submit(request, missing) else 0
+
+    def flush(self) -> None:
+        """Wait until every queued write is in the store."""
+        self._check_open()
+        self._writer.flush()
+        with self._lock:
+            self._check_open()
+            self._flush_durable()
+
+    def probe(self, tokens: Any) -> int:
+        """Number of leading full pages of ``tokens`` that are stored."""
+        plan = self.plan(tokens)
+        started = time.perf_counter()
+        with self._lock:
+            self._check_open()
+            hits = self._probe_plan(plan)
+        self._counters.add(probes=1, pages_hit=hits, pages_missed=plan.n_pages - hits)
+        self._counters.record("probe", time.perf_counter() - started)
+        return hits
+
+    def get_batch(self, tokens: Any, n_pages: int) -> torch.Tensor:
+        """KV of the first ``n_pages`` pages of ``tokens``: ``[layers, 2, n_pages*page_size, heads, dim]``."""
+        plan = self.plan(tokens)
+        if isinstance(n_pages, bool) or not isinstance(n_pages, int) or n_pages < 0:
+            raise ValueError(f"n_pages must be a non-negative int, got {n_pages!r}")
+        if n_pages > plan.n_pages:
+            raise ValueError(
+                f"n_pages={n_pages} exceeds the {plan.n_pages} full pages in {len(as_token_array(tokens))} "
+                f"tokens (page_size={self.page_size}); ask for at most probe(tokens) pages"
+            )
+        started = time.perf_counter()
+        out = torch.empty(self.layout.page_shape(self.page_size * n_pages), dtype=self.layout.dtype)
+        with self._lock:
+            self._check_open()
+            pages = self._read_pages(plan, n_pages) if n_pages else []
+            for index, page in enumerate(pages):
+                if page is None:
+                    raise PageMissingError(
+                        f"page {index} of {n_pages} is not stored (probe(tokens) tells how many are); "
+                        "treat it as a cache miss"
+                    )
+                out[:, :, index * self.page_size : (index + 1) * self.page_size].copy_(page)
+            if n_pages:
+                self._touch(plan, n_pages)
+        self._counters.add(gets=1, pages_read=n_pages, bytes_read=n_pages * self.page_bytes)
+        self._counters.record("get", time.perf_counter() - started)
+        return out
+
+    def stats(self) -> StoreStats:
+        with self._lock:
+            self._check_open()
+            state = self._backend_state()
+            fields = self._counters.snapshot_fields()
+            device_ops = self._counters.device_ops
+        return StoreStats(
+            kind=self.kind,
+            pages_stored=state.pages_stored,
+            live_bytes=state.live_bytes,
+            disk_bytes=state.disk_bytes,
+            files=state.files,
+            device_write_bytes=state.device_write_bytes,
+            device_read_bytes=state.device_read_bytes,
+            device_ops=device_ops,
+            stall_s=state.stall_s,
+            l0_files=state.l0_files,
+            pending_compaction_bytes=state.pending_compaction_bytes,
+            blob_live_bytes=state.blob_live_bytes,
+            blob_garbage_bytes=state.blob_garbage_bytes,
+            writer_queue_depth=self._writer.queued(),
+            **fields,  # type: ignore[arg-type]
+        )
+
+    def apply(self, config: StoreConfig) -> list[str]:
+        """Switch to ``config``: live where the kind allows it, reopening where it must.
+
+        Returns the knobs that needed a reopen (empty if everything was applied live).
+        """
+        if not isinstance(config, StoreConfig):
+            raise ValueError(f"config must be a StoreConfig, got {type(config).__name__}")
+        self._check_open()
+        reopen = self._config.needs_reopen(config)
+        if reopen:
+            self._writer.flush()
+        with self._lock:
+            self._check_open()
+            if reopen:
+                logger.info("%s store reopens to apply %s", self.kind, ", ".join(reopen))
+                self._reopen(config)
+            else:
+                self._apply_live(config)
+            self._config = config
+        self._writer.reconfigure(config)
+        return reopen
+
+    def evict(self, tokens: Any, n_pages: int = 0) -> int:
+        """Drop page ``n_pages`` of ``tokens`` and everything stored after it; return pages evicted."""
+        plan = self.plan(tokens)
+        if isinstance(n_pages, bool) or not isinstance(n_pages, int) or not 0 <= n_pages < max(plan.n_pages, 1):
+            raise ValueError(f"n_pages must be an int in [0, {plan.n_pages}), got {n_pages!r}")
+        with self._lock:
+            self._check_open()
+            evicted = self._evict_subtree(plan, n_pages)
+        self._counters.add(evicted_pages=evicted)
+        return evicted
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._writer.close()
+        with self._lock:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> KVStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(path={self.path}, page_size={self.page_size}, ns={self.namespace!r})"
+
+    # ------------------------------------------------------------------ shared machinery
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"the {self.kind} store at {self.path} is closed; open it again to use it")
+
+    def _prepare_put(self, tokens: Any, kv: torch.Tensor) -> PutRequest:
+        array = as_token_array(tokens)
+        plan = plan_pages(array, self.page_size, self.namespace)
+        expected = self.layout.page_shape(self.page_size)
+        if not isinstance(kv, torch.Tensor):
+            raise ValueError(f"kv must be a torch.Tensor, got {type(kv).__name__}")
+        if kv.dtype != self.layout.dtype:
+            raise ValueError(f"kv has dtype {kv.dtype}; this store holds {self.layout.dtype}: convert it first")
+        shape_ok = kv.dim() == 5 and (kv.shape[0], kv.shape[1], kv.shape[3], kv.shape[4]) == (
+            expected[0], expected[1], expected[3], expected[4])
+        if not shape_ok:
+            raise ValueError(
+                f"kv has shape {tuple(kv.shape)}; expected [layers={expected[0]}, 2, n, "
+                f"kv_heads={expected[3]}, head_dim={expected[4]}]"
+            )
+        n_positions = kv.shape[2]
+        if n_positions < plan.n_pages * self.page_size:
+            raise ValueError(
+                f"kv covers {n_positions} positions but tokens hold {plan.n_pages} full pages "
+                f"({plan.n_pages * self.page_size} positions): pass the KV of every full page"
+            )
+        if n_positions > array.size:
+            raise ValueError(
+                f"kv covers {n_positions} positions but only {array.size} tokens were given: "
+                "pass the tokens the KV was computed from"
+            )
+        return PutRequest(plan=plan, kv=kv.detach().to("cpu"))
+
+    def _store_requests(self, requests: Sequence[PutRequest]) -> int:
+        """Write the missing pages of ``requests`` in one atomic backend write; enforce the budget."""
+        started = time.perf_counter()
+        with self._lock:
+            self._check_open()
+            records: list[PageRecord] = []
+            pending: set[bytes] = set()
+            for request in requests:
+                plan = request.plan
+                for index in range(self._probe_plan(plan), plan.n_pages):
+                    if plan.checks[index] in pending:
+                        continue
+                    pending.add(plan.checks[index])
+                    page = request.kv[:, :, index * self.page_size : (index + 1) * self.page_size]
+                    records.append(PageRecord(plan, index, page))
+            if records:
+                self._write_records(records)
+                self._enforce_budget()
+        self._counters.add(puts=1, pages_written=len(records), bytes_written=len(records) * self.page_bytes)
+        self._counters.record("put", time.perf_counter() - started)
+        return len(records)
+
+    def _count_dropped(self, pages: int) -> None:
+        self._counters.add(dropped_pages=pages)
+
+    @staticmethod
+    def _binary_search_probe(n_pages: int, has_page: Any) -> int:
+        """Largest k with pages 0..k-1 stored, for a prefix-closed store: <= ceil(log2 P) + 2 lookups."""
+        if n_pages == 0:
+            return 0
+        if has_page(n_pages - 1):
+            return n_pages
+        low, high = 0, n_pages - 1
+        while low < high:
+            middle = (low + high + 1) // 2
+            if has_page(middle - 1):
+                low = middle
+            else:
+                high = middle - 1
+        return low
+
+    # ------------------------------------------------------------------ backend hooks (called under lock)
+
+    @abstractmethod
+    def _probe_plan(self, plan: PagePlan) -> int: ...
+
+    @abstractmethod
+    def _read_pages(self, plan: PagePlan, n_pages: int) -> list[torch.Tensor | None]: ...
+
+    @abstractmethod
+    def _touch(self, plan: PagePlan, n_pages: int) -> None:
+        """Record that pages ``0 .. n_pages-1`` were used (recency for the capacity manager)."""
+
+    @abstractmethod
+    def _write_records(self, records: list[PageRecord]) -> None: ...
+
+    @abstractmethod
+    def _evict_subtree(self, plan: PagePlan, index: int) -> int: ...
+
+    @abstractmethod
+    def _enforce_budget(self) -> None: ...
+
+    @abstractmethod
+    def _backend_state(self) -> BackendState: ...
+
+    @abstractmethod
+    def _apply_live(self, config: StoreConfig) -> None: ...
+
+    @abstractmethod
+    def _reopen(self, config: StoreConfig) -> None: ...
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+    def _flush_durable(self) -> None:
+        """Make every write so far survive a crash of this process (most kinds already do)."""

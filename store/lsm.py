@@ -1,0 +1,364 @@
+"""The LSM-tree store: RocksDB (through rocksdict) with the tensors in integrated blob files.
+
+Key spaces of one database (raw bytes; ``ns`` is an 8-byte digest of the namespace, ``d1..dk`` the
+8-byte chained page digests of :mod:`store.pages`, so a page's key is a byte prefix of its children's):
+
+=================================  ========================================================
+``H``                              header: format version, page size, layout (checked on open)
+``C`` ns                           counters: pages, live bytes, last access stamp
+``M`` ns d1..dk                    page metadata (:class:`store.codec.PageMeta`), ~60 bytes
+``D`` ns d1..dk                    page value (header + tensor; a blob when blob files are on)
+``A`` ns stamp (~depth) d1..dk     recency index: iterating it yields eviction victims in order
+=================================  ========================================================
+
+A probe reads only ``M`` records (binary search, <= ceil(log2 P) + 2 point lookups). Evicting page k
+deletes its subtree from ``M`` and ``D`` with one ``delete_range`` each. ``A`` entries are hints: a stale
+one (its page gone or re-stamped) is skipped and removed when the capacity manager meets it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import struct
+from pathlib import Path
+
+import torch
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
+
+from store.base import BackendState, KVStore, PageRecord
+from store.codec import FORMAT_VERSION, PageMeta, decode_value, encode_header, page_payload
+from store.config import StoreConfig
+from store.diskusage import directory_usage
+from store.errors import IncompatibleStoreError
+from store.layout import KVLayout
+from store.pages import KEY_DIGEST_BYTES, PagePlan
+
+logger = logging.getLogger(__name__)
+
+HEADER_KEY = b"H"
+LIVE_FRACTION = 0.85
+EVICT_CHUNK_FRACTION = 0.02
+_COUNTERS = struct.Struct("<QQQ")
+_ACCESS = struct.Struct(">QH")
+_TICKER = re.compile(r"^(rocksdb\.[\w.]+) COUNT : (\d+)$", re.MULTILINE)
+
+
+def prefix_successor(prefix: bytes) -> bytes:
+    """The smallest key greater than every key that starts with ``prefix``."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        raise ValueError("a prefix of only 0xff bytes has no successor")
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
+
+
+def _options(config: StoreConfig) -> Options:
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.enable_statistics()
+    options.set_max_background_jobs(2)
+    table = BlockBasedOptions()
+    table.set_block_cache(Cache(config.block_cache_bytes))
+    table.set_bloom_filter(10, False)
+    table.set_cache_index_and_filter_blocks(True)
+    options.set_block_based_table_factory(table)
+    options.set_write_buffer_size(config.write_buffer_size)
+    options.set_max_write_buffer_number(config.max_write_buffer_number)
+    options.set_level_zero_file_num_compaction_trigger(config.level0_file_num_compaction_trigger)
+    options.set_level_zero_slowdown_writes_trigger(config.level0_slowdown_writes_trigger)
+    options.set_level_zero_stop_writes_trigger(config.level0_stop_writes_trigger)
+    options.set_target_file_size_base(config.target_file_size_base)
+    options.set_max_bytes_for_level_base(config.max_bytes_for_level_base)
+    options.set_max_bytes_for_level_multiplier(config.max_bytes_for_level_multiplier)
+    options.set_enable_blob_files(config.enable_blob_files)
+    options.set_min_blob_size(config.min_blob_size)
+    options.set_blob_file_size(config.blob_file_size)
+    options.set_enable_blob_gc(config.enable_blob_garbage_collection)
+    options.set_blob_gc_age_cutoff(config.blob_garbage_collection_age_cutoff)
+    options.set_blob_gc_force_threshold(config.blob_garbage_collection_force_threshold)
+    return options
+
+
+class LSMStore(KVStore):
+    """Pages in RocksDB: prefix-preserving keys, metadata records, tensors in blob files."""
+
+    kind = "lsm"
+
+    def __init__(
+        self,
+        path: str | Path,
+        layout: KVLayout,
+        page_size: int,
+        budget_bytes: int | None,
+        config: StoreConfig,
+        namespace: str,
+    ) -> None:
+        super().__init__(path, layout, page_size, budget_bytes, config, namespace)
+        assert self.path is not None
+        self._ns = hashlib.blake2b(namespace.encode(), digest_size=8).digest()
+        self._open(config)
+
+    # ------------------------------------------------------------------ open / close
+
+    def _open(self, config: StoreConfig) -> None:
+        assert self.path is not None
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._options = _options(config)
+        self._db = Rdict(str(self.path), self._options)
+        try:
+            self._check_header()
+        except BaseException:
+            self._db.close()
+            raise
+        self._write_options = WriteOptions()
+        self._write_options.disable_wal = config.disable_wal
+        self._unlogged = WriteOptions()
+        self._unlogged.disable_wal = True
+        raw = self._db.get(b"C" + self._ns)
+        self._pages, self._live_bytes, self._stamp = _COUNTERS.unpack(raw) if raw else (0, 0, 0)
+
+    def _check_header(self) -> None:
+        expected = {
+            "format_version": FORMAT_VERSION,
+            "page_size": self.page_size,
+            "layout": self.layout.describe(),
+        }
+        raw = self._db.get(HEADER_KEY)
+        if raw is None:
+            self._db.put(HEADER_KEY, json.dumps(expected, sort_keys=True).encode())
+            return
+        stored = json.loads(raw)
+        if stored.get("format_version", 0) > FORMAT_VERSION:
+            raise IncompatibleStoreError(
+                f"{self.path} was written by a newer kvtune (format {stored['format_version']} > "
+                f"{FORMAT_VERSION}); upgrade kvtune or use another path"
+            )
+        for field in ("format_version", "page_size", "layout"):
+            if stored.get(field) != expected[field]:
+                raise IncompatibleStoreError(
+                    f"{self.path} holds a store with {field}={stored.get(field)!r}, but it was opened with "
+                    f"{field}={expected[field]!r}: open it with the stored value or use another path"
+                )
+
+    def _close(self) -> None:
+        if self._config.disable_wal:
+            self._db.flush()
+        self._db.close()
+
+    def _reopen(self, config: StoreConfig) -> None:
+        self._close()
+        self._open(config)
+
+    def _apply_live(self, config: StoreConfig) -> None:
+        changed = self._config.changed(config)
+        new_options = config.rocksdb_options()
+        live = {name: new_options[name] for name in changed if name in new_options}
+        if live:
+            self._db.set_options(live)
+        if "disable_wal" in changed:
+            self._write_options = WriteOptions()
+            self._write_options.disable_wal = config.disable_wal
+            if config.disable_wal is False:
+                self._db.flush()
+
+    def _flush_durable(self) -> None:
+        if self._config.disable_wal:
+            self._db.flush()
+
+    # ------------------------------------------------------------------ keys
+
+    def _meta_key(self, plan: PagePlan, n_pages: int) -> bytes:
+        return b"M" + self._ns + plan.prefix_key(n_pages)
+
+    def _data_key(self, plan: PagePlan, n_pages: int) -> bytes:
+        return b"D" + self._ns + plan.prefix_key(n_pages)
+
+    def _access_key(self, stamp: int, depth: int, body: bytes) -> bytes:
+        return b"A" + self._ns + _ACCESS.pack(stamp, 0xFFFF - min(depth, 0xFFFF)) + body
+
+    def _counter_record(self) -> tuple[bytes, bytes]:
+        return b"C" + self._ns, _COUNTERS.pack(self._pages, self._live_bytes, self._stamp)
+
+    # ------------------------------------------------------------------ hooks
+
+    def _has_page(self, plan: PagePlan, index: int) -> bool:
+        raw = self._db.get(self._meta_key(plan, index + 1))
+        if raw is None:
+            return False
+        meta = PageMeta.decode(raw)
+        return meta is not None and meta.check == plan.checks[index]
+
+    def _probe_plan(self, plan: PagePlan) -> int:
+        return self._binary_search_probe(plan.n_pages, lambda index: self._has_page(plan, index))
+
+    def _read_pages(self, plan: PagePlan, n_pages: int) -> list[torch.Tensor | None]:
+        keys = [self._data_key(plan, k + 1) for k in range(n_pages)]
+        values = self._db.get(keys)
+        self._counters.add(device_ops=1)
+        return [
+            None if raw is None else decode_value(raw, self.layout, self.page_size, plan.checks[k])
+            for k, raw in enumerate(values)
+        ]
+
+    def _track_recency(self) -> bool:
+        return self.budget_bytes is not None and self._config.eviction_order == "lru"
+
+    def _restamp(self, batch: WriteBatch, plan: PagePlan, n_pages: int, stamp: int) -> None:
+        """Move pages ``0..n_pages-1`` of ``plan`` to access ``stamp`` in the recency index."""
+        metas = self._db.get([self._meta_key(plan, k + 1) for k in range(n_pages)])
+        for k, raw in enumerate(metas):
+            meta = PageMeta.decode(raw) if raw is not None else None
+            if meta is None or meta.check != plan.checks[k] or meta.stamp == stamp:
+                continue
+            body = plan.prefix_key(k + 1)
+            batch.delete(self._access_key(meta.stamp, meta.depth, body))
+            batch.put(self._access_key(stamp, meta.depth, body), b"")
+            batch.put(self._meta_key(plan, k + 1), PageMeta(meta.check, meta.value_bytes, stamp, k + 1).encode())
+
+    def _touch(self, plan: PagePlan, n_pages: int) -> None:
+        if not self._track_recency():
+            return
+        self._stamp += 1
+        batch = WriteBatch(raw_mode=True)
+        self._restamp(batch, plan, n_pages, self._stamp)
+        batch.put(*self._counter_record())
+        self._db.write(batch, self._unlogged)
+
+    def _write_records(self, records: list[PageRecord]) -> None:
+        self._stamp += 1
+        batch = WriteBatch(raw_mode=True)
+        if self._track_recency():
+            first_new: dict[bytes, tuple[PagePlan, int]] = {}
+            for record in records:
+                key = record.plan.checks[-1]
+                if key not in first_new or record.index < first_new[key][1]:
+                    first_new[key] = (record.plan, record.index)
+            for plan, index in first_new.values():
+                self._restamp(batch, plan, index, self._stamp)
+        for record in records:
+            plan, index = record.plan, record.index
+            header = encode_header(self.layout, self.page_size, plan.checks[index])
+            value = header + page_payload(record.page)
+            body = plan.prefix_key(index + 1)
+            batch.put(b"D" + self._ns + body, value)
+            meta = PageMeta(plan.checks[index], len(value), self._stamp, index + 1)
+            batch.put(b"M" + self._ns + body, meta.encode())
+            batch.put(self._access_key(self._stamp, index + 1, body), b"")
+            self._pages += 1
+            self._live_bytes += len(value)
+        batch.put(*self._counter_record())
+        self._db.write(batch, self._write_options)
+        self._counters.add(device_ops=1)
+
+    def _subtree_usage(self, body: bytes) -> tuple[int, int]:
+        """(pages, value bytes) stored in the subtree whose key body starts with ``body``."""
+        start = b"M" + self._ns + body
+        end = prefix_successor(start)
+        pages, nbytes = 0, 0
+        iterator = self._db.iter()
+        iterator.seek(start)
+        while iterator.valid() and iterator.key() < end:
+            meta = PageMeta.decode(iterator.value())
+            if meta is not None:
+                pages += 1
+                nbytes += meta.value_bytes
+            iterator.next()
+        del iterator
+        return pages, nbytes
+
+    def _delete_subtree(self, body: bytes, access_key: bytes | None) -> int:
+        pages, nbytes = self._subtree_usage(body)
+        batch = WriteBatch(raw_mode=True)
+        for space in (b"M", b"D"):
+            start = space + self._ns + body
+            batch.delete_range(start, prefix_successor(start))
+        if access_key is not None:
+            batch.delete(access_key)
+        self._pages -= pages
+        self._live_bytes -= nbytes
+        batch.put(*self._counter_record())
+        self._db.write(batch, self._write_options)
+        return pages
+
+    def _evict_subtree(self, plan: PagePlan, index: int) -> int:
+        if index >= plan.n_pages:
+            return 0
+        return self._delete_subtree(plan.prefix_key(index + 1), None)
+
+    def _disk_bytes(self) -> int:
+        assert self.path is not None
+        return directory_usage(self.path)[0]
+
+    def _enforce_budget(self) -> None:
+        if self.budget_bytes is None or self._disk_bytes() <= self.budget_bytes:
+            return
+        target = min(self.budget_bytes * LIVE_FRACTION, self._live_bytes - self.budget_bytes * EVICT_CHUNK_FRACTION)
+        evicted = self._evict_until(target)
+        self._counters.add(evicted_pages=evicted)
+        if evicted:
+            start = b"D" + self._ns
+            self._db.compact_range(start, prefix_successor(start))
+
+    def _evict_until(self, live_target: float) -> int:
+        """Evict recency-index victims, in order, until live bytes are at most ``live_target``."""
+        prefix = b"A" + self._ns
+        header = len(prefix) + _ACCESS.size
+        evicted = 0
+        while self._live_bytes > live_target:
+            iterator = self._db.iter()
+            iterator.seek(prefix)
+            if not iterator.valid() or not iterator.key().startswith(prefix):
+                break
+            access_key = iterator.key()
+            del iterator
+            stamp, _ = _ACCESS.unpack(access_key[len(prefix) : header])
+            body = access_key[header:]
+            raw = self._db.get(b"M" + self._ns + body)
+            meta = PageMeta.decode(raw) if raw is not None else None
+            if meta is None or meta.stamp != stamp:
+                self._db.delete(access_key, self._unlogged)
+                continue
+            evicted += self._delete_subtree(body, access_key)
+        return evicted
+
+    def _tickers(self) -> dict[str, int]:
+        text = self._options.get_statistics() or ""
+        return {name: int(value) for name, value in _TICKER.findall(text)}
+
+    def _backend_state(self) -> BackendState:
+        assert self.path is not None
+        disk, files = directory_usage(self.path)
+        tickers = self._tickers()
+        prop = self._db.property_int_value
+        written = sum(
+            tickers.get(name, 0)
+            for name in ("rocksdb.wal.bytes", "rocksdb.flush.write.bytes", "rocksdb.compact.write.bytes",
+                         "rocksdb.blobdb.blob.file.bytes.written")
+        )
+        read = sum(
+            tickers.get(name, 0)
+            for name in ("rocksdb.compact.read.bytes", "rocksdb.blobdb.blob.file.bytes.read",
+                         "rocksdb.last.level.read.bytes", "rocksdb.non.last.level.read.bytes")
+        )
+        garbage = prop("rocksdb.live-blob-file-garbage-size") or 0
+        return BackendState(
+            pages_stored=self._pages,
+            live_bytes=self._live_bytes,
+            disk_bytes=disk,
+            files=files,
+            device_write_bytes=written,
+            device_read_bytes=read,
+            stall_s=tickers.get("rocksdb.stall.micros", 0) / 1e6,
+            l0_files=prop("rocksdb.num-files-at-level0") or 0,
+            pending_compaction_bytes=prop("rocksdb.estimate-pending-compaction-bytes") or 0,
+            blob_live_bytes=max((prop("rocksdb.live-blob-file-size") or 0) - garbage, 0),
+            blob_garbage_bytes=garbage,
+        )
+
+    def statistics_tickers(self) -> dict[str, int]:
+        """RocksDB's statistics tickers (``rocksdb.*`` counters), cumulative since open."""
+        with self._lock:
+            self._check_open()
+            return self._tickers()
