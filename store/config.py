@@ -53,8 +53,7 @@ class KnobSpec:
             if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(float(value)):
                 raise ValueError(f"knob {self.name}={value!r} must be a number in {self.valid_range()}")
             value = float(value)
-        assert self.low is not None and self.high is not None
-        if not self.low <= value <= self.high:
+        if self.low is None or self.high is None or not self.low <= value <= self.high:
             raise ValueError(f"knob {self.name}={value!r} is out of range: valid range is {self.valid_range()}")
         return value
 
@@ -122,7 +121,7 @@ class StoreConfig:
     writer_batch_size: int = _knob(16, KnobSpec(
         "writer_batch_size", int, "log", 1, 1024, doc="put requests the async writer merges into one write"))
     writer_queue_depth: int = _knob(64, KnobSpec(
-        "writer_queue_depth", int, "log", 1, 4096, live=False,
+        "writer_queue_depth", int, "log", 1, 4096,
         doc="put requests the async writer queues before its overflow policy applies"))
     writer_overflow: str = _knob("block", KnobSpec(
         "writer_overflow", str, "choice", choices=("block", "drop"),
@@ -130,6 +129,9 @@ class StoreConfig:
     eviction_order: str = _knob("lru", KnobSpec(
         "eviction_order", str, "choice", choices=("lru", "fifo"),
         doc="capacity manager: least-recently-used leaves first, or oldest-written subtrees first"))
+    write_admission_hits: int = _knob(0, KnobSpec(
+        "write_admission_hits", int, "linear", 0, 8,
+        doc="hits a page needs in the memory tier before it is written to disk (0: write-through)"))
     block_cache_bytes: int = _knob(32 * MiB, KnobSpec(
         "block_cache_bytes", int, "log", 1 * MiB, 4 * GiB, live=False,
         doc="RocksDB block cache (SST blocks: keys and metadata records)"))

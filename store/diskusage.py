@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def directory_usage(path: Path) -> tuple[int, int]:
-    """(bytes allocated, files) under ``path``, recursively; a missing directory is (0, 0)."""
+    """(bytes in files, files) under ``path``, recursively; a missing directory is (0, 0)."""
     total, files = 0, 0
     stack = [path]
     while stack:
@@ -20,7 +20,7 @@ def directory_usage(path: Path) -> tuple[int, int]:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
                 else:
-                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+                    total += entry.stat(follow_symlinks=False).st_size
                     files += 1
             except FileNotFoundError:
                 continue

@@ -29,10 +29,10 @@ import torch
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
 
 from store.base import BackendState, KVStore, PageRecord
-from store.codec import FORMAT_VERSION, PageMeta, decode_value, encode_header, page_payload
+from store.codec import PageMeta, decode_value, encode_header, page_payload
 from store.config import StoreConfig
 from store.diskusage import directory_usage
-from store.errors import IncompatibleStoreError
+from store.header import check_header, encode_header_record, expected_header
 from store.layout import KVLayout
 from store.pages import KEY_DIGEST_BYTES, PagePlan
 
@@ -41,6 +41,11 @@ logger = logging.getLogger(__name__)
 HEADER_KEY = b"H"
 LIVE_FRACTION = 0.85
 EVICT_CHUNK_FRACTION = 0.02
+INFO_LOG_FILE_BYTES = 256 * 1024
+"""RocksDB's info log (``LOG``) rolls at this size and keeps ``INFO_LOG_KEEP`` old files, so the store's
+disk use stays bounded: unbounded, it grows by kilobytes with every flush and compaction."""
+INFO_LOG_KEEP = 1
+MANIFEST_FILE_BYTES = 4 * 1024 * 1024
 _COUNTERS = struct.Struct("<QQQ")
 _ACCESS = struct.Struct(">QH")
 _TICKER = re.compile(r"^(rocksdb\.[\w.]+) COUNT : (\d+)$", re.MULTILINE)
@@ -59,6 +64,9 @@ def _options(config: StoreConfig) -> Options:
     options.create_if_missing(True)
     options.enable_statistics()
     options.set_max_background_jobs(2)
+    options.set_max_log_file_size(INFO_LOG_FILE_BYTES)
+    options.set_keep_log_file_num(INFO_LOG_KEEP)
+    options.set_max_manifest_file_size(MANIFEST_FILE_BYTES)
     table = BlockBasedOptions()
     table.set_block_cache(Cache(config.block_cache_bytes))
     table.set_bloom_filter(10, False)
@@ -120,27 +128,12 @@ class LSMStore(KVStore):
         self._pages, self._live_bytes, self._stamp = _COUNTERS.unpack(raw) if raw else (0, 0, 0)
 
     def _check_header(self) -> None:
-        expected = {
-            "format_version": FORMAT_VERSION,
-            "page_size": self.page_size,
-            "layout": self.layout.describe(),
-        }
+        expected = expected_header(self.layout, self.page_size)
         raw = self._db.get(HEADER_KEY)
         if raw is None:
-            self._db.put(HEADER_KEY, json.dumps(expected, sort_keys=True).encode())
+            self._db.put(HEADER_KEY, encode_header_record(expected))
             return
-        stored = json.loads(raw)
-        if stored.get("format_version", 0) > FORMAT_VERSION:
-            raise IncompatibleStoreError(
-                f"{self.path} was written by a newer kvtune (format {stored['format_version']} > "
-                f"{FORMAT_VERSION}); upgrade kvtune or use another path"
-            )
-        for field in ("format_version", "page_size", "layout"):
-            if stored.get(field) != expected[field]:
-                raise IncompatibleStoreError(
-                    f"{self.path} holds a store with {field}={stored.get(field)!r}, but it was opened with "
-                    f"{field}={expected[field]!r}: open it with the stored value or use another path"
-                )
+        check_header(json.loads(raw), expected, self.path)
 
     def _close(self) -> None:
         if self._config.disable_wal:

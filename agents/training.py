@@ -1,0 +1,155 @@
+"""Training Stable-Baselines3 agents on the tuning environment.
+
+A run's whole configuration is one :class:`TrainConfig`, logged in full to MLflow. Vectorised envs each
+own a DB directory; an evaluation callback compares the agent with the ``default`` policy on a separate
+env of the same workload; checkpoints and the final policy bundle land under the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from agents.bundle import ALGORITHMS, LearnedPolicy, PolicyCard, algorithm_class, save_policy_bundle
+from agents.evaluation import run_episode
+from agents.policies import DefaultPolicy
+from env import ENV_ID, EnvConfig
+from env.actions import ActionMapper
+from env.wrappers import DiscreteKnobActions
+from experiments.tracking import log_metrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    algo: str = "ppo"
+    timesteps: int = 256
+    n_envs: int = 2
+    seed: int = 0
+    eval_every: int = 128
+    discrete_levels: int = 5
+    learning_rate: float = 3e-4
+    n_steps: int = 32
+    batch_size: int = 32
+    gamma: float = 0.9
+    env: EnvConfig = field(default_factory=EnvConfig)
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {self.algo!r}; valid algorithms: {', '.join(ALGORITHMS)}")
+        for name in ("timesteps", "n_envs", "eval_every", "n_steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def make_train_env(config: TrainConfig, rank: int, run_dir: Path) -> gym.Env:
+    env_config = dataclasses.replace(config.env, root_dir=str(run_dir / "envs" / f"env-{rank}"))
+    environment = gym.make(ENV_ID, config=env_config)
+    if config.algo == "dqn":
+        environment = DiscreteKnobActions(environment, levels=config.discrete_levels)
+    environment.reset(seed=config.seed + rank)
+    return environment
+
+
+def _algorithm_kwargs(config: TrainConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"learning_rate": config.learning_rate, "gamma": config.gamma, "seed": config.seed}
+    if config.algo in ("ppo", "a2c"):
+        kwargs["n_steps"] = config.n_steps
+    if config.algo == "ppo":
+        kwargs["batch_size"] = config.batch_size
+    if config.algo in ("sac", "dqn"):
+        kwargs.update(batch_size=config.batch_size, learning_starts=min(config.n_steps, config.timesteps // 2))
+    if config.algo == "dqn":
+        kwargs["exploration_fraction"] = 0.5
+    return kwargs
+
+
+class WindowMetricsCallback(BaseCallback):
+    """Logs every window's raw metrics from the envs' ``info`` to MLflow as ``window/...`` with ``step=``."""
+
+    def _on_step(self) -> bool:
+        infos = self.locals.get("infos", [])
+        rewards = self.locals.get("rewards", [])
+        for index, info in enumerate(infos):
+            metrics = dict(info.get("window", {}))
+            if len(rewards) > index:
+                metrics["reward"] = float(rewards[index])
+            log_metrics(metrics, step=self.num_timesteps, prefix=f"window/env{index}/")
+        return True
+
+
+class CompareWithDefaultCallback(BaseCallback):
+    """Every ``every`` steps, runs one evaluation episode of the agent and logs it against ``default``."""
+
+    def __init__(self, config: TrainConfig, mapper: ActionMapper, run_dir: Path, every: int) -> None:
+        super().__init__()
+        self.config = config
+        self.mapper = mapper
+        self.run_dir = run_dir
+        self.every = every
+        self.default_reward: float | None = None
+        self.history: list[dict[str, float]] = []
+
+    def _eval_env_config(self) -> EnvConfig:
+        return dataclasses.replace(self.config.env, root_dir=str(self.run_dir / "envs" / "eval"))
+
+    def _on_step(self) -> bool:
+        if self.n_calls % max(self.every // self.config.n_envs, 1):
+            return True
+        seed = self.config.seed + 10_000
+        if self.default_reward is None:
+            self.default_reward = run_episode(DefaultPolicy(), self._eval_env_config(), seed).total_reward
+        card = PolicyCard.for_mapper(self.config.algo, self.mapper, self._levels(), {})
+        agent = LearnedPolicy(self.model, card, self.mapper)
+        episode = run_episode(agent, self._eval_env_config(), seed)
+        row = {
+            "eval/agent_reward": episode.total_reward,
+            "eval/default_reward": self.default_reward,
+            "eval/agent_mean_ttft_s": episode.mean_ttft_s,
+            "eval/agent_hit_token_ratio": episode.hit_token_ratio,
+        }
+        self.history.append(row)
+        log_metrics(row, step=self.num_timesteps)
+        logger.info("step %d: agent reward %.4f vs default %.4f", self.num_timesteps, row["eval/agent_reward"],
+                    self.default_reward)
+        return True
+
+    def _levels(self) -> int:
+        return self.config.discrete_levels if self.config.algo == "dqn" else 0
+
+
+def train(config: TrainConfig, run_dir: Path, progress_bar: bool = True) -> Path:
+    """Train an agent; return the policy bundle directory. Call inside an active MLflow run."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mapper = ActionMapper()
+    vec_env = DummyVecEnv([lambda rank=rank: make_train_env(config, rank, run_dir) for rank in range(config.n_envs)])
+    model = algorithm_class(config.algo)("MlpPolicy", vec_env, verbose=0, device="cpu", **_algorithm_kwargs(config))
+    compare = CompareWithDefaultCallback(config, mapper, run_dir, config.eval_every)
+    callbacks = CallbackList([
+        WindowMetricsCallback(),
+        compare,
+        CheckpointCallback(save_freq=max(config.eval_every // config.n_envs, 1), save_path=str(run_dir / "checkpoints"),
+                           name_prefix=config.algo),
+    ])
+    model.learn(total_timesteps=config.timesteps, callback=callbacks, progress_bar=progress_bar)
+    vec_env.close()
+    levels = config.discrete_levels if config.algo == "dqn" else 0
+    training = {"workload": config.env.workload, "timesteps": config.timesteps, "seed": config.seed,
+                "env": dataclasses.asdict(config.env)}
+    card = PolicyCard.for_mapper(config.algo, mapper, levels, training)
+    bundle = save_policy_bundle(model, card, run_dir / "policy")
+    if compare.history:
+        final = compare.history[-1]
+        logger.info("final evaluation: agent %.4f vs default %.4f", final["eval/agent_reward"],
+                    final["eval/default_reward"])
+    np.save(run_dir / "eval_history.npy", np.array([list(r.values()) for r in compare.history]))
+    return bundle

@@ -1,0 +1,141 @@
+"""The action space: a ``Box`` in [-1, 1]^d mapped onto :class:`store.StoreConfig` knobs.
+
+Shared by training and deployment, so a policy drives a live store exactly as it drove the environment.
+Each dimension covers one knob over a safe sub-range of the knob's valid range, on the knob's scale
+(log for sizes and counts, linear for fractions, equal bins for choices).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from store import StoreConfig
+from store.config import KiB, MiB, KnobSpec
+
+ACTION_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ActionKnob:
+    """One action dimension: a knob and the sub-range the agent may choose from."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+
+    def spec(self) -> KnobSpec:
+        specs = StoreConfig.specs()
+        if self.name not in specs:
+            raise ValueError(f"unknown knob {self.name!r} in the action space; valid knobs: {', '.join(specs)}")
+        return specs[self.name]
+
+    def bounds(self) -> tuple[float, float]:
+        spec = self.spec()
+        assert spec.low is not None and spec.high is not None
+        low = spec.low if self.low is None else self.low
+        high = spec.high if self.high is None else self.high
+        if not spec.low <= low < high <= spec.high:
+            raise ValueError(
+                f"action range [{low:g}, {high:g}] of knob {self.name} must lie inside its valid range "
+                f"{spec.valid_range()} with low < high"
+            )
+        return low, high
+
+    def to_value(self, unit: float) -> Any:
+        """Knob value for ``unit`` in [0, 1]."""
+        spec = self.spec()
+        if spec.choices:
+            return spec.choices[min(int(unit * len(spec.choices)), len(spec.choices) - 1)]
+        low, high = self.bounds()
+        if spec.scale == "log":
+            value = math.exp(math.log(low) + unit * (math.log(high) - math.log(low)))
+        else:
+            value = low + unit * (high - low)
+        value = min(max(value, low), high)
+        return round(value) if spec.kind is int else value
+
+    def to_unit(self, value: Any) -> float:
+        """Inverse of :meth:`to_value`: the centre of the unit interval that maps to ``value``."""
+        spec = self.spec()
+        if spec.choices:
+            return (spec.choices.index(value) + 0.5) / len(spec.choices)
+        low, high = self.bounds()
+        value = min(max(float(value), low), high)
+        if spec.scale == "log":
+            return (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
+        return (value - low) / (high - low)
+
+
+DEFAULT_ACTION_KNOBS: tuple[ActionKnob, ...] = (
+    ActionKnob("write_buffer_size", 1 * MiB, 256 * MiB),
+    ActionKnob("max_write_buffer_number", 2, 8),
+    ActionKnob("level0_file_num_compaction_trigger", 1, 32),
+    ActionKnob("level0_slowdown_writes_trigger", 4, 128),
+    ActionKnob("max_bytes_for_level_base", 16 * MiB, 1024 * MiB),
+    ActionKnob("enable_blob_files"),
+    ActionKnob("min_blob_size", 256, 256 * KiB),
+    ActionKnob("blob_file_size", 4 * MiB, 1024 * MiB),
+    ActionKnob("enable_blob_garbage_collection"),
+    ActionKnob("blob_garbage_collection_age_cutoff", 0.05, 1.0),
+    ActionKnob("disable_wal"),
+    ActionKnob("writer_batch_size", 1, 256),
+    ActionKnob("writer_queue_depth", 4, 1024),
+    ActionKnob("eviction_order"),
+    ActionKnob("write_admission_hits", 0, 4),
+)
+
+
+class ActionMapper:
+    """Maps actions in [-1, 1]^d to configs and back. Knobs outside the action keep ``base``'s values."""
+
+    def __init__(self, knobs: tuple[ActionKnob, ...] = DEFAULT_ACTION_KNOBS, base: StoreConfig | None = None):
+        names = [knob.name for knob in knobs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"action knobs must be distinct, got {names}")
+        for knob in knobs:
+            if not knob.spec().choices:
+                knob.bounds()
+        self.knobs = knobs
+        self.base = base or StoreConfig()
+
+    @property
+    def names(self) -> list[str]:
+        return [knob.name for knob in self.knobs]
+
+    @property
+    def dim(self) -> int:
+        return len(self.knobs)
+
+    def to_config(self, action: np.ndarray) -> StoreConfig:
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape != (self.dim,):
+            raise ValueError(f"action has {action.size} values; this action space has {self.dim}: {self.names}")
+        units = (np.clip(action, -1.0, 1.0) + 1.0) / 2.0
+        values = {knob.name: knob.to_value(float(u)) for knob, u in zip(self.knobs, units, strict=True)}
+        return self._consistent(values)
+
+    def to_action(self, config: StoreConfig) -> np.ndarray:
+        units = np.array([knob.to_unit(getattr(config, knob.name)) for knob in self.knobs])
+        return (units * 2.0 - 1.0).astype(np.float32)
+
+    def _consistent(self, values: dict[str, Any]) -> StoreConfig:
+        """Derive the knobs that must move with the chosen ones (RocksDB needs slowdown <= stop)."""
+        slowdown = values.get("level0_slowdown_writes_trigger", self.base.level0_slowdown_writes_trigger)
+        stop = max(self.base.level0_stop_writes_trigger, slowdown + slowdown // 2)
+        return StoreConfig.from_dict({**values, "level0_stop_writes_trigger": min(stop, 512)}, base=self.base)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The schema recorded in policy cards: name, range, scale per dimension."""
+        rows = []
+        for knob in self.knobs:
+            spec = knob.spec()
+            if spec.choices:
+                rows.append({"name": knob.name, "scale": "choice", "choices": list(spec.choices)})
+            else:
+                low, high = knob.bounds()
+                rows.append({"name": knob.name, "scale": spec.scale, "low": low, "high": high})
+        return rows

@@ -1,0 +1,59 @@
+"""Typed configuration of the tuning environment and its reward."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """reward = hit_weight * hit_token_ratio - ttft_weight * mean_ttft_s / ttft_scale_s
+    - budget_weight * max(0, disk_bytes / budget_bytes - 1) - drop_weight * dropped_fraction.
+    """
+
+    hit_weight: float = 0.5
+    ttft_weight: float = 1.0
+    ttft_scale_s: float = 1.0
+    budget_weight: float = 2.0
+    drop_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("hit_weight", "ttft_weight", "budget_weight", "drop_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"RewardConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.ttft_scale_s <= 0:
+            raise ValueError(f"RewardConfig.ttft_scale_s must be > 0, got {self.ttft_scale_s}")
+
+    def reward(self, hit_token_ratio: float, mean_ttft_s: float, over_budget: float, dropped_fraction: float) -> float:
+        return (
+            self.hit_weight * hit_token_ratio
+            - self.ttft_weight * mean_ttft_s / self.ttft_scale_s
+            - self.budget_weight * max(0.0, over_budget)
+            - self.drop_weight * dropped_fraction
+        )
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """What one environment replays and how. The defaults are a small, fast configuration."""
+
+    workload: str = "staged"
+    workload_options: dict[str, Any] = field(default_factory=dict)
+    requests_per_window: int = 8
+    store_kind: str = "lsm"
+    profile: str = "tiny"
+    profile_scale: int = 1
+    budget_bytes: int | None = None
+    memory_tier_bytes: int = 1024 * 1024
+    page_size: int = 64
+    pace: float | None = None
+    clock: Literal["counters", "measured"] = "counters"
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    root_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.requests_per_window < 1:
+            raise ValueError(f"requests_per_window must be >= 1, got {self.requests_per_window}")
+        if self.clock not in ("counters", "measured"):
+            raise ValueError(f"clock must be 'counters' or 'measured', got {self.clock!r}")

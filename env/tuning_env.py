@@ -1,0 +1,202 @@
+"""The store, under a workload, as an environment an agent learns to tune."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from env.actions import ActionMapper
+from env.config import EnvConfig
+from env.observation import FEATURES, WindowFeatures, encode_observation, observation_size
+from store import StoreConfig
+from workloads.generators import GENERATORS, mixed
+from workloads.metrics import WindowMetrics
+from workloads.mooncake import load_mooncake
+from workloads.profiles import get_profile
+from workloads.replay import ReplayConfig, ReplaySession
+from workloads.requests import Request
+
+logger = logging.getLogger(__name__)
+
+MIN_WINDOW_SPAN_S = 1e-3
+SMALL_WORKLOAD_OPTIONS: dict[str, dict[str, Any]] = {
+    "staged": {"phase_requests": 16, "chunk_tokens": 64, "chunks_per_prompt": 8, "pool_chunks": 512},
+}
+"""Options that keep the no-argument environment small and fast; ``workload_options`` override them."""
+
+
+def build_requests(workload: str, options: dict[str, Any], seed: int) -> list[Request]:
+    """The requests of ``workload`` (a generator name, ``mixed`` or ``mooncake`` with ``path``)."""
+    merged = {**SMALL_WORKLOAD_OPTIONS.get(workload, {}), **options}
+    if workload == "mooncake":
+        if "path" not in merged:
+            raise ValueError("workload 'mooncake' needs workload_options={'path': TRACE_FILE, ...}")
+        return load_mooncake(**merged)
+    if workload == "mixed":
+        return mixed(seed=seed, **merged)
+    if workload not in GENERATORS:
+        valid = ", ".join([*GENERATORS, "mixed", "mooncake"])
+        raise ValueError(f"unknown workload {workload!r}; valid workloads: {valid}")
+    return GENERATORS[workload](seed=seed, **merged)
+
+
+def _observation_table() -> str:
+    rows = [f"    | {i:>2} | {f.name:<26} | {f.unit:<52} | {f.scale:<16} |" for i, f in enumerate(FEATURES)]
+    return "\n".join(rows)
+
+
+class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
+    __doc__ = f"""Tune a live KV-cache store while it serves a replayed workload.
+
+    ## Description
+    One episode replays one workload (fixed by the reset seed) through the replay engine: a host-memory
+    tier in front of a real store of ``store_kind`` in its own directory. One step is one control window:
+    the action's knobs are applied to the live store (live where RocksDB allows it, by a reopen whose cost
+    is reported in ``info["window"]["reopen_s"]`` otherwise), the next ``requests_per_window`` requests are
+    replayed, and the window's metrics become the observation and the reward.
+
+    ## Action Space
+    ``Box(-1, 1, (d,), float32)``: one dimension per knob of :data:`env.actions.DEFAULT_ACTION_KNOBS`
+    (log scale for sizes and counts, linear for fractions, equal bins for on/off and choices), mapped
+    by :class:`env.actions.ActionMapper`. :class:`env.wrappers.DiscreteKnobActions` gives a discrete
+    variant for DQN.
+
+    ## Observation Space
+    ``Box(0, 1, ({len(FEATURES)} + d,), float32)``, schema version 1. Entries 0-{len(FEATURES) - 1}:
+
+    |  # | feature                    | unit                                                 | normalisation    |
+    |----|----------------------------|------------------------------------------------------|------------------|
+{_observation_table()}
+
+    ``log:M`` is log1p(x) / log1p(M), ``ratio:M`` is x / M, both clipped to [0, 1]. Entries
+    {len(FEATURES)} .. {len(FEATURES)} + d - 1 are the current knobs, each as its action value mapped to [0, 1].
+
+    ## Rewards
+    Per window (see :class:`env.config.RewardConfig`): ``hit_weight * hit_token_ratio - ttft_weight *
+    mean_ttft_s / ttft_scale_s - budget_weight * max(0, disk/budget - 1) - drop_weight * dropped_fraction``.
+    TTFT comes from the replay's ``counters`` clock by default (``clock="measured"`` on request).
+
+    ## Starting State
+    The store starts empty with :class:`store.StoreConfig` defaults; the first observation holds zero
+    workload features and the default knobs (``info["action"]`` is the default config's action).
+
+    ## Episode End
+    Terminated when the workload is fully replayed. Time limits belong to the registration.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, config: EnvConfig | None = None, **overrides: Any) -> None:
+        super().__init__()
+        self.config = dataclasses.replace(config or EnvConfig(), **overrides)
+        self.profile = get_profile(self.config.profile, self.config.profile_scale)
+        self.mapper = ActionMapper()
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (self.mapper.dim,), dtype=np.float32)
+        size = observation_size(self.mapper)
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (size,), dtype=np.float32)
+        self._owned_root = self.config.root_dir is None
+        self._root = Path(self.config.root_dir or tempfile.mkdtemp(prefix="kvtune-env-"))
+        self._session: ReplaySession | None = None
+        self._episode = 0
+        self.current_config = StoreConfig()
+
+    # ------------------------------------------------------------------ gymnasium API
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._close_session()
+        workload_seed = int(self.np_random.integers(2**31 - 1))
+        requests = build_requests(self.config.workload, dict(self.config.workload_options), workload_seed)
+        self._episode += 1
+        path = self._root / f"episode-{self._episode}"
+        shutil.rmtree(path, ignore_errors=True)
+        self.current_config = StoreConfig()
+        replay_config = ReplayConfig(
+            store_kind=self.config.store_kind,
+            profile=self.profile,
+            page_size=self.config.page_size,
+            budget_bytes=self.config.budget_bytes,
+            memory_tier_bytes=self.config.memory_tier_bytes,
+            clock=self.config.clock,
+            pace=self.config.pace,
+            seed=workload_seed,
+        )
+        self._session = ReplaySession(requests, replay_config, self.current_config, path)
+        empty = WindowFeatures(**dict.fromkeys((f.name for f in FEATURES), 0.0))
+        observation = encode_observation(empty, self.current_config, self.mapper)
+        info = {"action": self.mapper.to_action(self.current_config), "requests": len(requests)}
+        return observation, info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        return self.step_config(self.mapper.to_config(action))
+
+    def step_config(self, config: StoreConfig) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """A step that applies ``config`` directly (policies that choose configs, not actions)."""
+        if self._session is None:
+            raise RuntimeError("call reset() before step()")
+        changed = self.current_config.changed(config)
+        self._session.apply(config)
+        self.current_config = config
+        window = self._session.run_window(self.config.requests_per_window)
+        features = self.features(window)
+        reward = self.config.reward.reward(
+            hit_token_ratio=window.hit_token_ratio,
+            mean_ttft_s=window.mean_ttft_s,
+            over_budget=features.space_used_fraction - 1.0 if self.config.budget_bytes else 0.0,
+            dropped_fraction=features.dropped_fraction,
+        )
+        records = self._session.records[window.first_request : window.first_request + window.requests]
+        info = {
+            "window": {
+                **{k: float(v) for k, v in window.to_dict().items() if isinstance(v, int | float)},
+                "hit_tokens": float(sum(r.hit_tokens for r in records)),
+                "prompt_tokens": float(sum(r.prompt_tokens for r in records)),
+            },
+            "ttft_s": [r.ttft_s for r in records],
+            "changed_knobs": changed,
+        }
+        observation = encode_observation(features, config, self.mapper)
+        return observation, float(reward), self._session.done, False, info
+
+    def close(self) -> None:
+        self._close_session()
+        if self._owned_root:
+            shutil.rmtree(self._root, ignore_errors=True)
+        super().close()
+
+    # ------------------------------------------------------------------ helpers
+
+    def features(self, window: WindowMetrics) -> WindowFeatures:
+        """The observation's raw features for one replayed window."""
+        span = max(window.trace_end_s - window.trace_start_s, MIN_WINDOW_SPAN_S)
+        page_bytes = self.profile.kv_layout().page_bytes(self.config.page_size)
+        offered = window.write_bytes / page_bytes + window.dropped_pages
+        return WindowFeatures(
+            arrival_rate_rps=window.arrival_rate,
+            prefix_reuse=window.prefix_reuse,
+            hit_token_ratio=window.hit_token_ratio,
+            mean_prompt_tokens=window.mean_prompt_tokens,
+            write_bytes_per_s=window.device_write_bytes / span,
+            read_bytes_per_s=window.device_read_bytes / span,
+            l0_files=float(window.l0_files),
+            pending_compaction_bytes=float(window.pending_compaction_bytes),
+            stall_fraction=min(window.stall_s / span, 1.0),
+            blob_garbage_fraction=window.blob_garbage_bytes / max(window.disk_bytes, 1),
+            space_used_fraction=window.disk_bytes / self.config.budget_bytes if self.config.budget_bytes else 0.0,
+            writer_queue_fill=window.writer_queue_depth / self.current_config.writer_queue_depth,
+            dropped_fraction=window.dropped_pages / offered if offered > 0 else 0.0,
+            mean_ttft_s=window.mean_ttft_s if math.isfinite(window.mean_ttft_s) else 0.0,
+        )
+
+    def _close_session(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None

@@ -1,0 +1,1 @@
+"""The command line, experiment specs, MLflow tracking, reports and plots."""

@@ -1,0 +1,102 @@
+"""``kvtune bench store``: the command line of :mod:`experiments.bench_store`."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from experiments.cli import bench_app
+
+logger = logging.getLogger(__name__)
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{option} takes comma-separated integers, e.g. 100000,1000000") from None
+    if not values:
+        raise typer.BadParameter(f"{option} needs at least one value")
+    return values
+
+
+@bench_app.command("store")
+def store(
+    ctx: typer.Context,
+    out: Path = typer.Option(Path("runs/bench"), "--out", help="Directory for the CSVs, the PNG and report.md."),
+    rounds: int = typer.Option(5, "--rounds", min=1, help="Interleaved rounds (A B A B ...) per measurement."),
+    large_pages: int = typer.Option(512, "--large-pages", min=1, help="Large pages written per kind per round."),
+    small_pages: str = typer.Option(
+        "100000,1000000", "--small-pages", help="Stored 4 KiB-page counts to sweep (one store per count)."),
+    kinds: str = typer.Option("lsm,file,applog,memory", "--kinds", help="Store kinds to compare."),
+    quick: bool = typer.Option(False, "--quick", help="A ~1 minute run at small sizes (for `make run`)."),
+    large_kv_heads: int = typer.Option(
+        1, "--large-kv-heads", help="KV heads of the scaled Llama-3.1-8B pages: 1 -> 1 MiB pages, 8 -> 8 MiB."),
+    workdir: Path | None = typer.Option(None, "--workdir", help="Where the stores live (default OUT/data)."),
+    keep_data: bool = typer.Option(False, "--keep-data", help="Keep the stores after the run."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the prompts, samples and tensors."),
+) -> None:
+    """Compare every store kind side by side with a raw-disk reference: put, probe, get, reopen, memory."""
+    from experiments.bench_store import BenchConfig, BenchError, report_tables, run_bench
+
+    console = Console()
+    options = dict(
+        out=out, rounds=rounds, large_pages=large_pages, kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
+        small_levels=_int_list(small_pages, "--small-pages"), large_kv_heads=large_kv_heads, workdir=workdir,
+        keep_data=keep_data, seed=seed,
+    )
+    if quick:
+        # --quick sets the sizes; size options given explicitly on the command line still win.
+        source = ctx.get_parameter_source
+        sizes = {"rounds": "rounds", "large_pages": "large_pages", "small_levels": "small_pages",
+                 "large_kv_heads": "large_kv_heads"}
+        for name, parameter in sizes.items():
+            if getattr(source(parameter), "name", "") != "COMMANDLINE":
+                del options[name]
+    try:
+        config = BenchConfig.quick(**options) if quick else BenchConfig(**options)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+    with Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console, transient=False,
+    ) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def on_step(description: str, done: int, total: int) -> None:
+            progress.update(task, description=description[:70], completed=done, total=total)
+
+        try:
+            result = run_bench(config, progress=on_step)
+        except BenchError as error:
+            console.print(f"[red]benchmark failed:[/red] {error}")
+            raise typer.Exit(1) from None
+
+    for scenario in result.scenarios:
+        console.print(f"[bold]{scenario.name}[/bold]: {scenario.description}")
+    for reason in result.skipped.values():
+        console.print(f"[yellow]skipped[/yellow]: {reason}")
+    for table in report_tables(result):
+        rich_table = Table(title=table.title, show_lines=False, title_justify="left")
+        for header in table.headers:
+            rich_table.add_column(header, overflow="fold")
+        for row in table.rows:
+            styled = list(row)
+            if table.title.startswith("Targets"):
+                color = {"PASS": "green", "MISS": "red"}.get(row[0], "yellow")
+                styled[0] = f"[{color}]{row[0]}[/{color}]"
+            rich_table.add_row(*styled)
+        console.print(rich_table)
+    missed = [t for t in result.targets if t.passed is False]
+    console.print(
+        f"{len(result.targets) - len(missed)}/{len(result.targets)} targets met "
+        f"in {result.seconds / 60:.1f} min; outputs: " + ", ".join(str(p) for p in result.files.values()))
+    if any(math.isnan(t.measured) for t in result.targets):
+        console.print("[yellow]some targets could not be evaluated (a kind was skipped)[/yellow]")

@@ -1,0 +1,258 @@
+"""The file-per-page baseline: how SGLang HiCache's file backend and LMCache's local disk backend store KV.
+
+Every page is one file in one flat directory, named by the hex of the page's 32-byte chained digest and
+written by temp file + ``os.replace``, so a reader sees a whole page file or none. A probe checks pages
+one by one with a file-system call until the first miss, as those backends do; a read opens the page's
+file. ``device_ops`` counts one operation per stat, open, rename and unlink.
+
+File content: a 40-byte link (magic, depth, the parent page's digest), then the encoded value (header +
+tensor), which every read checks, so a file that is not the asked page's is a miss, never a wrong tensor.
+The link lets a reopen rebuild the prefix tree that subtree eviction needs: without it, evicting a page
+would leave its continuations behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import struct
+from pathlib import Path
+
+import torch
+
+from store.base import BackendState, KVStore, PageRecord
+from store.codec import VALUE_HEADER_BYTES, decode_value, encode_header, page_payload
+from store.config import StoreConfig
+from store.diskusage import directory_usage
+from store.header import HEADER_FILE, ensure_header_file
+from store.layout import KVLayout
+from store.pages import CHECK_BYTES, PagePlan
+from store.recency import PageEntry, RecencyIndex, parent_of
+
+logger = logging.getLogger(__name__)
+
+LINK_MAGIC = b"KVF1"
+_LINK = struct.Struct(f"<4sI{CHECK_BYTES}s")
+NO_PARENT = bytes(CHECK_BYTES)
+TEMP_SUFFIX = ".tmp"
+_PAGE_NAME = re.compile(f"^[0-9a-f]{{{2 * CHECK_BYTES}}}$")
+
+
+def _allocated(size: int, block: int) -> int:
+    """Bytes the file system allocates for a file of ``size`` bytes."""
+    return -(-size // block) * block
+
+
+def _read_into(fd: int, buffer: bytearray) -> int:
+    """Fill ``buffer`` from ``fd``'s current position; return the bytes read (fewer at end of file)."""
+    view = memoryview(buffer)
+    filled = 0
+    while filled < len(buffer):
+        count = os.readv(fd, [view[filled:]])
+        if count == 0:
+            break
+        filled += count
+    return filled
+
+
+class FileStore(KVStore):
+    """One file per page in ``path``; an in-memory recency index keeps it within ``budget_bytes``."""
+
+    kind = "file"
+
+    def __init__(
+        self,
+        path: str | Path,
+        layout: KVLayout,
+        page_size: int,
+        budget_bytes: int | None,
+        config: StoreConfig,
+        namespace: str,
+    ) -> None:
+        super().__init__(path, layout, page_size, budget_bytes, config, namespace)
+        assert self.path is not None
+        self._dir = str(self.path)
+        self._file_bytes = _LINK.size + VALUE_HEADER_BYTES + self.page_bytes
+        self._written_bytes = 0
+        self._read_bytes = 0
+        self._index = RecencyIndex(config.eviction_order)
+        self._open(config)
+
+    # ------------------------------------------------------------------ open
+
+    def _open(self, config: StoreConfig) -> None:
+        assert self.path is not None
+        self.path.mkdir(parents=True, exist_ok=True)
+        ensure_header_file(self.path, self.layout, self.page_size)
+        block = os.statvfs(self._dir).f_frsize
+        self._page_allocation = _allocated(self._file_bytes, block)
+        self._header_allocation = _allocated(os.stat(self.path / HEADER_FILE).st_size, block)
+        self._index = RecencyIndex(config.eviction_order)
+        orphans = self._index.load(self._scan())
+        if orphans:
+            logger.warning("%s: removing %d page files whose prefix is not stored", self._dir, len(orphans))
+            self._unlink_pages(orphans)
+
+    def _scan(self) -> dict[bytes, tuple[PageEntry, int]]:
+        """Every page file in the directory with its link and write time; stale temp files are removed."""
+        pages: dict[bytes, tuple[PageEntry, int]] = {}
+        unreadable: list[bytes] = []
+        ops = 1
+        with os.scandir(self._dir) as entries:
+            for entry in entries:
+                if entry.name.endswith(TEMP_SUFFIX):
+                    os.unlink(entry.path)
+                    ops += 1
+                elif _PAGE_NAME.match(entry.name):
+                    check = bytes.fromhex(entry.name)
+                    found = self._read_link(entry.path)
+                    ops += 2
+                    if found is None:
+                        unreadable.append(check)
+                    else:
+                        pages[check] = found
+        self._counters.add(device_ops=ops)
+        if unreadable:
+            logger.warning("%s: removing %d page files that are not this store's", self._dir, len(unreadable))
+            self._unlink_pages(unreadable)
+        return pages
+
+    def _read_link(self, path: str) -> tuple[PageEntry, int] | None:
+        """A page file's link and modification time, or ``None`` if it is not a whole page file."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            raw = os.pread(fd, _LINK.size, 0)
+            status = os.fstat(fd)
+        finally:
+            os.close(fd)
+        self._read_bytes += len(raw)
+        if len(raw) != _LINK.size or status.st_size != self._file_bytes:
+            return None
+        magic, depth, parent = _LINK.unpack(raw)
+        if magic != LINK_MAGIC or depth < 1:
+            return None
+        entry = PageEntry(self._file_bytes, depth, None if parent == NO_PARENT else parent)
+        return entry, status.st_mtime_ns
+
+    # ------------------------------------------------------------------ hooks
+
+    def _page_path(self, check: bytes) -> str:
+        return f"{self._dir}/{check.hex()}"
+
+    def _probe_plan(self, plan: PagePlan) -> int:
+        hits = 0
+        for check in plan.checks:
+            if not os.path.exists(self._page_path(check)):
+                break
+            hits += 1
+        self._counters.add(device_ops=min(hits + 1, plan.n_pages))
+        return hits
+
+    def _read_pages(self, plan: PagePlan, n_pages: int) -> list[torch.Tensor | None]:
+        return [self._read_page(check) for check in plan.checks[:n_pages]]
+
+    def _read_page(self, check: bytes) -> torch.Tensor | None:
+        try:
+            fd = os.open(self._page_path(check), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        finally:
+            self._counters.add(device_ops=1)
+        try:
+            buffer = bytearray(self._file_bytes)
+            filled = _read_into(fd, buffer)
+        finally:
+            os.close(fd)
+        self._read_bytes += filled
+        if filled != len(buffer):
+            return None
+        return decode_value(memoryview(buffer)[_LINK.size :], self.layout, self.page_size, check)
+
+    def _touch(self, plan: PagePlan, n_pages: int) -> None:
+        self._index.touch(plan.checks[:n_pages])
+
+    def _write_records(self, records: list[PageRecord]) -> None:
+        """Write each page to a temp file and rename it into place, parents first.
+
+        A crash mid-batch leaves a prefix of the batch: whole pages whose parents are stored.
+        """
+        for plan, index, page in records:
+            check = plan.checks[index]
+            parent = parent_of(plan, index)
+            link = _LINK.pack(LINK_MAGIC, index + 1, parent or NO_PARENT)
+            header = encode_header(self.layout, self.page_size, check)
+            self._write_file(self._page_path(check), (link, header, page_payload(page)))
+            self._index.add(check, PageEntry(self._file_bytes, index + 1, parent))
+        self._index.touch_written(records)
+
+    def _write_file(self, path: str, parts: tuple[bytes, bytes, memoryview]) -> None:
+        temporary = path + TEMP_SUFFIX
+        try:
+            with open(temporary, "wb") as file:
+                for part in parts:
+                    file.write(part)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+        self._written_bytes += self._file_bytes
+        self._counters.add(device_ops=2)
+
+    def _unlink_pages(self, checks: list[bytes]) -> None:
+        for check in checks:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._page_path(check))
+        self._counters.add(device_ops=len(checks))
+
+    def _drop(self, checks: list[bytes]) -> int:
+        """Delete pages, children before parents, so the files left are always prefix-closed."""
+        self._unlink_pages(checks)
+        for check in checks:
+            self._index.remove(check)
+        return len(checks)
+
+    def _evict_subtree(self, plan: PagePlan, index: int) -> int:
+        if index >= plan.n_pages or plan.checks[index] not in self._index:
+            return 0
+        return self._drop(self._index.subtree(plan.checks[index]))
+
+    def _disk_bytes(self) -> int:
+        """Disk use as the file system allocates it, from the page count (every page file is alike)."""
+        return self._header_allocation + len(self._index) * self._page_allocation
+
+    def _enforce_budget(self) -> None:
+        if self.budget_bytes is None:
+            return
+        evicted = 0
+        while self._disk_bytes() > self.budget_bytes:
+            victim = self._index.victim()
+            if victim is None:
+                break
+            evicted += self._drop(self._index.subtree(victim))
+        if evicted:
+            logger.debug("file store evicted %d pages to stay within %d bytes", evicted, self.budget_bytes)
+            self._counters.add(evicted_pages=evicted)
+
+    def _backend_state(self) -> BackendState:
+        assert self.path is not None
+        disk, files = directory_usage(self.path)
+        return BackendState(
+            pages_stored=len(self._index),
+            live_bytes=self._index.live_bytes,
+            disk_bytes=disk,
+            files=files,
+            device_write_bytes=self._written_bytes,
+            device_read_bytes=self._read_bytes,
+        )
+
+    def _apply_live(self, config: StoreConfig) -> None:
+        self._index.order = config.eviction_order
+
+    def _reopen(self, config: StoreConfig) -> None:
+        self._open(config)
+
+    def _close(self) -> None:
+        self._index = RecencyIndex(self._config.eviction_order)

@@ -1,0 +1,109 @@
+"""The in-memory baseline: an LRU of encoded pages within the byte budget (SGLang's host-memory tier).
+
+Values are kept encoded (header + tensor bytes) so every read goes through the same check as the disk
+kinds: a value that is not the asked page's is a miss, never a wrong tensor. Nothing survives ``close``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from store.base import BackendState, KVStore, PageRecord
+from store.codec import decode_value, encode_header, page_payload
+from store.config import StoreConfig
+from store.layout import KVLayout
+from store.pages import PagePlan
+from store.recency import PageEntry, RecencyIndex, parent_of
+
+logger = logging.getLogger(__name__)
+
+
+class MemoryStore(KVStore):
+    """Pages in a dict, evicted least-recently-used (or first-in) leaves first within ``budget_bytes``."""
+
+    kind = "memory"
+
+    def __init__(
+        self,
+        path: str | Path | None,
+        layout: KVLayout,
+        page_size: int,
+        budget_bytes: int | None,
+        config: StoreConfig,
+        namespace: str,
+    ) -> None:
+        super().__init__(None, layout, page_size, budget_bytes, config, namespace)
+        self._values: dict[bytes, bytes] = {}
+        self._index = RecencyIndex(config.eviction_order)
+
+    def _probe_plan(self, plan: PagePlan) -> int:
+        for index, check in enumerate(plan.checks):
+            if check not in self._values:
+                return index
+        return plan.n_pages
+
+    def _read_pages(self, plan: PagePlan, n_pages: int) -> list[torch.Tensor | None]:
+        pages: list[torch.Tensor | None] = []
+        for check in plan.checks[:n_pages]:
+            value = self._values.get(check)
+            pages.append(None if value is None else decode_value(value, self.layout, self.page_size, check))
+        return pages
+
+    def _touch(self, plan: PagePlan, n_pages: int) -> None:
+        self._index.touch(plan.checks[:n_pages])
+
+    def _write_records(self, records: list[PageRecord]) -> None:
+        for plan, index, page in records:
+            check = plan.checks[index]
+            value = encode_header(self.layout, self.page_size, check) + page_payload(page)
+            self._values[check] = value
+            self._index.add(check, PageEntry(len(value), index + 1, parent_of(plan, index)))
+        self._index.touch_written(records)
+
+    def _drop(self, checks: list[bytes]) -> int:
+        for check in checks:
+            del self._values[check]
+            self._index.remove(check)
+        return len(checks)
+
+    def _evict_subtree(self, plan: PagePlan, index: int) -> int:
+        if index >= plan.n_pages or plan.checks[index] not in self._index:
+            return 0
+        return self._drop(self._index.subtree(plan.checks[index]))
+
+    def _enforce_budget(self) -> None:
+        if self.budget_bytes is None:
+            return
+        evicted = 0
+        while self._index.live_bytes > self.budget_bytes:
+            victim = self._index.victim()
+            if victim is None:
+                break
+            evicted += self._drop(self._index.subtree(victim))
+        if evicted:
+            logger.debug("memory store evicted %d pages to stay within %d bytes", evicted, self.budget_bytes)
+            self._counters.add(evicted_pages=evicted)
+
+    def _backend_state(self) -> BackendState:
+        return BackendState(
+            pages_stored=len(self._values),
+            live_bytes=self._index.live_bytes,
+            disk_bytes=0,
+            files=0,
+            device_write_bytes=0,
+            device_read_bytes=0,
+        )
+
+    def _apply_live(self, config: StoreConfig) -> None:
+        self._index.order = config.eviction_order
+
+    def _reopen(self, config: StoreConfig) -> None:
+        """Nothing to reopen in memory: the pages stay, the new knobs apply."""
+        self._apply_live(config)
+
+    def _close(self) -> None:
+        self._values.clear()
+        self._index = RecencyIndex(self._config.eviction_order)

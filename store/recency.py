@@ -1,0 +1,160 @@
+"""The in-memory recency index of the baseline stores: stored pages in eviction order, and their prefix tree.
+
+Why a tree: evicting a page must evict every stored page that continues it, or the stored set would stop
+being prefix-closed (a later put of the evicted page would silently bring its old continuations back).
+A page knows its parent by the parent's chained digest, so the tree costs one reference per page.
+
+Orders (``StoreConfig.eviction_order``):
+
+- ``"lru"``: touching pages ``0 .. n-1`` moves them to the most-recent end deepest first, so an ancestor is
+  always more recent than its descendants and the least recently used page is a leaf: eviction takes
+  leaves first.
+- ``"fifo"``: insertion order; reads move nothing. The oldest page is usually a prefix's first page, and
+  evicting it takes its whole subtree.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from store.base import PageRecord
+from store.pages import PagePlan
+
+
+@dataclass(slots=True)
+class PageEntry:
+    """One stored page: its size as the store counts it, its depth (1 = first page) and its parent."""
+
+    nbytes: int
+    depth: int
+    parent: bytes | None
+
+
+def parent_of(plan: PagePlan, index: int) -> bytes | None:
+    """The chained digest of page ``index``'s parent (``None`` for a prompt's first page)."""
+    return plan.checks[index - 1] if index else None
+
+
+class RecencyIndex:
+    """Pages by chained digest, oldest first, with the children of every page."""
+
+    def __init__(self, order: str) -> None:
+        self.order = order
+        self.live_bytes = 0
+        self._entries: OrderedDict[bytes, PageEntry] = OrderedDict()
+        self._children: dict[bytes, set[bytes]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, check: object) -> bool:
+        return check in self._entries
+
+    def get(self, check: bytes) -> PageEntry | None:
+        return self._entries.get(check)
+
+    def add(self, check: bytes, entry: PageEntry) -> None:
+        """Insert (or replace) a page as the most recent one."""
+        old = self._entries.pop(check, None)
+        if old is not None:
+            self.live_bytes -= old.nbytes
+        self._entries[check] = entry
+        self.live_bytes += entry.nbytes
+        if entry.parent is not None:
+            self._children.setdefault(entry.parent, set()).add(check)
+
+    def touch(self, checks: Sequence[bytes]) -> None:
+        """Record a use of the prefix ``checks`` (pages 0..n-1 of one prompt); LRU order only."""
+        if self.order != "lru":
+            return
+        for check in reversed(checks):
+            if check in self._entries:
+                self._entries.move_to_end(check)
+
+    def touch_written(self, records: Iterable[PageRecord]) -> None:
+        """After a write, touch each prompt's prefix down to its deepest new page.
+
+        New pages are added parents first; this moves every parent back in front of its children.
+        """
+        deepest: dict[int, tuple[PagePlan, int]] = {}
+        for record in records:
+            known = deepest.get(id(record.plan))
+            if known is None or record.index > known[1]:
+                deepest[id(record.plan)] = (record.plan, record.index)
+        for plan, index in deepest.values():
+            self.touch(plan.checks[: index + 1])
+
+    def victim(self) -> bytes | None:
+        """The page eviction should take next (with its subtree), or ``None`` if nothing is stored."""
+        return next(iter(self._entries), None)
+
+    def subtree(self, check: bytes) -> list[bytes]:
+        """``check`` and every stored page that continues it, children before their parents."""
+        order: list[bytes] = []
+        stack = [check]
+        while stack:
+            node = stack.pop()
+            order.append(node)
+            stack.extend(self._children.get(node, ()))
+        order.reverse()
+        return order
+
+    def remove(self, check: bytes) -> PageEntry:
+        """Forget a page (remove its children first: see :meth:`subtree`)."""
+        entry = self._entries.pop(check)
+        self.live_bytes -= entry.nbytes
+        self._children.pop(check, None)
+        if entry.parent is not None:
+            siblings = self._children.get(entry.parent)
+            if siblings is not None:
+                siblings.discard(check)
+                if not siblings:
+                    del self._children[entry.parent]
+        return entry
+
+    def load(self, pages: dict[bytes, tuple[PageEntry, int]]) -> list[bytes]:
+        """Replace the index with the pages a store found on open, each with the time it was written.
+
+        Returns the orphans left out: pages whose prefix is not stored (a store should delete them).
+        Written time orders FIFO; for LRU a page counts as used whenever a continuation of it was
+        written, so ancestors come out more recent than their descendants, as :meth:`touch` keeps them.
+        """
+        children: dict[bytes, list[bytes]] = {}
+        roots: list[bytes] = []
+        for check, (entry, _) in pages.items():
+            if entry.parent is None:
+                roots.append(check)
+            else:
+                children.setdefault(entry.parent, []).append(check)
+        reachable = _reachable(roots, children, pages)
+        times = {check: pages[check][1] for check in reachable}
+        if self.order == "lru":
+            for check in sorted(reachable, key=lambda c: -pages[c][0].depth):
+                parent = pages[check][0].parent
+                if parent is not None and times[check] > times[parent]:
+                    times[parent] = times[check]
+            ranked = sorted(reachable, key=lambda c: (times[c], -pages[c][0].depth))
+        else:
+            ranked = sorted(reachable, key=lambda c: (times[c], pages[c][0].depth))
+        self.live_bytes = 0
+        self._entries = OrderedDict()
+        self._children = {}
+        for check in ranked:
+            self.add(check, pages[check][0])
+        return [check for check in pages if check not in reachable]
+
+
+def _reachable(
+    roots: list[bytes], children: dict[bytes, list[bytes]], pages: dict[bytes, tuple[PageEntry, int]]
+) -> set[bytes]:
+    """Pages connected to a first page through stored parents of consistent depth."""
+    found: set[bytes] = set()
+    stack = [check for check in roots if pages[check][0].depth == 1]
+    while stack:
+        check = stack.pop()
+        found.add(check)
+        depth = pages[check][0].depth
+        stack.extend(child for child in children.get(check, ()) if pages[child][0].depth == depth + 1)
+    return found

@@ -1,0 +1,91 @@
+"""The two clocks of store I/O, both read from the store's own :class:`store.StoreStats`.
+
+- ``counters``: a window's device time priced from the store's counters for that window — bytes the
+  device wrote (WAL, flush, compaction and blob-GC rewrites included) and read, file-system operations,
+  and the time writes were stalled — with a :class:`workloads.profiles.DeviceProfile`. It depends on what
+  the store did, not on how busy the machine was, so it is what learning and searches use.
+- ``measured``: the wall time the store spent in its own put, probe and get calls during the window
+  (background writes included), as the store timed them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from store import StoreStats
+from workloads.profiles import DeviceProfile
+
+CLOCKS = ("counters", "measured")
+
+
+@dataclass(frozen=True)
+class IOCounters:
+    """Cumulative I/O counters of a store, or their change over a window."""
+
+    device_write_bytes: int = 0
+    device_read_bytes: int = 0
+    device_ops: int = 0
+    stall_s: float = 0.0
+    store_op_s: float = 0.0
+    bytes_written: int = 0
+    bytes_read: int = 0
+    dropped_pages: int = 0
+    evicted_pages: int = 0
+
+    @classmethod
+    def from_stats(cls, stats: StoreStats) -> IOCounters:
+        return cls(
+            device_write_bytes=stats.device_write_bytes,
+            device_read_bytes=stats.device_read_bytes,
+            device_ops=stats.device_ops,
+            stall_s=stats.stall_s,
+            store_op_s=stats.put_latency.total_s + stats.probe_latency.total_s + stats.get_latency.total_s,
+            bytes_written=stats.bytes_written,
+            bytes_read=stats.bytes_read,
+            dropped_pages=stats.dropped_pages,
+            evicted_pages=stats.evicted_pages,
+        )
+
+    def _combine(self, other: IOCounters, sign: int) -> IOCounters:
+        return IOCounters(**{
+            f.name: getattr(self, f.name) + sign * getattr(other, f.name) for f in dataclasses.fields(self)
+        })
+
+    def __add__(self, other: IOCounters) -> IOCounters:
+        return self._combine(other, 1)
+
+    def __sub__(self, other: IOCounters) -> IOCounters:
+        return self._combine(other, -1)
+
+    def seconds(self, clock: str, device: DeviceProfile) -> float:
+        """The I/O time of these counters on ``clock``."""
+        if clock == "counters":
+            return device.io_seconds(self.device_write_bytes, self.device_read_bytes, self.device_ops, self.stall_s)
+        if clock == "measured":
+            return self.store_op_s
+        raise ValueError(f"unknown clock {clock!r}; valid clocks: {', '.join(CLOCKS)}")
+
+
+class WindowCounters:
+    """Accumulates a store's counter changes over a window, across reopens that reset the store's counters.
+
+    Call :meth:`advance` with a fresh snapshot before anything that may reset counters (a reopen), then
+    :meth:`rebase` with the snapshot after it; :meth:`take` returns the window's change and starts anew.
+    """
+
+    def __init__(self, stats: StoreStats) -> None:
+        self._last = IOCounters.from_stats(stats)
+        self._window = IOCounters()
+
+    def advance(self, stats: StoreStats) -> None:
+        current = IOCounters.from_stats(stats)
+        self._window = self._window + (current - self._last)
+        self._last = current
+
+    def rebase(self, stats: StoreStats) -> None:
+        self._last = IOCounters.from_stats(stats)
+
+    def take(self) -> IOCounters:
+        window, self._window = self._window, IOCounters()
+        return window

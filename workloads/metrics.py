@@ -1,0 +1,142 @@
+"""Typed records of a replay — one per request, one per window — and their aggregation and tables."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """What happened to one request. Times are seconds of trace time; ``load_s`` and ``ttft_s`` are on
+    the replay's clock, ``disk_load_s_counters`` / ``disk_load_s_measured`` give the disk part on both."""
+
+    index: int
+    window: int
+    arrival_s: float
+    phase: str
+    session: str
+    tenant: str
+    prompt_tokens: int
+    output_len: int
+    ideal_hit_tokens: int
+    memory_hit_tokens: int
+    disk_hit_tokens: int
+    hit_tokens: int
+    disk_read_bytes: int
+    pages_written: int
+    disk_load_s_counters: float
+    disk_load_s_measured: float
+    load_s: float
+    prefill_s: float
+    queue_s: float
+    ttft_s: float
+
+
+@dataclass(frozen=True)
+class WindowMetrics:
+    """Aggregates of one control window of a replay, the store's state at its end, and workload features.
+
+    Counters (``io_s_*``, bytes, pages, ``stall_s``) cover the window only; ``l0_files`` and the other
+    state fields are the store's at the end of the window; ``writer_queue_depth`` is read just before the
+    window's closing flush. ``engine_overhead_s`` is the engine's own wall time in the window: everything
+    but store calls and pacing sleeps (compute is modelled, so it costs no wall time).
+    """
+
+    index: int
+    first_request: int
+    requests: int
+    trace_start_s: float
+    trace_end_s: float
+    hit_token_ratio: float
+    memory_hit_token_ratio: float
+    disk_hit_token_ratio: float
+    mean_ttft_s: float
+    p50_ttft_s: float
+    p99_ttft_s: float
+    mean_queue_s: float
+    mean_load_s: float
+    mean_prefill_s: float
+    io_s_counters: float
+    io_s_measured: float
+    device_write_bytes: int
+    device_read_bytes: int
+    device_ops: int
+    stall_s: float
+    dropped_pages: int
+    evicted_pages: int
+    l0_files: int
+    pending_compaction_bytes: int
+    blob_garbage_bytes: int
+    disk_bytes: int
+    budget_bytes: int | None
+    writer_queue_depth: int
+    pages_stored: int
+    arrival_rate: float
+    prefix_reuse: float
+    mean_prompt_tokens: float
+    read_bytes: int
+    write_bytes: int
+    store_call_s: float
+    engine_overhead_s: float
+    reopen_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def token_ratio(records: Sequence[RequestRecord], field: str) -> float:
+    """``sum(field) / sum(prompt_tokens)`` over ``records`` (0 when there are none)."""
+    total = sum(r.prompt_tokens for r in records)
+    return sum(getattr(r, field) for r in records) / total if total else 0.0
+
+
+def ttft_summary(records: Sequence[RequestRecord]) -> dict[str, float]:
+    """Hit ratio and TTFT statistics of ``records``."""
+    ttft = np.array([r.ttft_s for r in records], dtype=float)
+    p50, p99 = np.percentile(ttft, [50, 99]) if ttft.size else (math.nan, math.nan)
+    return {
+        "requests": len(records),
+        "hit_token_ratio": token_ratio(records, "hit_tokens"),
+        "ideal_hit_token_ratio": token_ratio(records, "ideal_hit_tokens"),
+        "mean_ttft_s": float(ttft.mean()) if ttft.size else math.nan,
+        "p50_ttft_s": float(p50),
+        "p99_ttft_s": float(p99),
+    }
+
+
+def clock_agreement(windows: Sequence[WindowMetrics]) -> dict[str, float]:
+    """How far the two clocks agree: total ratio, median per-window ratio, and correlation of windows."""
+    counters = np.array([w.io_s_counters for w in windows], dtype=float)
+    measured = np.array([w.io_s_measured for w in windows], dtype=float)
+    both = (counters > 0) & (measured > 0)
+    correlation = math.nan
+    if both.sum() >= 3 and counters[both].std() > 0 and measured[both].std() > 0:
+        correlation = float(np.corrcoef(counters[both], measured[both])[0, 1])
+    return {
+        "io_s_counters": float(counters.sum()),
+        "io_s_measured": float(measured.sum()),
+        "measured_over_counters": float(measured.sum() / counters.sum()) if counters.sum() > 0 else math.nan,
+        "window_ratio_p50": float(np.median(measured[both] / counters[both])) if both.any() else math.nan,
+        "window_correlation": correlation,
+    }
+
+
+def write_table(path: Path, rows: Sequence[Any]) -> None:
+    """Write dataclass ``rows`` as a CSV table with one column per field."""
+    if not rows:
+        path.write_text("")
+        return
+    names = [f.name for f in dataclasses.fields(rows[0])]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=names)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(dataclasses.asdict(row))
