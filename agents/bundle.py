@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from agents.policies import Policy
-from env.actions import ACTION_SCHEMA_VERSION, ActionMapper
+from env.actions import ACTION_SCHEMA_VERSION, ActionMapper, select_knobs
 from env.wrappers import apply_discrete
 from env.observation import OBSERVATION_SCHEMA_VERSION, observation_names
 from store import StoreConfig
@@ -62,7 +62,7 @@ class PolicyCard:
         return cls(
             algorithm=algorithm,
             observation_schema_version=OBSERVATION_SCHEMA_VERSION,
-            observation_names=observation_names(mapper),
+            observation_names=observation_names(),
             action_schema_version=ACTION_SCHEMA_VERSION,
             action_knobs=mapper.describe(),
             discrete_levels=discrete_levels,
@@ -115,7 +115,11 @@ def load_policy_bundle(directory: str | Path, mapper: ActionMapper | None = None
         card = PolicyCard(**json.loads(card_path.read_text()))
     except (TypeError, json.JSONDecodeError) as error:
         raise ValueError(f"{card_path} is not a valid policy card: {error}") from error
-    mapper = mapper or ActionMapper()
+    if mapper is None:
+        try:
+            mapper = ActionMapper(select_knobs([knob["name"] for knob in card.action_knobs]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"policy bundle {directory} acts on knobs this kvtune lacks ({error}); retrain it") from error
     card.check_compatible(mapper, directory)
     model = algorithm_class(card.algorithm).load(directory / MODEL_FILE, device="cpu")
     return LearnedPolicy(model, card, mapper, source=str(directory))

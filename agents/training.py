@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -22,7 +22,7 @@ from agents.bundle import ALGORITHMS, LearnedPolicy, PolicyCard, algorithm_class
 from agents.evaluation import run_episode
 from agents.policies import DefaultPolicy
 from env import ENV_ID, EnvConfig
-from env.actions import ActionMapper
+from env.actions import ActionMapper, select_knobs
 from env.wrappers import DiscreteKnobActions
 from experiments.tracking import log_metrics
 
@@ -87,15 +87,21 @@ class WindowMetricsCallback(BaseCallback):
         return True
 
 
+EvaluationHook = Callable[[int, dict[str, float]], bool]
+"""Called with (timesteps, evaluation row) after each evaluation; returning False stops training."""
+
+
 class CompareWithDefaultCallback(BaseCallback):
     """Every ``every`` steps, runs one evaluation episode of the agent and logs it against ``default``."""
 
-    def __init__(self, config: TrainConfig, mapper: ActionMapper, run_dir: Path, every: int) -> None:
+    def __init__(self, config: TrainConfig, mapper: ActionMapper, run_dir: Path, every: int,
+                 on_evaluation: EvaluationHook | None = None) -> None:
         super().__init__()
         self.config = config
         self.mapper = mapper
         self.run_dir = run_dir
         self.every = every
+        self.on_evaluation = on_evaluation
         self.default_reward: float | None = None
         self.history: list[dict[str, float]] = []
 
@@ -121,19 +127,23 @@ class CompareWithDefaultCallback(BaseCallback):
         log_metrics(row, step=self.num_timesteps)
         logger.info("step %d: agent reward %.4f vs default %.4f", self.num_timesteps, row["eval/agent_reward"],
                     self.default_reward)
-        return True
+        return self.on_evaluation is None or self.on_evaluation(self.num_timesteps, row)
 
     def _levels(self) -> int:
         return self.config.discrete_levels if self.config.algo == "dqn" else 0
 
 
-def train(config: TrainConfig, run_dir: Path, progress_bar: bool = True) -> Path:
-    """Train an agent; return the policy bundle directory. Call inside an active MLflow run."""
+def train(config: TrainConfig, run_dir: Path, progress_bar: bool = True,
+          on_evaluation: EvaluationHook | None = None) -> Path:
+    """Train an agent; return the policy bundle directory. Call inside an active MLflow run.
+
+    ``on_evaluation`` sees every evaluation row (an Optuna study reports and prunes from it).
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
-    mapper = ActionMapper()
+    mapper = ActionMapper(select_knobs(config.env.action_knobs))
     vec_env = DummyVecEnv([lambda rank=rank: make_train_env(config, rank, run_dir) for rank in range(config.n_envs)])
     model = algorithm_class(config.algo)("MlpPolicy", vec_env, verbose=0, device="cpu", **_algorithm_kwargs(config))
-    compare = CompareWithDefaultCallback(config, mapper, run_dir, config.eval_every)
+    compare = CompareWithDefaultCallback(config, mapper, run_dir, config.eval_every, on_evaluation)
     callbacks = CallbackList([
         WindowMetricsCallback(),
         compare,
@@ -151,5 +161,4 @@ def train(config: TrainConfig, run_dir: Path, progress_bar: bool = True) -> Path
         final = compare.history[-1]
         logger.info("final evaluation: agent %.4f vs default %.4f", final["eval/agent_reward"],
                     final["eval/default_reward"])
-    np.save(run_dir / "eval_history.npy", np.array([list(r.values()) for r in compare.history]))
     return bundle

@@ -56,7 +56,9 @@ class ActionKnob:
         else:
             value = low + unit * (high - low)
         value = min(max(value, low), high)
-        return round(value) if spec.kind is int else value
+        # Floats are rounded to 12 decimals so that to_value(to_unit(v)) == v exactly for every v this
+        # method returns (the inverse is otherwise off by an ulp now and then).
+        return round(value) if spec.kind is int else round(value, 12)
 
     def to_unit(self, value: Any) -> float:
         """Inverse of :meth:`to_value`: the centre of the unit interval that maps to ``value``."""
@@ -89,6 +91,15 @@ DEFAULT_ACTION_KNOBS: tuple[ActionKnob, ...] = (
 )
 
 
+def select_knobs(names: tuple[str, ...] | list[str]) -> tuple[ActionKnob, ...]:
+    """The default action knobs named in ``names`` (all of them when ``names`` is empty), in default order."""
+    known = [knob.name for knob in DEFAULT_ACTION_KNOBS]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"unknown action knob(s) {', '.join(unknown)}; valid action knobs: {', '.join(known)}")
+    return tuple(k for k in DEFAULT_ACTION_KNOBS if not names or k.name in names)
+
+
 class ActionMapper:
     """Maps actions in [-1, 1]^d to configs and back. Knobs outside the action keep ``base``'s values."""
 
@@ -116,13 +127,15 @@ class ActionMapper:
             raise ValueError(f"action has {action.size} values; this action space has {self.dim}: {self.names}")
         units = (np.clip(action, -1.0, 1.0) + 1.0) / 2.0
         values = {knob.name: knob.to_value(float(u)) for knob, u in zip(self.knobs, units, strict=True)}
-        return self._consistent(values)
+        return self.consistent(values)
 
     def to_action(self, config: StoreConfig) -> np.ndarray:
         units = np.array([knob.to_unit(getattr(config, knob.name)) for knob in self.knobs])
-        return (units * 2.0 - 1.0).astype(np.float32)
+        # float64, not the Box's float32: float32 cannot hold e.g. a 256 MiB size to the byte, so
+        # to_config(to_action(config)) would move knobs that nobody changed.
+        return units * 2.0 - 1.0
 
-    def _consistent(self, values: dict[str, Any]) -> StoreConfig:
+    def consistent(self, values: dict[str, Any]) -> StoreConfig:
         """Derive the knobs that must move with the chosen ones (RocksDB needs slowdown <= stop)."""
         slowdown = values.get("level0_slowdown_writes_trigger", self.base.level0_slowdown_writes_trigger)
         stop = max(self.base.level0_stop_writes_trigger, slowdown + slowdown // 2)

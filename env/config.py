@@ -50,6 +50,8 @@ class EnvConfig:
     pace: float | None = None
     clock: Literal["counters", "measured"] = "counters"
     reward: RewardConfig = field(default_factory=RewardConfig)
+    action_knobs: tuple[str, ...] = ()
+    """The knobs the agent acts on (empty: every default action knob); the rest stay at defaults."""
     root_dir: str | None = None
 
     def __post_init__(self) -> None:

@@ -75,18 +75,22 @@ FEATURES: tuple[Feature, ...] = (
 )
 
 
-def observation_names(mapper: ActionMapper) -> list[str]:
-    return [f.name for f in FEATURES] + [f"knob:{name}" for name in mapper.names]
+KNOB_STATE = ActionMapper()
+"""The knobs the observation reports: the full default action space, whatever subset an agent acts on."""
 
 
-def observation_size(mapper: ActionMapper) -> int:
-    return len(FEATURES) + mapper.dim
+def observation_names() -> list[str]:
+    return [f.name for f in FEATURES] + [f"knob:{name}" for name in KNOB_STATE.names]
 
 
-def encode_observation(features: WindowFeatures, config: StoreConfig, mapper: ActionMapper) -> np.ndarray:
+def observation_size() -> int:
+    return len(FEATURES) + KNOB_STATE.dim
+
+
+def encode_observation(features: WindowFeatures, config: StoreConfig) -> np.ndarray:
     """The observation vector: normalised features, then the current knobs as units in [0, 1]."""
     raw = [f.normalise(float(getattr(features, f.name))) for f in FEATURES]
-    knobs = (mapper.to_action(config) + 1.0) / 2.0
+    knobs = (KNOB_STATE.to_action(config) + 1.0) / 2.0
     return np.clip(np.concatenate([np.asarray(raw), knobs]), 0.0, 1.0).astype(np.float32)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from env.actions import ActionMapper
+from env.actions import ActionMapper, select_knobs
 from env.config import EnvConfig
 from env.observation import FEATURES, WindowFeatures, encode_observation, observation_size
 from store import StoreConfig
@@ -98,9 +98,9 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         super().__init__()
         self.config = dataclasses.replace(config or EnvConfig(), **overrides)
         self.profile = get_profile(self.config.profile, self.config.profile_scale)
-        self.mapper = ActionMapper()
+        self.mapper = ActionMapper(select_knobs(self.config.action_knobs))
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.mapper.dim,), dtype=np.float32)
-        size = observation_size(self.mapper)
+        size = observation_size()
         self.observation_space = gym.spaces.Box(0.0, 1.0, (size,), dtype=np.float32)
         self._owned_root = self.config.root_dir is None
         self._root = Path(self.config.root_dir or tempfile.mkdtemp(prefix="kvtune-env-"))
@@ -131,7 +131,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         )
         self._session = ReplaySession(requests, replay_config, self.current_config, path)
         empty = WindowFeatures(**dict.fromkeys((f.name for f in FEATURES), 0.0))
-        observation = encode_observation(empty, self.current_config, self.mapper)
+        observation = encode_observation(empty, self.current_config)
         info = {"action": self.mapper.to_action(self.current_config), "requests": len(requests)}
         return observation, info
 
@@ -163,7 +163,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
             "ttft_s": [r.ttft_s for r in records],
             "changed_knobs": changed,
         }
-        observation = encode_observation(features, config, self.mapper)
+        observation = encode_observation(features, config)
         return observation, float(reward), self._session.done, False, info
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ def apply_discrete(index: int, current: np.ndarray, levels: int) -> np.ndarray:
     dim = current.shape[0]
     if not 0 <= index < discrete_action_count(dim, levels):
         raise ValueError(f"discrete action {index} is outside [0, {discrete_action_count(dim, levels)})")
-    result = np.array(current, dtype=np.float32)
+    result = np.array(current, dtype=np.float64)
     if index:
         knob, level = divmod(index - 1, levels)
         result[knob] = -1.0 + 2.0 * (level + 0.5) / levels
@@ -40,11 +40,11 @@ class DiscreteKnobActions(gym.ActionWrapper):
             raise ValueError(f"levels must be at least 2, got {levels}")
         self.levels = levels
         self.action_space = gym.spaces.Discrete(discrete_action_count(box.shape[0], levels))
-        self._current = np.zeros(box.shape, dtype=np.float32)
+        self._current = np.zeros(box.shape, dtype=np.float64)
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         observation, info = self.env.reset(**kwargs)
-        self._current = np.asarray(info.get("action", self._current), dtype=np.float32)
+        self._current = np.asarray(info.get("action", self._current), dtype=np.float64)
         return observation, info
 
     def action(self, action: Any) -> np.ndarray:

@@ -21,3 +21,8 @@ from experiments import bench_cmd  # noqa: E402, F401  (registers `kvtune bench 
 from experiments.replay_cmd import replay_command  # noqa: E402
 
 app.command("replay")(replay_command)
+from experiments.train_cmd import evaluate_command, sweep_command, train_command  # noqa: E402
+
+app.command("train")(train_command)
+app.command("evaluate")(evaluate_command)
+app.command("sweep")(sweep_command)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -28,9 +28,28 @@ from workloads import (
 )
 from workloads.replay import SUMMARY_JSON
 
+_GENERATED = ", ".join(name for name in WORKLOADS if name != "mooncake")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1e3,
+    "kb": 1e3,
+    "m": 1e6,
+    "mb": 1e6,
+    "g": 1e9,
+    "gb": 1e9,
+    "t": 1e12,
+    "tb": 1e12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+    "ti": 2**40,
+}
 
 
 def parse_bytes(text: str) -> int:
@@ -60,34 +79,45 @@ def _choice(name: str, value: str, valid: tuple[str, ...]) -> str:
 
 
 def replay_command(
-    trace: Path | None = typer.Option(None, "--trace", help="A Mooncake-format JSONL trace to replay."),
-    workload: str | None = typer.Option(
-        None, "--workload", help=f"A generated workload: {', '.join(w for w in WORKLOADS if w != 'mooncake')}."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Replay only the first N requests."),
-    store: str = typer.Option("lsm", "--store", help=f"Store kind: {', '.join(STORE_KINDS)}."),
-    budget_bytes: str | None = typer.Option(
-        None, "--budget-bytes", help="Disk budget of the store, e.g. 2GiB (default: unlimited)."),
-    profile: str = typer.Option("tiny", "--profile", help=f"Model profile: {', '.join(MODEL_PROFILES)}."),
-    scale: int = typer.Option(1, "--scale", min=1, help="Shrink the profile's KV tensors by this factor."),
-    out: Path = typer.Option(..., "--out", help="Directory for requests.csv, windows.csv and summary.json."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the generated workload and the KV tensors."),
-    param: list[str] = typer.Option([], "--param", help="A workload option name=value (repeatable)."),
-    memory_bytes: str = typer.Option("64MiB", "--memory-bytes", help="Host-memory tier in front of the store."),
-    page_size: int = typer.Option(64, "--page-size", min=1, help="Tokens per page."),
-    clock: str = typer.Option("counters", "--clock", help=f"I/O clock: {', '.join(CLOCKS)}."),
-    prefetch: str = typer.Option("wait_complete", "--prefetch", help=f"{', '.join(PREFETCH_POLICIES)}."),
-    prefetch_timeout: float = typer.Option(0.1, "--prefetch-timeout", help="Deadline (s) of --prefetch timeout."),
-    write_policy: str = typer.Option("write_through", "--write-policy", help=f"{', '.join(WRITE_POLICIES)}."),
-    write_back_hits: int = typer.Option(1, "--write-back-hits", min=0, help="Hits before write_back writes."),
-    blocking_writes: bool = typer.Option(False, "--blocking-writes", help="Write synchronously."),
-    window: int = typer.Option(64, "--window", min=1, help="Requests per window."),
-    pace: float | None = typer.Option(None, "--pace", help="Trace seconds per wall second (default: flat out)."),
-    time_scale: float = typer.Option(1.0, "--time-scale", help="Multiply a trace's arrival times."),
-    max_input_tokens: int | None = typer.Option(None, "--max-input-tokens", min=1, help="Cap prompt lengths."),
-    store_config: Path | None = typer.Option(
-        None, "--store-config", help="A YAML or JSON mapping of store knobs (see store.StoreConfig)."),
-    store_path: Path | None = typer.Option(
-        None, "--store-path", help="Directory of the store (default: a temporary one, removed after)."),
+    *,
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for requests.csv, windows.csv, summary.json.")
+    ],
+    trace: Annotated[Path | None, typer.Option("--trace", help="A Mooncake-format JSONL trace.")] = None,
+    workload: Annotated[str | None, typer.Option("--workload", help=f"A workload: {_GENERATED}.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Replay the first N requests.")] = None,
+    store: Annotated[str, typer.Option("--store", help=f"Store kind: {', '.join(STORE_KINDS)}.")] = "lsm",
+    budget_bytes: Annotated[
+        str | None, typer.Option("--budget-bytes", help="Disk budget, e.g. 2GiB (default: unlimited).")
+    ] = None,
+    profile: Annotated[str, typer.Option("--profile", help=f"Model: {', '.join(MODEL_PROFILES)}.")] = "tiny",
+    scale: Annotated[int, typer.Option("--scale", min=1, help="Shrink the KV tensors by this factor.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the workload and KV tensors.")] = 0,
+    param: Annotated[list[str] | None, typer.Option("--param", help="Workload option name=value.")] = None,
+    memory_bytes: Annotated[str, typer.Option("--memory-bytes", help="Host-memory tier size.")] = "64MiB",
+    page_size: Annotated[int, typer.Option("--page-size", min=1, help="Tokens per page.")] = 64,
+    clock: Annotated[str, typer.Option("--clock", help=f"I/O clock: {', '.join(CLOCKS)}.")] = "counters",
+    prefetch: Annotated[str, typer.Option("--prefetch", help=", ".join(PREFETCH_POLICIES))] = "wait_complete",
+    prefetch_timeout: Annotated[float, typer.Option("--prefetch-timeout", help="Deadline (s).")] = 0.1,
+    write_policy: Annotated[
+        str, typer.Option("--write-policy", help=", ".join(WRITE_POLICIES))
+    ] = "write_through",
+    write_back_hits: Annotated[int, typer.Option("--write-back-hits", min=0, help="Hits to write back.")] = 1,
+    blocking_writes: Annotated[bool, typer.Option("--blocking-writes", help="Write synchronously.")] = False,
+    window: Annotated[int, typer.Option("--window", min=1, help="Requests per window.")] = 64,
+    pace: Annotated[
+        float | None, typer.Option("--pace", help="Trace s per wall s (default: flat out).")
+    ] = None,
+    time_scale: Annotated[float, typer.Option("--time-scale", help="Multiply trace arrival times.")] = 1.0,
+    max_input_tokens: Annotated[
+        int | None, typer.Option("--max-input-tokens", min=1, help="Cap prompts.")
+    ] = None,
+    store_config: Annotated[
+        Path | None, typer.Option("--store-config", help="YAML/JSON mapping of store knobs (StoreConfig).")
+    ] = None,
+    store_path: Annotated[
+        Path | None, typer.Option("--store-path", help="Store directory (default: temporary, removed after).")
+    ] = None,
 ) -> None:
     """Replay a workload against a store: hit ratio, TTFT, I/O on both clocks, per request and window."""
     if (trace is None) == (workload is None):
@@ -98,14 +128,17 @@ def replay_command(
     _choice("--write-policy", write_policy, WRITE_POLICIES)
     console = Console()
     try:
-        options = parse_params(param)
+        options = parse_params(param or [])
         if trace is not None:
-            requests = load_mooncake(trace, limit=limit, time_scale=time_scale,
-                                     max_input_tokens=max_input_tokens, **options)
+            requests = load_mooncake(
+                trace, limit=limit, time_scale=time_scale, max_input_tokens=max_input_tokens, **options
+            )
         else:
             requests = make_workload(workload or "", seed=seed, **options)
             requests = requests[:limit] if limit is not None else requests
-        knobs = StoreConfig.from_dict(yaml.safe_load(store_config.read_text()) or {}) if store_config else None
+        knobs = (
+            StoreConfig.from_dict(yaml.safe_load(store_config.read_text()) or {}) if store_config else None
+        )
         config = ReplayConfig(
             store_kind=store,
             profile=get_profile(profile, scale),
@@ -124,16 +157,26 @@ def replay_command(
         )
     except (ValueError, TypeError) as error:
         raise typer.BadParameter(str(error)) from error
-    columns = (TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[status]}"))
+    columns = (
+        TextColumn("[bold]replay"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("replay", total=len(requests), status="")
 
         def on_window(metrics: WindowMetrics) -> None:
-            progress.update(task, advance=metrics.requests,
-                            status=f"hit {metrics.hit_token_ratio:.1%}  ttft {metrics.mean_ttft_s * 1e3:.1f} ms")
+            progress.update(
+                task,
+                advance=metrics.requests,
+                status=f"hit {metrics.hit_token_ratio:.1%}  ttft {metrics.mean_ttft_s * 1e3:.1f} ms",
+            )
 
-        result = replay(requests, config, out, store_config=knobs, path=store_path, on_window=on_window)
+        result = replay(
+            requests, config, out_dir=out, store_config=knobs, path=store_path, on_window=on_window
+        )
     console.print(summary_table(result.summary))
     console.print(f"wrote {out / SUMMARY_JSON} and the per-request and per-window tables beside it")
 
@@ -145,15 +188,21 @@ def summary_table(summary: dict[str, Any]) -> Table:
         table.add_column(column, justify="left" if column == "phase" else "right")
     rows = [("all", summary), *sorted(summary["phases"].items())]
     for name, row in rows:
-        table.add_row(name, str(row["requests"]), f"{row['hit_token_ratio']:.3f}",
-                      f"{row['ideal_hit_token_ratio']:.3f}", f"{row['mean_ttft_s'] * 1e3:.2f}",
-                      f"{row['p50_ttft_s'] * 1e3:.2f}", f"{row['p99_ttft_s'] * 1e3:.2f}")
+        table.add_row(
+            name,
+            str(row["requests"]),
+            f"{row['hit_token_ratio']:.3f}",
+            f"{row['ideal_hit_token_ratio']:.3f}",
+            f"{row['mean_ttft_s'] * 1e3:.2f}",
+            f"{row['p50_ttft_s'] * 1e3:.2f}",
+            f"{row['p99_ttft_s'] * 1e3:.2f}",
+        )
     clocks, engine = summary["clocks"], summary["engine"]
     table.caption = (
         f"dropped pages {summary['dropped_pages']}, evicted {summary['evicted_pages']}; I/O s counters "
         f"{clocks['io_s_counters']:.3f} / measured {clocks['io_s_measured']:.3f}; engine overhead "
         f"{engine['overhead_s']:.2f} s ({engine['overhead_fraction']:.1%} of {engine['wall_s']:.2f} s wall); "
-        f"mean queue / load / prefill ms {summary['mean_queue_s'] * 1e3:.2f} / {summary['mean_load_s'] * 1e3:.2f}"
-        f" / {summary['mean_prefill_s'] * 1e3:.2f}"
+        f"mean queue / load / prefill ms {summary['mean_queue_s'] * 1e3:.2f} / "
+        f"{summary['mean_load_s'] * 1e3:.2f} / {summary['mean_prefill_s'] * 1e3:.2f}"
     )
     return table

@@ -9,7 +9,10 @@ Segment ``segment-<seq>.log`` holds records, each a 92-byte header
 
 - a page record's value is the encoded page (header + tensor), checked on every read (CRC and header);
 - a tombstone's value names the record it deletes (segment, offset): the rebuild drops a page whose
-  current record is at or before that place, so an evicted page does not come back on reopen.
+  current record is at or before that place, so an evicted page does not come back on reopen. A
+  tombstone is needed while the segment of the record it deletes exists; after that it is garbage.
+  (A crash between a garbage collection's copy and its delete leaves an older dead copy of a page; the
+  next open writes a tombstone for it, so that rule stays exact.)
 
 Only the newest segment is ever appended to, so only its tail can be torn by a crash: on open its values
 are CRC-checked too, and the first torn or corrupt record and everything after it are truncated. A batch
@@ -18,7 +21,7 @@ records; the index learns a record only after its bytes are written, so none is 
 
 Garbage collection copies a segment's live records (and the tombstones still needed) to the active
 segment, then deletes it: whenever a sealed segment's live fraction falls below :data:`GC_LIVE_FRACTION`,
-and, while the budget is exceeded, from the segment with the most garbage down.
+and, while the budget is exceeded, the segment with the most garbage, until the store fits.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ _PREFIX = struct.Struct("<4sI")
 _BODY = struct.Struct(f"<BxxxIQI{CHECK_BYTES}s{CHECK_BYTES}s")
 HEADER_BYTES = _PREFIX.size + _BODY.size
 _TARGET = struct.Struct("<QQ")
+TOMBSTONE_BYTES = HEADER_BYTES + _TARGET.size
 _SEGMENT_NAME = re.compile(r"^segment-(\d{10})\.log$")
 
 Buffer = bytes | bytearray | memoryview
@@ -150,7 +154,7 @@ class AppendLogStore(KVStore):
 
     kind = "applog"
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 (the positional signature open_store calls)
         self,
         path: str | Path,
         layout: KVLayout,
@@ -183,7 +187,7 @@ class AppendLogStore(KVStore):
         assert self.path is not None
         self.path.mkdir(parents=True, exist_ok=True)
         ensure_header_file(self.path, self.layout, self.page_size)
-        self._header_allocation = os.stat(self.path / HEADER_FILE).st_blocks * 512
+        self._header_bytes = os.stat(self.path / HEADER_FILE).st_size
         self._fds: dict[int, int] = {}
         self._sizes: dict[int, int] = {}
         self._members: dict[int, set[bytes]] = {}
@@ -192,11 +196,12 @@ class AppendLogStore(KVStore):
         self._index = RecencyIndex(config.eviction_order)
         seqs = sorted(int(m.group(1)) for name in os.listdir(self.path) if (m := _SEGMENT_NAME.match(name)))
         pages: dict[bytes, tuple[PageEntry, int]] = {}
+        superseded: list[Tombstone] = []
         for seq in seqs:
             self._fds[seq] = os.open(self._segment_path(seq), os.O_RDWR)
             self._members[seq] = set()
             self._counters.add(device_ops=1)
-            self._replay(seq, self._scan(seq, verify_values=seq == seqs[-1]), pages)
+            self._replay(seq, self._scan(seq, verify_values=seq == seqs[-1]), pages, superseded)
         if seqs:
             self._active = seqs[-1]
         else:
@@ -204,10 +209,13 @@ class AppendLogStore(KVStore):
             self._rotate()
         for check, location in self._where.items():
             self._members[location.segment].add(check)
+        known = {tombstone for tombstones in self._tombstones.values() for tombstone in tombstones}
+        self._append_tombstones([tombstone for tombstone in superseded if tombstone not in known])
         orphans = self._index.load(pages)
         if orphans:
             logger.warning("%s: dropping %d pages whose prefix is not stored", self.path, len(orphans))
             self._write_tombstones(orphans)
+        self._enforce_budget()  # a crash may have left more than the budget
 
     def _scan(self, seq: int, verify_values: bool) -> list[tuple[int, RecordHeader, bytes]]:
         """The whole records of segment ``seq`` (offset, header, tombstone value); truncates a bad tail."""
@@ -255,10 +263,17 @@ class AppendLogStore(KVStore):
         seq: int,
         records: list[tuple[int, RecordHeader, bytes]],
         pages: dict[bytes, tuple[PageEntry, int]],
+        superseded: list[Tombstone],
     ) -> None:
-        """Apply segment ``seq``'s records, in log order, to the index being rebuilt."""
+        """Apply segment ``seq``'s records, in log order, to the index being rebuilt.
+
+        A page record of a page already indexed is a garbage collection's copy whose original was not
+        deleted (a crash came between): the original is collected in ``superseded``.
+        """
         for offset, header, value in records:
             if header.kind == PAGE:
+                if header.check in self._where:
+                    superseded.append(Tombstone(header.check, self._where[header.check]))
                 parent = None if header.parent == NO_PARENT else header.parent
                 pages[header.check] = (
                     PageEntry(self._record_bytes, header.depth, parent),
@@ -336,12 +351,16 @@ class AppendLogStore(KVStore):
         self._where[check] = location
         self._members[location.segment].add(check)
 
-    def _write_tombstones(self, checks: list[bytes]) -> None:
-        """Delete pages (children first) by appending one batch of tombstones."""
-        tombstones = [Tombstone(check, self._where[check]) for check in checks]
+    def _append_tombstones(self, tombstones: list[Tombstone]) -> None:
         locations = self._append([_tombstone_record(tombstone) for tombstone in tombstones])
         for tombstone, location in zip(tombstones, locations, strict=True):
             self._tombstones.setdefault(location.segment, []).append(tombstone)
+
+    def _write_tombstones(self, checks: list[bytes]) -> None:
+        """Delete pages (children first) by appending one batch of tombstones."""
+        tombstones = [Tombstone(check, self._where[check]) for check in checks]
+        self._append_tombstones(tombstones)
+        for tombstone in tombstones:
             self._members[tombstone.target.segment].discard(tombstone.check)
             del self._where[tombstone.check]
 
@@ -386,7 +405,7 @@ class AppendLogStore(KVStore):
         encoded = []
         for plan, index, page in records:
             check = plan.checks[index]
-            value = [encode_header(self.layout, self.page_size, check), page_payload(page)]
+            value: list[Buffer] = [encode_header(self.layout, self.page_size, check), page_payload(page)]
             encoded.append(_encode_record(PAGE, index + 1, check, parent_of(plan, index) or NO_PARENT, value))
         for (plan, index, _), location in zip(records, self._append(encoded), strict=True):
             check = plan.checks[index]
@@ -408,33 +427,52 @@ class AppendLogStore(KVStore):
         return evicted
 
     def _disk_bytes(self) -> int:
-        """Disk use as the file system sees it: the header and every segment's allocated blocks."""
-        return self._header_allocation + sum(os.fstat(fd).st_blocks * 512 for fd in self._fds.values())
+        """Disk use as :func:`directory_usage` counts it: the header and every segment's bytes."""
+        return self._header_bytes + sum(self._sizes.values())
 
     def _enforce_budget(self) -> None:
-        if self.budget_bytes is None or self._disk_bytes() <= self.budget_bytes:
+        """Evict down to :data:`LIVE_FRACTION` of the budget and collect garbage, until the store fits.
+
+        Garbage alone over the budget evicts nothing; whatever still overshoots after a collection
+        (tombstones still needed, say) lowers the live target by as much.
+        """
+        budget = self.budget_bytes
+        if budget is None or self._disk_bytes() <= budget:
             return
-        doomed: list[bytes] = []
-        while self._index.live_bytes > self.budget_bytes * LIVE_FRACTION:
-            victim = self._index.victim()
-            if victim is None:
+        target = budget * LIVE_FRACTION
+        evicted = 0
+        while True:
+            evicted += self._evict_down_to(target)
+            self._collect_garbage()
+            overshoot = self._disk_bytes() - budget
+            if overshoot <= 0 or not len(self._index):
                 break
+            target = self._index.live_bytes - overshoot
+        if evicted:
+            logger.debug("applog store evicted %d pages to stay within %d bytes", evicted, budget)
+            self._counters.add(evicted_pages=evicted)
+
+    def _evict_down_to(self, live_target: float) -> int:
+        """Evict victims' subtrees until live bytes are at most ``live_target``: one batch of tombstones."""
+        doomed: list[bytes] = []
+        while self._index.live_bytes > live_target and (victim := self._index.victim()) is not None:
             subtree = self._index.subtree(victim)
             for check in subtree:
                 self._index.remove(check)
             doomed.extend(subtree)
         if doomed:
             self._write_tombstones(doomed)
-            logger.debug(
-                "applog store evicted %d pages to stay within %d bytes", len(doomed), self.budget_bytes
-            )
-            self._counters.add(evicted_pages=len(doomed))
-        self._collect_garbage()
+        return len(doomed)
 
     # ------------------------------------------------------------------ garbage collection
 
+    def _needed(self, tombstone: Tombstone, collecting: int | None = None) -> bool:
+        """Whether ``tombstone`` still deletes a record (``collecting``: a segment about to go)."""
+        return tombstone.target.segment != collecting and tombstone.target.segment in self._fds
+
     def _garbage(self, seq: int) -> int:
-        return self._sizes[seq] - len(self._members[seq]) * self._record_bytes
+        needed = sum(self._needed(tombstone) for tombstone in self._tombstones.get(seq, ()))
+        return self._sizes[seq] - len(self._members[seq]) * self._record_bytes - needed * TOMBSTONE_BYTES
 
     def _collect_garbage(self) -> None:
         """Collect sealed segments under the live fraction, then, over budget, the most garbage first."""
@@ -448,17 +486,14 @@ class AppendLogStore(KVStore):
                 self._collect(seq)
         if self.budget_bytes is None:
             return
-        for seq in sorted(self._fds, key=self._garbage, reverse=True):
-            if self._garbage(seq) <= 0 or self._disk_bytes() <= self.budget_bytes:
-                break
+        while self._disk_bytes() > self.budget_bytes:  # each collection shrinks the disk use
+            seq = max(self._fds, key=self._garbage)
+            if self._garbage(seq) <= 0:
+                return
             self._collect(seq)
 
     def _collect(self, seq: int) -> None:
-        """Copy segment ``seq``'s live records and still-needed tombstones forward, then delete it.
-
-        A tombstone is still needed while a segment at or before the one of the record it deletes
-        remains (that segment may hold an older copy of the page).
-        """
+        """Copy segment ``seq``'s live records and still-needed tombstones forward, then delete it."""
         if seq == self._active:
             self._rotate()
         moved = sorted(self._members[seq], key=lambda check: self._where[check].offset)
@@ -470,8 +505,7 @@ class AppendLogStore(KVStore):
                     f"{self._segment_path(seq)} ended inside a live record during garbage collection"
                 )
             copies.append([record])
-        oldest_other = min(other for other in self._fds if other != seq)
-        kept = [t for t in self._tombstones.get(seq, []) if oldest_other <= t.target.segment]
+        kept = [tombstone for tombstone in self._tombstones.get(seq, []) if self._needed(tombstone, seq)]
         locations = self._append(copies + [_tombstone_record(tombstone) for tombstone in kept])
         for check, location in zip(moved, locations[: len(moved)], strict=True):
             self._place(check, location)

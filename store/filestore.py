@@ -40,11 +40,6 @@ TEMP_SUFFIX = ".tmp"
 _PAGE_NAME = re.compile(f"^[0-9a-f]{{{2 * CHECK_BYTES}}}$")
 
 
-def _allocated(size: int, block: int) -> int:
-    """Bytes the file system allocates for a file of ``size`` bytes."""
-    return -(-size // block) * block
-
-
 def _read_into(fd: int, buffer: bytearray) -> int:
     """Fill ``buffer`` from ``fd``'s current position; return the bytes read (fewer at end of file)."""
     view = memoryview(buffer)
@@ -62,7 +57,7 @@ class FileStore(KVStore):
 
     kind = "file"
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 (the positional signature open_store calls)
         self,
         path: str | Path,
         layout: KVLayout,
@@ -86,14 +81,13 @@ class FileStore(KVStore):
         assert self.path is not None
         self.path.mkdir(parents=True, exist_ok=True)
         ensure_header_file(self.path, self.layout, self.page_size)
-        block = os.statvfs(self._dir).f_frsize
-        self._page_allocation = _allocated(self._file_bytes, block)
-        self._header_allocation = _allocated(os.stat(self.path / HEADER_FILE).st_size, block)
+        self._header_bytes = os.stat(self.path / HEADER_FILE).st_size
         self._index = RecencyIndex(config.eviction_order)
         orphans = self._index.load(self._scan())
         if orphans:
             logger.warning("%s: removing %d page files whose prefix is not stored", self._dir, len(orphans))
             self._unlink_pages(orphans)
+        self._enforce_budget()  # a crash may have left more than the budget
 
     def _scan(self) -> dict[bytes, tuple[PageEntry, int]]:
         """Every page file in the directory with its link and write time; stale temp files are removed."""
@@ -220,8 +214,8 @@ class FileStore(KVStore):
         return self._drop(self._index.subtree(plan.checks[index]))
 
     def _disk_bytes(self) -> int:
-        """Disk use as the file system allocates it, from the page count (every page file is alike)."""
-        return self._header_allocation + len(self._index) * self._page_allocation
+        """Disk use as :func:`directory_usage` counts it, from the page count (page files are alike)."""
+        return self._header_bytes + len(self._index) * self._file_bytes
 
     def _enforce_budget(self) -> None:
         if self.budget_bytes is None:

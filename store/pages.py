@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -36,9 +37,15 @@ class PagePlan:
     def key_digest(self, index: int) -> bytes:
         return self.checks[index][:KEY_DIGEST_BYTES]
 
+    @cached_property
+    def _key_body(self) -> bytes:
+        """Every page's short digest, concatenated once: ``prefix_key(n)`` is a slice of it."""
+        return b"".join(c[:KEY_DIGEST_BYTES] for c in self.checks)
+
     def prefix_key(self, n_pages: int) -> bytes:
         """Concatenated short digests of pages ``0 .. n_pages-1`` (the prefix-preserving key body)."""
-        return b"".join(c[:KEY_DIGEST_BYTES] for c in self.checks[:n_pages])
+        count = len(range(len(self.checks))[:n_pages])  # what ``checks[:n_pages]`` holds, negatives too
+        return self._key_body[: count * KEY_DIGEST_BYTES]
 
 
 def as_token_array(tokens: Any) -> np.ndarray:
@@ -67,10 +74,13 @@ def plan_pages(tokens: Any, page_size: int, namespace: str) -> PagePlan:
     array = np.ascontiguousarray(as_token_array(tokens), dtype="<u4")
     n_pages = array.size // page_size
     previous = hashlib.blake2b(namespace.encode(), digest_size=CHECK_BYTES, person=b"kvtune-ns").digest()
-    checks = []
+    checks = [previous] * n_pages
     raw = array[: n_pages * page_size].tobytes()
     step = page_size * 4
+    blake2b = hashlib.blake2b
     for k in range(n_pages):
-        previous = hashlib.blake2b(previous + raw[k * step : (k + 1) * step], digest_size=CHECK_BYTES).digest()
-        checks.append(previous)
+        # BLAKE2b(previous || page tokens), fed in two updates instead of concatenating first.
+        digest = blake2b(previous, digest_size=CHECK_BYTES)
+        digest.update(raw[k * step : (k + 1) * step])
+        previous = checks[k] = digest.digest()
     return PagePlan(namespace=namespace, page_size=page_size, checks=tuple(checks))

@@ -1,4 +1,4 @@
-"""Workloads for the KV-cache store: requests, trace loaders, generators, model profiles, the replay engine."""
+"""Workloads: requests, trace loaders, synthetic generators, model profiles and the replay engine."""
 
 from workloads.clocks import CLOCKS, IOCounters
 from workloads.generators import PAPER_TARGETS, chat, mixed, rag, staged

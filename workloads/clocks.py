@@ -48,9 +48,12 @@ class IOCounters:
         )
 
     def _combine(self, other: IOCounters, sign: int) -> IOCounters:
-        return IOCounters(**{
-            f.name: getattr(self, f.name) + sign * getattr(other, f.name) for f in dataclasses.fields(self)
-        })
+        return IOCounters(
+            **{
+                f.name: getattr(self, f.name) + sign * getattr(other, f.name)
+                for f in dataclasses.fields(self)
+            }
+        )
 
     def __add__(self, other: IOCounters) -> IOCounters:
         return self._combine(other, 1)
@@ -61,7 +64,9 @@ class IOCounters:
     def seconds(self, clock: str, device: DeviceProfile) -> float:
         """The I/O time of these counters on ``clock``."""
         if clock == "counters":
-            return device.io_seconds(self.device_write_bytes, self.device_read_bytes, self.device_ops, self.stall_s)
+            return device.io_seconds(
+                self.device_write_bytes, self.device_read_bytes, self.device_ops, self.stall_s
+            )
         if clock == "measured":
             return self.store_op_s
         raise ValueError(f"unknown clock {clock!r}; valid clocks: {', '.join(CLOCKS)}")

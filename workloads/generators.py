@@ -46,6 +46,7 @@ def _range(name: str, value: tuple[int, int], low: int = 1) -> None:
 
 def staged(
     seed: int = 0,
+    *,
     phase_requests: int = 100,
     targets: Sequence[float] = PAPER_TARGETS,
     chunk_tokens: int = 256,
@@ -70,7 +71,7 @@ def staged(
     arrivals = _arrivals(rng, phase_requests * len(targets), rate)
     prompts: list[tuple[int, ...]] = []
     seen: set[tuple[int, ...]] = set()
-    requests = []
+    requests: list[Request] = []
     for phase, target in enumerate(targets):
         label = f"{phase}:{target:g}"
         exact = target * chunks_per_prompt
@@ -83,21 +84,31 @@ def staged(
                 if len(chunks) == shared and (*chunks, candidate) in seen:
                     attempts += 1
                     if attempts > 8 * pool_chunks:
-                        raise ValueError(f"pool_chunks={pool_chunks} is too small: no unused chunk follows a "
-                                         "shared prefix any more; raise pool_chunks")
+                        raise ValueError(
+                            f"pool_chunks={pool_chunks} is too small: no unused chunk follows a "
+                            "shared prefix any more; raise pool_chunks"
+                        )
                     continue
                 chunks.append(candidate)
             prompt = tuple(chunks)
             seen.update(prompt[: k + 1] for k in range(len(prompt)))
             prompts.append(prompt)
             index = len(requests)
-            requests.append(Request(float(arrivals[index]), _frozen(pool[list(prompt)]), output_len,
-                                    session=f"staged-{index}", phase=label))
+            requests.append(
+                Request(
+                    float(arrivals[index]),
+                    _frozen(list(pool[list(prompt)])),
+                    output_len,
+                    session=f"staged-{index}",
+                    phase=label,
+                )
+            )
     return requests
 
 
 def chat(
     seed: int = 0,
+    *,
     sessions: int = 32,
     turns: tuple[int, int] = (2, 8),
     system_tokens: int = 512,
@@ -127,8 +138,9 @@ def chat(
         for turn in range(int(rng.integers(turns[0], turns[1] + 1))):
             history.append(_tokens(rng, int(rng.integers(user_tokens[0], user_tokens[1] + 1)), vocab_size))
             answer = int(rng.integers(output_tokens[0], output_tokens[1] + 1))
-            requests.append(Request(arrival, _frozen(history), answer, session=f"chat-{session}",
-                                    phase=f"turn-{turn}"))
+            requests.append(
+                Request(arrival, _frozen(history), answer, session=f"chat-{session}", phase=f"turn-{turn}")
+            )
             history.append(_tokens(rng, answer, vocab_size))
             arrival += float(rng.exponential(think_time_s))
     requests.sort(key=lambda r: r.arrival_s)
@@ -137,6 +149,7 @@ def chat(
 
 def rag(
     seed: int = 0,
+    *,
     requests: int = 200,
     documents: int = 100,
     doc_tokens: int = 1024,
@@ -154,7 +167,9 @@ def rag(
     """
     _range("question_tokens", question_tokens)
     if not 1 <= docs_per_request <= documents or requests < 1 or doc_tokens < 1 or zipf_a <= 0:
-        raise ValueError("need requests >= 1, doc_tokens >= 1, zipf_a > 0, 1 <= docs_per_request <= documents")
+        raise ValueError(
+            "need requests >= 1, doc_tokens >= 1, zipf_a > 0, 1 <= docs_per_request <= documents"
+        )
     rng = np.random.default_rng(seed)
     system = _tokens(rng, system_tokens, vocab_size)
     corpus = rng.integers(0, vocab_size, (documents, doc_tokens), dtype=np.uint32)
@@ -166,7 +181,9 @@ def rag(
         chosen = rng.choice(documents, size=docs_per_request, replace=False, p=popularity)
         question = _tokens(rng, int(rng.integers(question_tokens[0], question_tokens[1] + 1)), vocab_size)
         tokens = _frozen([system, *corpus[chosen], question])
-        result.append(Request(float(arrivals[index]), tokens, output_len, session=f"rag-{index}", phase="rag"))
+        result.append(
+            Request(float(arrivals[index]), tokens, output_len, session=f"rag-{index}", phase="rag")
+        )
     return result
 
 
@@ -181,6 +198,7 @@ DEFAULT_SEGMENTS: tuple[tuple[str, Mapping[str, Any]], ...] = (
 
 def mixed(
     seed: int = 0,
+    *,
     segments: Sequence[tuple[str, Mapping[str, Any]]] = DEFAULT_SEGMENTS,
     gap_s: float = 1.0,
 ) -> list[Request]:
@@ -189,7 +207,9 @@ def mixed(
     ``"<segment>:<name>/<inner phase>"``.
     """
     if not segments:
-        raise ValueError(f"segments is empty; pass (name, options) pairs with names from {', '.join(GENERATORS)}")
+        raise ValueError(
+            f"segments is empty; pass (name, options) pairs with names from {', '.join(GENERATORS)}"
+        )
     rng = np.random.default_rng(seed)
     result: list[Request] = []
     offset = 0.0
@@ -198,8 +218,15 @@ def mixed(
             raise ValueError(f"unknown segment generator {name!r}; valid names: {', '.join(GENERATORS)}")
         part = GENERATORS[name](seed=int(rng.integers(2**63)), **options)
         for request in part:
-            result.append(Request(request.arrival_s + offset, request.tokens, request.output_len,
-                                  session=f"{number}:{request.session}", tenant=request.tenant,
-                                  phase=f"{number}:{name}/{request.phase}"))
+            result.append(
+                Request(
+                    request.arrival_s + offset,
+                    request.tokens,
+                    request.output_len,
+                    session=f"{number}:{request.session}",
+                    tenant=request.tenant,
+                    phase=f"{number}:{name}/{request.phase}",
+                )
+            )
         offset = result[-1].arrival_s + gap_s
     return result

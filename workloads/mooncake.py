@@ -77,12 +77,18 @@ def _parse_line(path: Path, number: int, text: str) -> MooncakeRecord:
     try:
         obj: Any = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{where}: not valid JSON ({error.msg}); each line must be one JSON object") from None
+        raise ValueError(
+            f"{where}: not valid JSON ({error.msg}); each line must be one JSON object"
+        ) from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{where}: expected a JSON object with keys {', '.join(FIELDS)}, got {type(obj).__name__}")
+        raise ValueError(
+            f"{where}: expected a JSON object with keys {', '.join(FIELDS)}, got {type(obj).__name__}"
+        )
     missing = [name for name in FIELDS if name not in obj]
     if missing:
-        raise ValueError(f"{where}: missing key(s) {', '.join(missing)}; every line needs {', '.join(FIELDS)}")
+        raise ValueError(
+            f"{where}: missing key(s) {', '.join(missing)}; every line needs {', '.join(FIELDS)}"
+        )
     timestamp = obj["timestamp"]
     if isinstance(timestamp, bool) or not isinstance(timestamp, int | float) or not math.isfinite(timestamp):
         raise ValueError(f"{where}: timestamp must be a finite number of milliseconds, got {timestamp!r}")
@@ -105,12 +111,14 @@ def _parse_line(path: Path, number: int, text: str) -> MooncakeRecord:
             f"{where}: {len(hash_ids)} hash_ids for input_length {lengths['input_length']}; the format needs "
             f"ceil(input_length / {BLOCK_TOKENS}) = {expected} (one id per {BLOCK_TOKENS}-token block)"
         )
-    return MooncakeRecord(number, float(timestamp), lengths["input_length"], lengths["output_length"],
-                          tuple(hash_ids))
+    return MooncakeRecord(
+        number, float(timestamp), lengths["input_length"], lengths["output_length"], tuple(hash_ids)
+    )
 
 
 def load_mooncake(
     path: str | Path,
+    *,
     start: int = 0,
     limit: int | None = None,
     time_scale: float = 1.0,
@@ -139,14 +147,20 @@ def load_mooncake(
     blocks: dict[int, np.ndarray] = {}
     requests = []
     for record in records:
-        n_tokens = record.input_length if max_input_tokens is None else min(record.input_length, max_input_tokens)
+        n_tokens = (
+            record.input_length if max_input_tokens is None else min(record.input_length, max_input_tokens)
+        )
         ids = record.hash_ids[: math.ceil(n_tokens / BLOCK_TOKENS)]
         for hash_id in ids:
             if hash_id not in blocks:
                 blocks[hash_id] = block_tokens(hash_id, vocab_size)
         tokens = np.concatenate([blocks[h] for h in ids])[:n_tokens]
         tokens.flags.writeable = False
-        output = record.output_length if max_output_tokens is None else min(record.output_length, max_output_tokens)
+        output = (
+            record.output_length
+            if max_output_tokens is None
+            else min(record.output_length, max_output_tokens)
+        )
         arrival = (record.timestamp_ms - origin) / 1000.0 * time_scale
         requests.append(Request(arrival, tokens, output, tenant=tenant))
     logger.info("loaded %d requests (%d distinct blocks) from %s", len(requests), len(blocks), path)

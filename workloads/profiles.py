@@ -64,8 +64,10 @@ class ModelProfile:
     def __post_init__(self) -> None:
         self.kv_layout()  # validates the shape and dtype
         if not self.params > 0 or not 0 < self.mfu <= 1:
-            raise ValueError(f"profile {self.name}: params must be > 0 and mfu in (0, 1], got "
-                             f"params={self.params}, mfu={self.mfu}")
+            raise ValueError(
+                f"profile {self.name}: params must be > 0 and mfu in (0, 1], got "
+                f"params={self.params}, mfu={self.mfu}"
+            )
 
     def kv_layout(self) -> KVLayout:
         return KVLayout(self.layers, self.kv_heads, self.head_dim, self.dtype)
@@ -105,7 +107,14 @@ class ModelProfile:
             )
         if factor == 1:
             return self
-        return dataclasses.replace(self, name=f"{self.name}/x{factor}", scale=self.scale * factor, **dims)
+        return dataclasses.replace(
+            self,
+            name=f"{self.name}/x{factor}",
+            scale=self.scale * factor,
+            layers=dims["layers"],
+            kv_heads=dims["kv_heads"],
+            head_dim=dims["head_dim"],
+        )
 
     def describe(self) -> dict[str, object]:
         return {
@@ -125,14 +134,42 @@ class ModelProfile:
 MODEL_PROFILES: dict[str, ModelProfile] = {
     profile.name: profile
     for profile in (
-        ModelProfile("llama-3.1-8b", 32, 8, 128, torch.bfloat16, 8.03e9,
-                     source="meta-llama/Llama-3.1-8B config.json: 32 layers, 8 KV heads, head dim 4096/32"),
-        ModelProfile("qwen2.5-7b", 28, 4, 128, torch.bfloat16, 7.61e9,
-                     source="Qwen/Qwen2.5-7B config.json: 28 layers, 4 KV heads, head dim 3584/28"),
-        ModelProfile("glm-4-9b", 40, 2, 128, torch.bfloat16, 9.40e9,
-                     source="THUDM/glm-4-9b config.json: 40 layers, multi_query_group_num 2, kv_channels 128"),
-        ModelProfile("tiny", 2, 2, 16, torch.float16, 1.0e9,
-                     source="a toy shape for tests (256 B of KV per token) with the compute of a 1 B model"),
+        ModelProfile(
+            "llama-3.1-8b",
+            32,
+            8,
+            128,
+            torch.bfloat16,
+            8.03e9,
+            source="meta-llama/Llama-3.1-8B config.json: 32 layers, 8 KV heads, head dim 4096/32",
+        ),
+        ModelProfile(
+            "qwen2.5-7b",
+            28,
+            4,
+            128,
+            torch.bfloat16,
+            7.61e9,
+            source="Qwen/Qwen2.5-7B config.json: 28 layers, 4 KV heads, head dim 3584/28",
+        ),
+        ModelProfile(
+            "glm-4-9b",
+            40,
+            2,
+            128,
+            torch.bfloat16,
+            9.40e9,
+            source="THUDM/glm-4-9b config.json: 40 layers, multi_query_group_num 2, kv_channels 128",
+        ),
+        ModelProfile(
+            "tiny",
+            2,
+            2,
+            16,
+            torch.float16,
+            1.0e9,
+            source="a toy shape for tests (256 B of KV per token) with the compute of a 1 B model",
+        ),
     )
 }
 

@@ -35,7 +35,9 @@ def make_workload(name: str, seed: int = 0, **options: Any) -> list[Request]:
     valid = workload_options(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ValueError(f"workload {name!r} has no option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}")
+        raise ValueError(
+            f"workload {name!r} has no option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}"
+        )
     if name == "mooncake" and "path" not in options:
         raise ValueError("workload 'mooncake' needs path=<a Mooncake-format JSONL trace file>")
     return factory(seed=seed, **options) if name in SEEDED else factory(**options)

@@ -116,9 +116,13 @@ class ReplayConfig:
         _check_choice("prefetch", self.prefetch, PREFETCH_POLICIES)
         _check_choice("write_policy", self.write_policy, WRITE_POLICIES)
         if not isinstance(self.profile, ModelProfile):
-            raise ValueError(f"profile must be a ModelProfile (see workloads.get_profile), got {self.profile!r}")
+            raise ValueError(
+                f"profile must be a ModelProfile (see workloads.get_profile), got {self.profile!r}"
+            )
         if not isinstance(self.device, DeviceProfile):
-            raise ValueError(f"device must be a DeviceProfile (see workloads.get_device_profile), got {self.device!r}")
+            raise ValueError(
+                f"device must be a DeviceProfile (see workloads.get_device_profile), got {self.device!r}"
+            )
         _check_int("page_size", self.page_size, 1)
         if self.budget_bytes is not None:
             _check_int("budget_bytes", self.budget_bytes, 1)
@@ -500,6 +504,7 @@ def _jsonable(value: Any) -> Any:
 def replay(
     requests: Sequence[Request],
     config: ReplayConfig,
+    *,
     out_dir: str | Path | None = None,
     store_config: StoreConfig | None = None,
     path: str | Path | None = None,

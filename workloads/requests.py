@@ -53,7 +53,9 @@ def _token_array(tokens: object) -> np.ndarray:
     if array.dtype != np.uint32:
         low, high = int(array.min()), int(array.max())
         if low < 0 or high > MAX_TOKEN_ID:
-            raise ValueError(f"token ids must be in [0, {MAX_TOKEN_ID}], got one of {low if low < 0 else high}")
+            raise ValueError(
+                f"token ids must be in [0, {MAX_TOKEN_ID}], got one of {low if low < 0 else high}"
+            )
         array = array.astype(np.uint32)
     elif array.flags.writeable:
         array = array.copy()

@@ -6,6 +6,7 @@ without the write-ahead log) is fully there, and every page ``get_batch`` return
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import random
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from store import StoreConfig
 from tests.store import crash_child
@@ -24,14 +26,17 @@ from tests.store.crash_child import crash_prompt
 
 ROUNDS = 20
 ROUNDS_WITHOUT_WAL = 8
-KILL_AFTER_S = (0.05, 0.35)
-SAMPLE_EARLIER = 40
+ROUNDS_PER_STORE = 5
+KILL_AFTER_S = (0.05, 0.25)
+SAMPLE_EARLIER = 20
+SAMPLE_FINAL = 200
 
 
 @pytest.fixture(scope="module")
 def forkserver() -> Any:
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "store", "store.lsm", "tests.store.crash_child"])
+    # "__main__" (pytest's launcher) too, or every child re-imports it before it starts
+    context.set_forkserver_preload(["__main__", "torch", "store", "store.lsm", "tests.store.crash_child"])
     return context
 
 
@@ -57,7 +62,11 @@ def _run_and_kill(
     writer.close()
     try:
         assert reader.poll(60), "the writer did not open the store within 60 s"
-        assert reader.recv_bytes() == b"ready"
+        try:
+            first_message = reader.recv_bytes()
+        except EOFError:
+            first_message = b"<died>"
+        assert first_message == b"ready", f"the writer failed to start (exit code {process.exitcode})"
         time.sleep(delay)  # the crash timer: the only sleep of this suite
         assert process.is_alive(), f"the writer died on its own with exit code {process.exitcode}"
         os.kill(process.pid, signal.SIGKILL)
@@ -71,30 +80,35 @@ def _run_and_kill(
     return messages
 
 
-def _check_prompt(s: Any, index: int, required: bool) -> int:
-    """Probe prompt ``index``; what get_batch returns must be bit-exact; a required prompt must be whole."""
+@functools.lru_cache(maxsize=None)
+def _expected(index: int) -> tuple[list[int], torch.Tensor]:
     tokens = crash_prompt(index)
+    return tokens.tolist(), prefix_kv(tokens)
+
+
+def _check_prompt(s: Any, index: int, required: bool, get: bool = True) -> int:
+    """Probe prompt ``index``; what get_batch returns must be bit-exact; a required prompt must be whole."""
+    tokens, kv = _expected(index)
     n_pages = len(tokens) // PAGE_SIZE
     k = s.probe(tokens)
     if required:
         assert k == n_pages, f"prompt {index} was reported durable but only {k}/{n_pages} pages survived"
-    assert_bit_exact(s.get_batch(tokens, k), prefix_kv(tokens)[:, :, : k * PAGE_SIZE])
+    if get:
+        assert_bit_exact(s.get_batch(tokens, k), kv[:, :, : k * PAGE_SIZE])
     return k
 
 
 def _crash_rounds(
-    forkserver: Any, tmp_path: Path, kind: str, config: dict[str, Any], rounds: int, flush_every: int, seed: int
-) -> None:
+    forkserver: Any, path: Path, kind: str, config: dict[str, Any], rounds: int, flush_every: int, seed: int
+) -> int:
+    """``rounds`` write-and-kill rounds on one store; returns the prompts reported written."""
     rng = random.Random(seed)
-    path = tmp_path / kind
     durable: list[int] = []
     attempted: list[int] = []
     total_reported = 0
     for round_index in range(rounds):
         first = 100_000 * (round_index + 1)
-        messages = _run_and_kill(
-            forkserver, kind, path, config, first, flush_every, rng.uniform(*KILL_AFTER_S)
-        )
+        messages = _run_and_kill(forkserver, kind, path, config, first, flush_every, rng.uniform(*KILL_AFTER_S))
         put_done = [int(m[1:]) for m in messages if m.startswith(b"P")]
         flushed = [int(m[1:]) for m in messages if m.startswith(b"F")]
         assert put_done == list(range(first, first + len(put_done)))
@@ -114,24 +128,40 @@ def _crash_rounds(
         durable += new_durable
         attempted += new_durable + maybe
 
-    assert total_reported >= rounds, "the writer should get through a few prompts in most rounds"
-    # After the last crash: everything ever reported durable is there, nothing returned is wrong, and the
-    # page count the store keeps equals the distinct pages that are really there.
+    # After the last crash: everything ever reported durable is still there (probed; a sample is also
+    # read back), nothing returned is wrong, and the store's page count equals the distinct pages present.
     pages: set[tuple[int, ...]] = set()
+    durable_set = set(durable)
+    read_back = set(rng.sample(durable, min(SAMPLE_FINAL, len(durable))))
     with open_kind(kind, path, config=StoreConfig(**config)) as s:
-        durable_set = set(durable)
         for index in sorted(set(attempted)):
-            k = _check_prompt(s, index, required=index in durable_set)
-            tokens = crash_prompt(index).tolist()
+            required = index in durable_set
+            k = _check_prompt(s, index, required, get=not required or index in read_back)
+            tokens = _expected(index)[0]
             pages.update(tuple(tokens[: (j + 1) * PAGE_SIZE]) for j in range(k))
         assert s.stats().pages_stored == len(pages)
+    _expected.cache_clear()
+    return total_reported
+
+
+def _crash_stores(
+    forkserver: Any, tmp_path: Path, kind: str, config: dict[str, Any], rounds: int, flush_every: int, seed: int
+) -> None:
+    """``rounds`` rounds in all, ``ROUNDS_PER_STORE`` consecutive crashes on each store directory (a fresh
+    directory now and then keeps the reopen scans of the baselines short)."""
+    reported = 0
+    for store_index in range(0, rounds, ROUNDS_PER_STORE):
+        path = tmp_path / f"{kind}-{store_index}"
+        n = min(ROUNDS_PER_STORE, rounds - store_index)
+        reported += _crash_rounds(forkserver, path, kind, config, n, flush_every, seed * 1000 + store_index)
+    assert reported >= rounds, "the writer should get through a few prompts in most rounds"
 
 
 @pytest.mark.parametrize("kind", DISK_KINDS)
 def test_sigkill_while_writing(forkserver: Any, tmp_path: Path, kind: str) -> None:
-    _crash_rounds(forkserver, tmp_path, kind, {}, ROUNDS, flush_every=0, seed=DISK_KINDS.index(kind))
+    _crash_stores(forkserver, tmp_path, kind, {}, ROUNDS, flush_every=0, seed=DISK_KINDS.index(kind))
 
 
 def test_sigkill_without_wal_keeps_flushed_pages(forkserver: Any, tmp_path: Path) -> None:
     """With ``disable_wal`` only pages written before a ``flush()`` must survive; none may be wrong."""
-    _crash_rounds(forkserver, tmp_path, "lsm", {"disable_wal": True}, ROUNDS_WITHOUT_WAL, flush_every=8, seed=7)
+    _crash_stores(forkserver, tmp_path, "lsm", {"disable_wal": True}, ROUNDS_WITHOUT_WAL, flush_every=8, seed=7)

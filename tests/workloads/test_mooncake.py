@@ -70,7 +70,10 @@ def test_slicing_scaling_and_caps(trace: Path) -> None:
         ({"timestamp": 0, "input_length": 0, "output_length": 1, "hash_ids": []}, "input_length is 0"),
         ({"timestamp": 0, "input_length": 5, "output_length": 1.5, "hash_ids": [1]}, "output_length must be"),
         ({"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": [-3]}, "list of ints >= 0"),
-        ({"timestamp": 0, "input_length": 600, "output_length": 1, "hash_ids": [1]}, "1 hash_ids for input_length"),
+        (
+            {"timestamp": 0, "input_length": 600, "output_length": 1, "hash_ids": [1]},
+            "1 hash_ids for input_length",
+        ),
     ],
 )
 def test_malformed_lines_name_their_line(tmp_path: Path, line: object, message: str) -> None:
@@ -100,4 +103,6 @@ def test_the_shared_trace_slice_keeps_its_prefix_structure() -> None:
     for record, request in zip(records, requests, strict=True):
         assert request.prompt_tokens == min(record.input_length, 4096)
         by_ids.setdefault(record.hash_ids[0], request)
-        np.testing.assert_array_equal(request.tokens[:BLOCK_TOKENS], by_ids[record.hash_ids[0]].tokens[:BLOCK_TOKENS])
+        np.testing.assert_array_equal(
+            request.tokens[:BLOCK_TOKENS], by_ids[record.hash_ids[0]].tokens[:BLOCK_TOKENS]
+        )

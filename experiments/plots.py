@@ -1,0 +1,45 @@
+"""Plots of evaluations and sweeps (matplotlib, Agg backend: no screen needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def window_lines(series: Mapping[str, Sequence[float]], ylabel: str, title: str, path: Path) -> Path:
+    """One line per label over window index."""
+    figure, axis = plt.subplots(figsize=(8, 4))
+    for label, values in series.items():
+        axis.plot(range(len(values)), values, marker=".", label=label)
+    axis.set_xlabel("window")
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def sweep_grid(curves: Mapping[str, tuple[Sequence[str], Sequence[float]]], ylabel: str, path: Path) -> Path:
+    """One small panel per knob: the objective across the knob's range."""
+    count = len(curves)
+    columns = min(count, 4)
+    rows = (count + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+    for axis, (knob, (labels, values)) in zip(axes.flat, curves.items(), strict=False):
+        axis.plot(range(len(values)), values, marker="o")
+        axis.set_xticks(range(len(labels)), labels, rotation=45, fontsize=7)
+        axis.set_title(knob, fontsize=9)
+        axis.set_ylabel(ylabel, fontsize=8)
+    for axis in list(axes.flat)[count:]:
+        axis.set_visible(False)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,218 @@
+"""The replay engine: exact ideal hits on every store kind, the clocks, policies, windows, outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from store import STORE_KINDS, StoreConfig
+from tests.workloads.helpers import ideal_hit_tokens, ideal_ratio
+from workloads import ReplayConfig, ReplaySession, Request, mixed, replay, staged
+
+PAGE = 16
+SEGMENTS = (
+    (
+        "staged",
+        {
+            "phase_requests": 8,
+            "targets": (0.2, 0.8),
+            "chunk_tokens": 64,
+            "chunks_per_prompt": 8,
+            "pool_chunks": 128,
+        },
+    ),
+    (
+        "chat",
+        {
+            "sessions": 4,
+            "turns": (2, 3),
+            "system_tokens": 64,
+            "user_tokens": (16, 64),
+            "output_tokens": (16, 64),
+        },
+    ),
+    (
+        "rag",
+        {"requests": 10, "documents": 6, "doc_tokens": 64, "system_tokens": 40, "question_tokens": (8, 24)},
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def workload() -> list[Request]:
+    return mixed(seed=7, segments=SEGMENTS)
+
+
+def config(**changes: object) -> ReplayConfig:
+    values: dict[str, object] = {"page_size": PAGE, "window_requests": 8, "memory_tier_bytes": 0}
+    values.update(changes)
+    return ReplayConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("memory_pages", [0, 6])
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_every_store_kind_reaches_the_ideal_hit_ratio(
+    workload: list[Request], tmp_path: Path, kind: str, memory_pages: int
+) -> None:
+    cfg = config(store_kind=kind, blocking_writes=True, memory_tier_bytes=memory_pages * PAGE * 256)
+    result = replay(workload, cfg, path=tmp_path / "store")
+    ideal = ideal_hit_tokens(workload, PAGE)
+    assert ideal.sum() > 0
+    assert [r.hit_tokens for r in result.records] == ideal.tolist()
+    assert [r.ideal_hit_tokens for r in result.records] == ideal.tolist()
+    assert result.summary["hit_token_ratio"] == pytest.approx(ideal_ratio(workload, PAGE), abs=1e-12)
+    assert result.summary["dropped_pages"] == 0
+    disk = sum(r.disk_hit_tokens for r in result.records)
+    memory = sum(r.memory_hit_tokens for r in result.records)
+    assert disk + memory == ideal.sum()
+    assert disk > 0 and (memory > 0) == (memory_pages > 0)
+
+
+def test_the_counters_clock_is_deterministic_for_lsm(workload: list[Request]) -> None:
+    def run() -> list[tuple[int, int, int, float]]:
+        result = replay(workload, config(store_kind="lsm", blocking_writes=True))
+        return [
+            (w.device_write_bytes, w.device_read_bytes, w.device_ops, w.io_s_counters) for w in result.windows
+        ]
+
+    first, second = run(), run()
+    assert first == second
+    assert sum(w[0] for w in first) > 0
+
+
+def test_summary_and_tables(workload: list[Request], tmp_path: Path) -> None:
+    result = replay(workload, config(), out_dir=tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for key in (
+        "requests",
+        "hit_token_ratio",
+        "mean_ttft_s",
+        "p50_ttft_s",
+        "p99_ttft_s",
+        "dropped_pages",
+        "clock",
+        "clocks",
+        "engine",
+        "phases",
+        "config",
+        "store_stats",
+    ):
+        assert key in summary, key
+    assert summary["requests"] == len(workload)
+    assert summary["clock"] == "counters" and summary["config"]["store_kind"] == "lsm"
+    assert summary["engine"]["overhead_s"] > 0
+    assert (
+        summary["engine"]["wall_s"]
+        >= summary["engine"]["overhead_s"] + summary["engine"]["store_call_s"] - 1e-6
+    )
+    with (tmp_path / "requests.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(workload)
+    hit = sum(int(r["hit_tokens"]) for r in rows) / sum(int(r["prompt_tokens"]) for r in rows)
+    assert hit == pytest.approx(summary["hit_token_ratio"])
+    ttfts = sorted(float(r["ttft_s"]) for r in rows)
+    assert summary["mean_ttft_s"] == pytest.approx(sum(ttfts) / len(ttfts))
+    assert summary["p50_ttft_s"] == pytest.approx((ttfts[len(ttfts) // 2 - 1] + ttfts[len(ttfts) // 2]) / 2)
+    with (tmp_path / "windows.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == math.ceil(len(workload) / 8)
+    assert set(summary["phases"]) == {r.phase for r in workload}
+    assert result.summary["requests"] == len(result.records)
+
+
+def test_ttft_is_queue_plus_load_plus_prefill_in_a_fifo(workload: list[Request]) -> None:
+    burst = [Request(0.0, r.tokens, r.output_len) for r in workload[:12]]
+    records = replay(burst, config(clock="measured")).records
+    finish = 0.0
+    for record in records:
+        assert record.ttft_s == pytest.approx(record.queue_s + record.load_s + record.prefill_s)
+        assert record.queue_s == pytest.approx(finish)  # everything arrives at 0: each waits for the last
+        finish += record.load_s + record.prefill_s
+        assert record.load_s >= record.disk_load_s_measured
+
+
+def test_a_short_prefetch_timeout_loses_hits(workload: list[Request]) -> None:
+    ideal = ideal_hit_tokens(workload, PAGE).sum()
+    waited = replay(workload, config(blocking_writes=True, prefetch="timeout", prefetch_timeout_s=1e3))
+    assert sum(r.hit_tokens for r in waited.records) == ideal
+    hurried = replay(workload, config(blocking_writes=True, prefetch="timeout", prefetch_timeout_s=1e-9))
+    assert sum(r.hit_tokens for r in hurried.records) == 0
+
+
+def test_write_back_writes_only_pages_hit_often_enough(workload: list[Request]) -> None:
+    never = replay(
+        workload,
+        config(
+            write_policy="write_back",
+            write_back_hits=10**6,
+            memory_tier_bytes=8 * PAGE * 256,
+            blocking_writes=True,
+        ),
+    )
+    assert never.summary["store_stats"]["pages_stored"] == 0
+    assert never.summary["disk_hit_token_ratio"] == 0
+    every = replay(
+        workload,
+        config(
+            write_policy="write_back",
+            write_back_hits=0,
+            memory_tier_bytes=8 * PAGE * 256,
+            blocking_writes=True,
+        ),
+    )
+    assert every.summary["store_stats"]["pages_stored"] > 0
+    assert every.summary["disk_hit_token_ratio"] > 0
+    assert every.summary["hit_token_ratio"] <= every.summary["ideal_hit_token_ratio"]
+
+
+def test_a_writer_that_cannot_keep_up_drops_pages_and_loses_hits() -> None:
+    prompts = staged(seed=0, phase_requests=10, targets=(0.0,), chunk_tokens=256, pool_chunks=512)
+    repeats = [Request(1e3, r.tokens, r.output_len) for r in prompts]  # each prompt's only reuse
+    knobs = StoreConfig(writer_overflow="drop", writer_queue_depth=1, writer_batch_size=1)
+    result = replay(prompts + repeats, config(window_requests=20, page_size=64), store_config=knobs)
+    assert result.summary["ideal_hit_token_ratio"] == 0.5
+    assert result.summary["dropped_pages"] > 0
+    assert result.summary["hit_token_ratio"] < 0.5
+
+
+def test_a_budget_evicts_and_loses_hits(workload: list[Request]) -> None:
+    result = replay(workload, config(store_kind="memory", budget_bytes=12 * PAGE * 256, blocking_writes=True))
+    assert result.summary["evicted_pages"] > 0
+    assert result.summary["hit_token_ratio"] < result.summary["ideal_hit_token_ratio"]
+    assert all(w.budget_bytes == 12 * PAGE * 256 for w in result.windows)
+
+
+def test_a_session_runs_window_by_window_and_retunes(workload: list[Request], tmp_path: Path) -> None:
+    with ReplaySession(workload, config(blocking_writes=True), path=tmp_path / "db") as session:
+        first = session.run_window(5)
+        assert (first.index, first.first_request, first.requests) == (0, 0, 5)
+        assert first.io_s_counters >= 0 and first.writer_queue_depth >= 0
+        assert session.store.stats().pages_stored == first.pages_stored
+        seconds = session.apply(StoreConfig(writer_queue_depth=8))  # needs a reopen
+        assert seconds > 0 and session.store.config.writer_queue_depth == 8
+        second = session.run_window(10**6)
+        assert second.reopen_s == pytest.approx(seconds)
+        assert second.requests == len(workload) - 5 and session.done and session.remaining == 0
+        assert second.device_write_bytes >= 0 and second.io_s_measured >= 0
+        with pytest.raises(ValueError, match="done"):
+            session.run_window(1)
+        result = session.result()
+    ideal = ideal_hit_tokens(workload, PAGE)
+    assert [r.hit_tokens for r in result.records] == ideal.tolist()
+    assert [w.index for w in result.windows] == [0, 1]
+
+
+def test_bad_configs_say_what_is_valid(workload: list[Request]) -> None:
+    with pytest.raises(ValueError, match="valid values: counters, measured"):
+        config(clock="wall")
+    with pytest.raises(ValueError, match="valid values: lsm, file, applog, memory"):
+        config(store_kind="sqlite")
+    with pytest.raises(ValueError, match="valid values: write_through, write_back"):
+        config(write_policy="write_around")
+    with pytest.raises(ValueError, match="arrival order"):
+        ReplaySession(list(reversed(workload)), config())
+    with pytest.raises(ValueError, match="empty"):
+        ReplaySession([], config())

@@ -1,0 +1,109 @@
+"""``kvtune replay`` end to end on tiny workloads, through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from experiments.cli import app
+from experiments.replay_cmd import parse_bytes
+from tests.workloads.test_mooncake import LINES, write_trace
+
+runner = CliRunner()
+TINY_STAGED = [
+    "--param",
+    "phase_requests=4",
+    "--param",
+    "chunk_tokens=32",
+    "--param",
+    "chunks_per_prompt=4",
+    "--param",
+    "targets=[0.5, 0.25]",
+    "--param",
+    "pool_chunks=64",
+]
+
+
+def test_replay_a_generated_workload(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        [
+            "replay",
+            "--workload",
+            "staged",
+            *TINY_STAGED,
+            "--limit",
+            "6",
+            "--store",
+            "lsm",
+            "--budget-bytes",
+            "64MiB",
+            "--profile",
+            "tiny",
+            "--page-size",
+            "16",
+            "--window",
+            "4",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["requests"] == 6 and summary["config"]["budget_bytes"] == 64 * 2**20
+    assert summary["windows"] == 2 and summary["store_kind"] == "lsm"
+    assert "hit ratio" in result.output and "0:0.5" in result.output
+    assert (out / "requests.csv").read_text().count("\n") == 7
+
+
+def test_replay_a_trace(tmp_path: Path) -> None:
+    trace = write_trace(tmp_path / "trace.jsonl", list(LINES))
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        [
+            "replay",
+            "--trace",
+            str(trace),
+            "--store",
+            "memory",
+            "--profile",
+            "llama-3.1-8b",
+            "--scale",
+            "256",
+            "--clock",
+            "measured",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["requests"] == 3 and summary["clock"] == "measured"
+    assert summary["hit_token_ratio"] == pytest.approx(512 / (1100 + 600 + 512))  # request 2 shares block 10
+    assert summary["config"]["profile"]["kv_bytes_per_token"] == 131072 // 256
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "exactly one of --trace FILE or --workload NAME"),
+        (["--workload", "nope"], "valid workloads"),
+        (["--workload", "staged", "--store", "sqlite"], "choose one of lsm"),
+        (["--workload", "staged", "--budget-bytes", "lots"], "not a size"),
+        (["--workload", "staged", "--param", "colour"], "name=value"),
+    ],
+)
+def test_bad_arguments_are_explained(tmp_path: Path, args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["replay", *args, "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0
+    assert message in " ".join(result.output.split())
+
+
+def test_sizes_parse() -> None:
+    assert parse_bytes("1048576") == 2**20
+    assert parse_bytes("2GiB") == 2 * 2**30 and parse_bytes("1.5 MB") == 1_500_000
