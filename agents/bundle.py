@@ -95,7 +95,7 @@ class LearnedPolicy(Policy):
         action, _ = self.model.predict(observation, deterministic=True)
         if self.card.discrete_levels:
             action = apply_discrete(int(action), self.mapper.to_action(current), self.card.discrete_levels)
-        return self.mapper.to_config(np.asarray(action, dtype=np.float32))
+        return self.mapper.to_config(np.asarray(action, dtype=np.float64))
 
 
 def save_policy_bundle(model: Any, card: PolicyCard, directory: str | Path) -> Path:

@@ -91,13 +91,20 @@ class HeuristicPolicy(Policy):
         base = StoreConfig()
         changes: dict[str, Any] = {}
         if stall > 0.01 or queue > 0.5 or dropped > 0.0:
+            c = current  # grow up to a cap, never shrink: a knob already above its cap (set elsewhere) stays
             changes.update(
-                write_buffer_size=min(current.write_buffer_size * 2, 256 * 1024**2),
-                max_write_buffer_number=min(current.max_write_buffer_number + 1, 6),
-                level0_file_num_compaction_trigger=min(current.level0_file_num_compaction_trigger * 2, 16),
-                level0_slowdown_writes_trigger=min(current.level0_slowdown_writes_trigger * 2, 64),
-                level0_stop_writes_trigger=min(max(current.level0_stop_writes_trigger * 2, 64), 128),
-                writer_batch_size=min(current.writer_batch_size * 2, 128),
+                write_buffer_size=_grow(c.write_buffer_size, c.write_buffer_size * 2, 256 * 1024**2),
+                max_write_buffer_number=_grow(c.max_write_buffer_number, c.max_write_buffer_number + 1, 6),
+                level0_file_num_compaction_trigger=_grow(
+                    c.level0_file_num_compaction_trigger, c.level0_file_num_compaction_trigger * 2, 16
+                ),
+                level0_slowdown_writes_trigger=_grow(
+                    c.level0_slowdown_writes_trigger, c.level0_slowdown_writes_trigger * 2, 64
+                ),
+                level0_stop_writes_trigger=_grow(
+                    c.level0_stop_writes_trigger, max(c.level0_stop_writes_trigger * 2, 64), 128
+                ),
+                writer_batch_size=_grow(c.writer_batch_size, c.writer_batch_size * 2, 128),
             )
         elif stall == 0.0 and queue < 0.1:
             changes.update(
@@ -111,6 +118,11 @@ class HeuristicPolicy(Policy):
                 blob_garbage_collection_age_cutoff=min(current.blob_garbage_collection_age_cutoff + 0.25, 1.0),
             )
         return StoreConfig.from_dict(changes, base=current) if changes else current
+
+
+def _grow(value: int, grown: int, cap: int) -> int:
+    """``grown`` capped at ``cap``, but never below ``value``."""
+    return max(value, min(grown, cap))
 
 
 def make_policy(spec: str) -> Policy:

@@ -46,7 +46,7 @@ class Feature:
     """``unit``: already in [0, 1]; ``log:M``: log1p(x)/log1p(M); ``ratio:M``: x/M; all clipped to [0, 1]."""
 
     def normalise(self, value: float) -> float:
-        if not math.isfinite(value) or value < 0:
+        if math.isnan(value) or value < 0:
             value = 0.0
         if self.scale == "unit":
             result = value

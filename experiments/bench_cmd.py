@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,6 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from experiments.cli import bench_app
+
+if TYPE_CHECKING:
+    from store.config import StoreConfig
 
 logger = logging.getLogger(__name__)
 
@@ -26,36 +30,91 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
     return values
 
 
+def _store_config(assignments: list[str]) -> StoreConfig:
+    """``KEY=VALUE`` strings as a :class:`StoreConfig`, each value parsed as its knob's type."""
+    from store.config import StoreConfig
+
+    specs = StoreConfig.specs()
+    values: dict[str, object] = {}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        name = name.strip()
+        if not sep or name not in specs:
+            raise typer.BadParameter(
+                f"--set takes KEY=VALUE with KEY one of: {', '.join(specs)}; got {assignment!r}"
+            )
+        kind = specs[name].kind
+        try:
+            if kind is bool:
+                if text.strip().lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                values[name] = text.strip().lower() in ("true", "1")
+            else:
+                values[name] = kind(text.strip())
+        except ValueError:
+            raise typer.BadParameter(f"--set {name}: {text!r} is not a {kind.__name__}") from None
+    try:
+        return StoreConfig.from_dict(values)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
 @bench_app.command("store")
-def store(
+def store(  # noqa: PLR0917 (typer maps each parameter to an option)
     ctx: typer.Context,
-    out: Path = typer.Option(Path("runs/bench"), "--out", help="Directory for the CSVs, the PNG and report.md."),
-    rounds: int = typer.Option(5, "--rounds", min=1, help="Interleaved rounds (A B A B ...) per measurement."),
-    large_pages: int = typer.Option(512, "--large-pages", min=1, help="Large pages written per kind per round."),
-    small_pages: str = typer.Option(
-        "100000,1000000", "--small-pages", help="Stored 4 KiB-page counts to sweep (one store per count)."),
-    kinds: str = typer.Option("lsm,file,applog,memory", "--kinds", help="Store kinds to compare."),
-    quick: bool = typer.Option(False, "--quick", help="A ~1 minute run at small sizes (for `make run`)."),
-    large_kv_heads: int = typer.Option(
-        1, "--large-kv-heads", help="KV heads of the scaled Llama-3.1-8B pages: 1 -> 1 MiB pages, 8 -> 8 MiB."),
-    workdir: Path | None = typer.Option(None, "--workdir", help="Where the stores live (default OUT/data)."),
-    keep_data: bool = typer.Option(False, "--keep-data", help="Keep the stores after the run."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the prompts, samples and tensors."),
+    out: Annotated[Path, typer.Option(help="Directory for the CSVs, the PNG and report.md.")] = Path(
+        "runs/bench"
+    ),
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds (A B A B ...) per measurement.")] = 5,
+    large_pages: Annotated[int, typer.Option(min=1, help="Large pages written per kind per round.")] = 512,
+    small_pages: Annotated[
+        str, typer.Option(help="Stored 4 KiB-page counts to sweep (one store per count).")
+    ] = "100000,1000000",
+    kinds: Annotated[str, typer.Option(help="Store kinds to compare.")] = "lsm,file,applog,memory",
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A ~1 minute run at small sizes (for `make run`).")
+    ] = False,
+    large_kv_heads: Annotated[
+        int, typer.Option(help="KV heads of the scaled Llama-3.1-8B pages: 1 -> 1 MiB pages, 8 -> 8 MiB.")
+    ] = 1,
+    workdir: Annotated[Path | None, typer.Option(help="Where the stores live (default OUT/data).")] = None,
+    keep_data: Annotated[bool, typer.Option("--keep-data", help="Keep the stores after the run.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the prompts, samples and tensors.")] = 0,
+    knob: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="A StoreConfig knob KEY=VALUE for every kind (repeatable), e.g. --set disable_wal=true.",
+        ),
+    ] = None,
 ) -> None:
     """Compare every store kind side by side with a raw-disk reference: put, probe, get, reopen, memory."""
     from experiments.bench_store import BenchConfig, BenchError, report_tables, run_bench
 
     console = Console()
+    if not console.is_terminal:  # a log file: wide tables instead of 80-column wrapping
+        console = Console(width=200)
     options = dict(
-        out=out, rounds=rounds, large_pages=large_pages, kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
-        small_levels=_int_list(small_pages, "--small-pages"), large_kv_heads=large_kv_heads, workdir=workdir,
-        keep_data=keep_data, seed=seed,
+        out=out,
+        rounds=rounds,
+        large_pages=large_pages,
+        kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
+        small_levels=_int_list(small_pages, "--small-pages"),
+        large_kv_heads=large_kv_heads,
+        workdir=workdir,
+        keep_data=keep_data,
+        seed=seed,
+        store_config=_store_config(knob or []),
     )
     if quick:
         # --quick sets the sizes; size options given explicitly on the command line still win.
         source = ctx.get_parameter_source
-        sizes = {"rounds": "rounds", "large_pages": "large_pages", "small_levels": "small_pages",
-                 "large_kv_heads": "large_kv_heads"}
+        sizes = {
+            "rounds": "rounds",
+            "large_pages": "large_pages",
+            "small_levels": "small_pages",
+            "large_kv_heads": "large_kv_heads",
+        }
         for name, parameter in sizes.items():
             if getattr(source(parameter), "name", "") != "COMMANDLINE":
                 del options[name]
@@ -65,8 +124,12 @@ def store(
         raise typer.BadParameter(str(error)) from None
 
     with Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=console, transient=False,
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     ) as progress:
         task = progress.add_task("starting", total=None)
 
@@ -97,6 +160,7 @@ def store(
     missed = [t for t in result.targets if t.passed is False]
     console.print(
         f"{len(result.targets) - len(missed)}/{len(result.targets)} targets met "
-        f"in {result.seconds / 60:.1f} min; outputs: " + ", ".join(str(p) for p in result.files.values()))
+        f"in {result.seconds / 60:.1f} min; outputs: " + ", ".join(str(p) for p in result.files.values())
+    )
     if any(math.isnan(t.measured) for t in result.targets):
         console.print("[yellow]some targets could not be evaluated (a kind was skipped)[/yellow]")

@@ -23,11 +23,17 @@ Method (what the numbers mean):
   store directory (SST, blob, segment or page files); process-internal caches (RocksDB's block cache,
   the kinds' in-memory indexes) and the kernel's inode/dentry caches stay warm. One read per round is
   compared bit for bit with what was put.
-- **Reopen**: ``close()`` (untimed) then the time to open the store again, ready to serve.
+- **Reopen**: ``close()`` (untimed) then the time to open the store again, ready to serve: ``cold``
+  after dropping the store's files from the page cache (a restart after a reboot), then ``warm`` right
+  after (a process restart). Measured in the last ``reopen_rounds`` rounds only: the baselines rebuild
+  in-memory indexes from every page, which takes minutes at a million pages.
+- **Fill.** Before the rounds each store is filled to its level with the same ``put_batch`` calls, all
+  stores at once (two cores; so fill times are indicative, not measurements).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import importlib
@@ -41,10 +47,12 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 import traceback
+import types
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -76,21 +84,57 @@ LLAMA_31_8B = KVLayout(layers=32, kv_heads=8, head_dim=128, dtype=torch.float16)
 LLAMA_PAGE_TOKENS = 64
 
 MEASUREMENT_COLUMNS = (
-    "scenario", "level", "round", "kind", "op", "cache", "pages_stored", "calls", "pages", "bytes",
-    "seconds", "sync_s", "evict_s", "rate", "rate_unit", "mb_per_s", "pages_per_s", "p50_ms", "p99_ms",
+    "scenario",
+    "level",
+    "round",
+    "kind",
+    "op",
+    "cache",
+    "pages_stored",
+    "calls",
+    "pages",
+    "bytes",
+    "seconds",
+    "sync_s",
+    "evict_s",
+    "rate",
+    "rate_unit",
+    "mb_per_s",
+    "pages_per_s",
+    "p50_ms",
+    "p99_ms",
     "elapsed_s",
 )
 FOOTPRINT_COLUMNS = (
-    "scenario", "level", "kind", "stage", "pages_stored", "files", "inodes", "disk_bytes", "rss_bytes",
-    "rss_peak_bytes", "fill_s",
+    "scenario",
+    "level",
+    "kind",
+    "stage",
+    "pages_stored",
+    "files",
+    "inodes",
+    "disk_bytes",
+    "rss_bytes",
+    "rss_peak_bytes",
+    "fill_s",
 )
 RATIO_COLUMNS = (
-    "scenario", "level", "op", "cache", "numerator", "denominator", "median_ratio", "min_ratio", "max_ratio",
+    "scenario",
+    "level",
+    "op",
+    "cache",
+    "numerator",
+    "denominator",
+    "median_ratio",
+    "min_ratio",
+    "max_ratio",
     "rounds",
 )
 
-# (op, cache) measured per round, in this order; which participants take part in each.
-_OPS: tuple[tuple[str, str], ...] = (("put", ""), ("probe", ""), ("get", "warm"), ("get", "cold"), ("reopen", ""))
+# (op, cache) measured every round, in this order; then, in the last ``reopen_rounds`` rounds, the reopens.
+_OPS: tuple[tuple[str, str], ...] = (("put", ""), ("probe", ""), ("get", "warm"), ("get", "cold"))
+_REOPEN_OPS: tuple[tuple[str, str], ...] = (("reopen", "cold"), ("reopen", "warm"))
+_ALL_OPS = _OPS + _REOPEN_OPS
 _RATE_UNITS = {"put": "MB/s", "probe": "probes/s", "get": "MB/s", "reopen": "reopens/s"}
 _SETTLE_PROPERTIES = (
     "rocksdb.num-running-flushes",
@@ -152,6 +196,7 @@ class BenchConfig:
     small_prompt_pages: int = 64
     small_prompts_per_round: int = 64
     small_probes_per_round: int = 256
+    reopen_rounds: int = 1
     fill_chunk_pages: int = 65_536
     workdir: Path | None = None
     keep_data: bool = False
@@ -165,25 +210,40 @@ class BenchConfig:
             raise ValueError(f"unknown store kind(s) {unknown}; choose from {', '.join(KINDS)}")
         if len(set(self.kinds)) != len(self.kinds):
             raise ValueError(f"kinds must not repeat, got {self.kinds}")
-        positive = ("rounds", "large_pages", "large_prompt_pages", "large_kv_heads", "small_prompt_pages",
-                    "small_prompts_per_round", "small_probes_per_round", "fill_chunk_pages")
+        positive = (
+            "rounds",
+            "large_pages",
+            "large_prompt_pages",
+            "large_kv_heads",
+            "small_prompt_pages",
+            "small_prompts_per_round",
+            "small_probes_per_round",
+            "fill_chunk_pages",
+            "reopen_rounds",
+        )
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.large_pages < self.large_prompt_pages:
             raise ValueError(
-                f"large_pages={self.large_pages} must be at least one prompt of {self.large_prompt_pages} pages")
+                f"large_pages={self.large_pages} must be at least one prompt "
+                f"({self.large_prompt_pages} pages)"
+            )
         if LLAMA_31_8B.kv_heads % self.large_kv_heads:
             raise ValueError(f"large_kv_heads must divide {LLAMA_31_8B.kv_heads}, got {self.large_kv_heads}")
         if not self.small_levels or any(
-            isinstance(n, bool) or not isinstance(n, int) or n < self.small_prompt_pages for n in self.small_levels
+            isinstance(n, bool) or not isinstance(n, int) or n < self.small_prompt_pages
+            for n in self.small_levels
         ):
             raise ValueError(
                 f"small_levels must be stored-page counts of at least one prompt ({self.small_prompt_pages} "
-                f"pages), got {self.small_levels}")
+                f"pages), got {self.small_levels}"
+            )
         if list(self.small_levels) != sorted(set(self.small_levels)):
             raise ValueError(f"small_levels must be increasing and distinct, got {self.small_levels}")
+        if self.reopen_rounds > self.rounds:
+            raise ValueError(f"reopen_rounds={self.reopen_rounds} must not exceed rounds={self.rounds}")
         if not 0 < self.memory_limit_fraction <= 1:
             raise ValueError(f"memory_limit_fraction must be in (0, 1], got {self.memory_limit_fraction}")
 
@@ -191,8 +251,12 @@ class BenchConfig:
     def quick(cls, **overrides: Any) -> BenchConfig:
         """A ~1 minute run: tiny sizes, 3 rounds. Its targets are evaluated, but below the target scale."""
         values: dict[str, Any] = dict(
-            rounds=3, large_pages=48, small_levels=(4_096, 32_768), small_prompts_per_round=16,
-            small_probes_per_round=64,
+            rounds=3,
+            large_pages=32,
+            small_levels=(2_048, 8_192),
+            small_prompts_per_round=8,
+            small_probes_per_round=32,
+            fill_chunk_pages=4_096,
         )
         values.update(overrides)
         return cls(**values)
@@ -229,8 +293,8 @@ class BenchConfig:
         return Scenario(
             name="small",
             description=(
-                f"metadata-heavy: {_size(layout.page_bytes(page_size))} pages (4 layers x 2 x 16 tokens x 1 KV "
-                f"head x 16 x fp16), prompts of {self.small_prompt_pages} pages, stores filled to "
+                f"metadata-heavy: {_size(layout.page_bytes(page_size))} pages (4 layers x 2 x 16 tokens "
+                f"x 1 KV head x 16 x fp16), prompts of {self.small_prompt_pages} pages, stores filled to "
                 f"{', '.join(f'{n:,}' for n in self.small_levels)} pages; per round "
                 f"{self.small_prompts_per_round} prompts put and read, {self.small_probes_per_round} probes"
             ),
@@ -270,16 +334,16 @@ def median_pair_ratio(numerator: Sequence[float], denominator: Sequence[float]) 
     numbers from different minutes; the median of per-round ratios does not.
     """
     if len(numerator) != len(denominator):
-        raise ValueError(f"need one value per round on both sides, got {len(numerator)} and {len(denominator)}")
+        raise ValueError(
+            f"need one value per round on both sides, got {len(numerator)} and {len(denominator)}"
+        )
     ratios = [n / d for n, d in zip(numerator, denominator, strict=True) if d > 0 and math.isfinite(n / d)]
     if not ratios:
         return math.nan
     return float(np.median(ratios))
 
 
-def pair_ratios(
-    rows: Iterable[dict[str, Any]], numerator: str, denominator: str
-) -> list[dict[str, Any]]:
+def pair_ratios(rows: Iterable[dict[str, Any]], numerator: str, denominator: str) -> list[dict[str, Any]]:
     """Per (scenario, level, op, cache): the median of per-round rate ratios ``numerator / denominator``."""
     table: dict[tuple[str, int, str, str], dict[str, dict[int, float]]] = {}
     for row in rows:
@@ -294,24 +358,34 @@ def pair_ratios(
         if not rounds:
             continue
         per_round = [top[r] / bottom[r] for r in rounds if bottom[r] > 0]
-        result.append(dict(
-            scenario=scenario, level=level, op=op, cache=cache, numerator=numerator, denominator=denominator,
-            median_ratio=median_pair_ratio([top[r] for r in rounds], [bottom[r] for r in rounds]),
-            min_ratio=min(per_round) if per_round else math.nan,
-            max_ratio=max(per_round) if per_round else math.nan,
-            rounds=len(rounds),
-        ))
+        result.append(
+            dict(
+                scenario=scenario,
+                level=level,
+                op=op,
+                cache=cache,
+                numerator=numerator,
+                denominator=denominator,
+                median_ratio=median_pair_ratio([top[r] for r in rounds], [bottom[r] for r in rounds]),
+                min_ratio=min(per_round) if per_round else math.nan,
+                max_ratio=max(per_round) if per_round else math.nan,
+                rounds=len(rounds),
+            )
+        )
     return result
 
 
-def level_ratios(rows: Iterable[dict[str, Any]], kind: str, scenario: str, low: int, high: int) -> list[dict[str, Any]]:
+def level_ratios(
+    rows: Iterable[dict[str, Any]], kind: str, scenario: str, low: int, high: int
+) -> list[dict[str, Any]]:
     """Per (op, cache): median over rounds of ``rate(kind at high) / rate(kind at low)``, paired by round."""
     table: dict[tuple[str, str], dict[int, dict[int, float]]] = {}
     for row in rows:
         if row["kind"] != kind or row["scenario"] != scenario or int(row["level"]) not in (low, high):
             continue
-        table.setdefault((row["op"], row["cache"]), {}).setdefault(int(row["level"]), {})[int(row["round"])] = (
-            float(row["rate"]))
+        table.setdefault((row["op"], row["cache"]), {}).setdefault(int(row["level"]), {})[
+            int(row["round"])
+        ] = float(row["rate"])
     result = []
     for (op, cache), by_level in table.items():
         top, bottom = by_level.get(high, {}), by_level.get(low, {})
@@ -319,14 +393,20 @@ def level_ratios(rows: Iterable[dict[str, Any]], kind: str, scenario: str, low: 
         if not rounds:
             continue
         per_round = [top[r] / bottom[r] for r in rounds if bottom[r] > 0]
-        result.append(dict(
-            scenario=scenario, level=high, op=op, cache=cache, numerator=f"{kind}@{high}",
-            denominator=f"{kind}@{low}",
-            median_ratio=median_pair_ratio([top[r] for r in rounds], [bottom[r] for r in rounds]),
-            min_ratio=min(per_round) if per_round else math.nan,
-            max_ratio=max(per_round) if per_round else math.nan,
-            rounds=len(rounds),
-        ))
+        result.append(
+            dict(
+                scenario=scenario,
+                level=high,
+                op=op,
+                cache=cache,
+                numerator=f"{kind}@{high}",
+                denominator=f"{kind}@{low}",
+                median_ratio=median_pair_ratio([top[r] for r in rounds], [bottom[r] for r in rounds]),
+                min_ratio=min(per_round) if per_round else math.nan,
+                max_ratio=max(per_round) if per_round else math.nan,
+                rounds=len(rounds),
+            )
+        )
     return result
 
 
@@ -343,18 +423,31 @@ def _read(path: str) -> str:
 def machine_info(path: Path) -> dict[str, str]:
     """The machine the numbers come from: cores, memory, CPU, disk, kernel, date, library versions."""
     meminfo = dict(
-        (line.split(":")[0], line.split(":")[1].strip()) for line in _read("/proc/meminfo").splitlines() if ":" in line
+        (line.split(":")[0], line.split(":")[1].strip())
+        for line in _read("/proc/meminfo").splitlines()
+        if ":" in line
     )
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines() if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read("/proc/cpuinfo").splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor() or "unknown",
     )
     path.mkdir(parents=True, exist_ok=True)
     try:
-        df = subprocess.run(
-            ["df", "-h", "--output=source,fstype,size,used,avail,target", str(path)],
-            capture_output=True, text=True, check=True, timeout=30,
-        ).stdout.strip().splitlines()[-1]
+        df = (
+            subprocess.run(
+                ["df", "-h", "--output=source,fstype,size,used,avail,target", str(path)],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=30,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         df = " ".join(df.split())
     except (OSError, subprocess.SubprocessError, IndexError):
         df = "unknown"
@@ -454,7 +547,7 @@ def _salt(text: str) -> int:
 
 
 def prompt_tokens(seed: int, scenario: str, stream: int, index: int, n_tokens: int) -> np.ndarray:
-    """Deterministic token ids: the same (seed, scenario, stream, index) gives every worker the same prompt."""
+    """Deterministic token ids: one (seed, scenario, stream, index) is the same prompt in every worker."""
     rng = np.random.default_rng([seed, _salt(scenario), stream, index])
     return rng.integers(0, 2**31, n_tokens, dtype=np.uint32)
 
@@ -468,8 +561,13 @@ def _latency_ms(samples: Sequence[float]) -> tuple[float, float]:
 
 def _open_kind(kind: str, path: Path | None, scenario: Scenario, config: StoreConfig) -> KVStore:
     """``open_store``; while some baseline module is missing the registry cannot import, so open directly."""
-    args = dict(layout=scenario.layout, page_size=scenario.page_size, budget_bytes=None, config=config,
-                namespace="bench")
+    args = dict(
+        layout=scenario.layout,
+        page_size=scenario.page_size,
+        budget_bytes=None,
+        config=config,
+        namespace="bench",
+    )
     try:
         return open_store(kind, path, **args)  # type: ignore[arg-type]
     except ImportError:
@@ -505,7 +603,8 @@ class _Participant:
         # change any kind's cost, and generating gigabytes of random numbers would dominate the run.
         self.pool = [
             torch.randint(0, 256, (n_bytes,), dtype=torch.uint8, generator=generator)
-            .view(spec.scenario.layout.dtype).view(shape)
+            .view(spec.scenario.layout.dtype)
+            .view(shape)
             for _ in range(2)
         ]
 
@@ -536,7 +635,8 @@ class _StoreParticipant(_Participant):
 
     def _open(self) -> KVStore:
         self.store = _open_kind(
-            self.kind, self.path if self.disk else None, self.scenario, self.spec.store_config)
+            self.kind, self.path if self.disk else None, self.scenario, self.spec.store_config
+        )
         return self.store
 
     def _settle(self) -> None:
@@ -581,7 +681,11 @@ class _StoreParticipant(_Participant):
             self.n_prompts += 1
         store.flush()
         self._settle()
-        return {"seconds": time.perf_counter() - started, "pages": written, "pages_stored": self._stored_pages()}
+        return {
+            "seconds": time.perf_counter() - started,
+            "pages": written,
+            "pages_stored": self._stored_pages(),
+        }
 
     def op_put(self) -> dict[str, Any]:
         store = self._store()
@@ -598,8 +702,10 @@ class _StoreParticipant(_Participant):
             written = store.put_batch(tokens, kv)
             latencies.append(time.perf_counter() - call)
             if written != self.scenario.prompt_pages:
-                raise BenchError(f"{self.kind}: put_batch of a new prompt wrote {written} pages, expected "
-                                 f"{self.scenario.prompt_pages}")
+                raise BenchError(
+                    f"{self.kind}: put_batch of a new prompt wrote {written} pages, expected "
+                    f"{self.scenario.prompt_pages}"
+                )
         calls = time.perf_counter() - started
         sync_started = time.perf_counter()
         store.flush()
@@ -609,8 +715,15 @@ class _StoreParticipant(_Participant):
         self.n_prompts += count
         self._settle()
         pages = count * self.scenario.prompt_pages
-        return _result(pages_before, count, pages, pages * self.scenario.page_bytes, calls + sync, latencies,
-                       sync_s=sync)
+        return _result(
+            calls + sync,
+            latencies,
+            pages_stored=pages_before,
+            calls=count,
+            pages=pages,
+            nbytes=pages * self.scenario.page_bytes,
+            sync_s=sync,
+        )
 
     def op_probe(self, round_index: int) -> dict[str, Any]:
         store = self._store()
@@ -621,7 +734,7 @@ class _StoreParticipant(_Participant):
             hit = int(rng.integers(0, pages + 1))
             stored = self.tokens(0, int(rng.integers(0, self.n_prompts)))
             fresh = self.tokens(2, round_index * 1_000_003 + i)
-            work.append((np.concatenate([stored[: hit * size], fresh[hit * size:]]), hit))
+            work.append((np.concatenate([stored[: hit * size], fresh[hit * size :]]), hit))
         latencies, answers = [], []
         started = time.perf_counter()
         for tokens, _ in work:
@@ -631,8 +744,17 @@ class _StoreParticipant(_Participant):
         seconds = time.perf_counter() - started
         wrong = [(hit, got) for (_, hit), got in zip(work, answers, strict=True) if got != hit]
         if wrong:
-            raise BenchError(f"{self.kind}: {len(wrong)} probes answered wrongly (expected, got): {wrong[:5]}")
-        return _result(self._stored_pages(), len(work), sum(h for _, h in work), 0, seconds, latencies)
+            raise BenchError(
+                f"{self.kind}: {len(wrong)} probes answered wrongly (expected, got): {wrong[:5]}"
+            )
+        return _result(
+            seconds,
+            latencies,
+            pages_stored=self._stored_pages(),
+            calls=len(work),
+            pages=sum(h for _, h in work),
+            nbytes=0,
+        )
 
     def op_get(self, round_index: int, cold: bool) -> dict[str, Any] | None:
         if cold and not self.disk:
@@ -642,7 +764,9 @@ class _StoreParticipant(_Participant):
         if self.scenario.fresh_per_round:
             ids = list(range(count))
         else:
-            rng = np.random.default_rng([self.spec.seed, _salt(self.scenario.name), 3, round_index, int(cold)])
+            rng = np.random.default_rng(
+                [self.spec.seed, _salt(self.scenario.name), 3, round_index, int(cold)]
+            )
             ids = [int(i) for i in rng.choice(self.n_prompts, size=count, replace=False)]
         pages = self.scenario.prompt_pages
         work = [self.tokens(0, i) for i in ids]
@@ -667,27 +791,44 @@ class _StoreParticipant(_Participant):
         if first is not None and not _same_bytes(first, self.kv(ids[0])):
             raise BenchError(f"{self.kind}: get_batch returned other bytes than were put")
         n_pages = count * pages
-        return _result(self._stored_pages(), count, n_pages, n_pages * self.scenario.page_bytes, seconds,
-                       latencies, evict_s=evict)
+        return _result(
+            seconds,
+            latencies,
+            pages_stored=self._stored_pages(),
+            calls=count,
+            pages=n_pages,
+            nbytes=n_pages * self.scenario.page_bytes,
+            evict_s=evict,
+        )
 
-    def op_reopen(self) -> dict[str, Any] | None:
+    def op_reopen(self, cold: bool) -> dict[str, Any] | None:
         if not self.disk:
             return None
         self._store().close()
+        evict = 0.0
+        if cold:
+            evict_started = time.perf_counter()
+            evict_page_cache(self.path)
+            evict = time.perf_counter() - evict_started
         started = time.perf_counter()
         store = self._open()
         seconds = time.perf_counter() - started
         if self.n_prompts and store.probe(self.tokens(0, self.n_prompts - 1)) != self.scenario.prompt_pages:
             raise BenchError(f"{self.kind}: pages missing after reopen")
-        return _result(self._stored_pages(), 1, 0, 0, seconds, [seconds])
+        return _result(
+            seconds, [seconds], pages_stored=self._stored_pages(), calls=1, pages=0, nbytes=0, evict_s=evict
+        )
 
     def op_footprint(self) -> dict[str, Any]:
         store = self._store()
         stats = store.stats()
         files, inodes = count_inodes(self.path) if self.disk else (0, 0)
         return {
-            "pages_stored": stats.pages_stored, "files": files, "inodes": inodes,
-            "disk_bytes": stats.disk_bytes, **self.op_rss(),
+            "pages_stored": stats.pages_stored,
+            "files": files,
+            "inodes": inodes,
+            "disk_bytes": stats.disk_bytes,
+            **self.op_rss(),
         }
 
     def op_close(self) -> dict[str, Any]:
@@ -718,7 +859,7 @@ class _RawParticipant(_Participant):
         if self.round_file is not None:
             self.round_file.unlink(missing_ok=True)
         self.round_file = self.path / f"raw-{time.monotonic_ns()}.bin"
-        views = [memoryview(self.kv(i).contiguous().view(torch.uint8).numpy()).cast("B") for i in range(count)]
+        views = [self.kv(i).contiguous().view(torch.uint8).numpy().reshape(-1).data for i in range(count)]
         os.sync()
         latencies = []
         started = time.perf_counter()
@@ -738,7 +879,15 @@ class _RawParticipant(_Participant):
         sync = time.perf_counter() - sync_started
         self.n_prompts = count
         pages = count * self.scenario.prompt_pages
-        return _result(0, count, pages, pages * self.scenario.page_bytes, calls + sync, latencies, sync_s=sync)
+        return _result(
+            calls + sync,
+            latencies,
+            pages_stored=0,
+            calls=count,
+            pages=pages,
+            nbytes=pages * self.scenario.page_bytes,
+            sync_s=sync,
+        )
 
     def op_get(self, round_index: int, cold: bool) -> dict[str, Any]:
         if self.round_file is None:
@@ -763,14 +912,22 @@ class _RawParticipant(_Participant):
         if not _same_bytes(first, self.kv(0)):
             raise BenchError("raw: read back other bytes than were written")
         pages = self.n_prompts * self.scenario.prompt_pages
-        return _result(0, self.n_prompts, pages, pages * self.scenario.page_bytes, seconds, latencies, evict_s=evict)
+        return _result(
+            seconds,
+            latencies,
+            pages_stored=0,
+            calls=self.n_prompts,
+            pages=pages,
+            nbytes=pages * self.scenario.page_bytes,
+            evict_s=evict,
+        )
 
     def _read_all(self, fd: int, size: int, latencies: list[float]) -> torch.Tensor:
         first = None
         for index in range(self.n_prompts):
             call = time.perf_counter()
             out = torch.empty(size, dtype=torch.uint8)
-            view = memoryview(out.numpy()).cast("B")
+            view = out.numpy().data
             done = 0
             while done < size:
                 n = os.preadv(fd, [view[done:]], index * size + done)
@@ -794,17 +951,35 @@ def _same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def _result(
-    pages_stored: int, calls: int, pages: int, nbytes: int, seconds: float, latencies: Sequence[float],
-    sync_s: float = 0.0, evict_s: float = 0.0,
+    seconds: float,
+    latencies: Sequence[float],
+    *,
+    pages_stored: int,
+    calls: int,
+    pages: int,
+    nbytes: int,
+    sync_s: float = 0.0,
+    evict_s: float = 0.0,
 ) -> dict[str, Any]:
     p50, p99 = _latency_ms(latencies)
-    return dict(pages_stored=pages_stored, calls=calls, pages=pages, bytes=nbytes, seconds=seconds, sync_s=sync_s,
-                evict_s=evict_s, p50_ms=p50, p99_ms=p99)
+    return dict(
+        pages_stored=pages_stored,
+        calls=calls,
+        pages=pages,
+        bytes=nbytes,
+        seconds=seconds,
+        sync_s=sync_s,
+        evict_s=evict_s,
+        p50_ms=p50,
+        p99_ms=p99,
+    )
 
 
 def _worker_main(conn: multiprocessing.connection.Connection, spec: _WorkerSpec) -> None:
-    """Serve ``(op, kwargs)`` requests until ``exit``; reply ``("ok", result)`` or ``("error", traceback)``."""
-    logging.basicConfig(level=spec.log_level, format=f"%(asctime)s %(levelname)s [{spec.kind}] %(name)s: %(message)s")
+    """Serve ``(op, kwargs)`` until ``exit``; reply ``("ok", result)`` or ``("error", traceback)``."""
+    logging.basicConfig(
+        level=spec.log_level, format=f"%(asctime)s %(levelname)s [{spec.kind}] %(name)s: %(message)s"
+    )
     participant: _Participant | None = None
     while True:
         try:
@@ -825,6 +1000,22 @@ def _worker_main(conn: multiprocessing.connection.Connection, spec: _WorkerSpec)
 # ====================================================================== orchestrator side
 
 
+@contextlib.contextmanager
+def _bare_main() -> Iterator[None]:
+    """Hide the parent's ``__main__`` while starting workers.
+
+    multiprocessing re-runs the parent's main script in every forkserver child; for the ``kvtune``
+    console script that imports every command's dependencies (mlflow, SB3, ...: ~10 s a worker). The
+    workers need only this module, which the forkserver has preloaded.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 class _Worker:
     """The orchestrator's handle on one worker process."""
 
@@ -832,19 +1023,29 @@ class _Worker:
         self.spec = spec
         self.label = f"{spec.kind}@{spec.scenario.name}/{spec.level:,}"
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child, spec), name=f"bench-{self.label}",
-                                       daemon=True)
-        self.process.start()
+        self.process = context.Process(
+            target=_worker_main, args=(child, spec), name=f"bench-{self.label}", daemon=True
+        )
+        with _bare_main():
+            self.process.start()
         child.close()
 
     def call(self, op: str, **kwargs: Any) -> Any:
+        self.send(op, **kwargs)
+        return self.receive(op)
+
+    def send(self, op: str, **kwargs: Any) -> None:
         self.conn.send((op, kwargs))
+
+    def receive(self, op: str) -> Any:
         try:
             status, payload = self.conn.recv()
         except EOFError as error:
             self.process.join(5)
-            raise BenchError(f"worker {self.label} died during {op} (exit code {self.process.exitcode}); "
-                             "out of memory? see the kernel log") from error
+            raise BenchError(
+                f"worker {self.label} died during {op} (exit code {self.process.exitcode}); "
+                "out of memory? see the kernel log"
+            ) from error
         if status != "ok":
             raise BenchError(f"worker {self.label}: {op} failed:\n{payload}")
         return payload
@@ -925,7 +1126,9 @@ class _Runner:
         for levels in plans.values():
             for level, kinds in levels.items():
                 workers = len(kinds) + 1
-                steps += workers * (3 + self.config.rounds * len(_OPS))
+                steps += workers * (
+                    3 + self.config.rounds * len(_OPS) + self.config.reopen_rounds * len(_REOPEN_OPS)
+                )
                 steps += len(kinds) * math.ceil(level / self.config.fill_chunk_pages)
         return steps
 
@@ -935,13 +1138,16 @@ class _Runner:
         for kind in kinds:
             if kind == "memory":
                 pages = max(level, scenario.prompt_pages * scenario.prompts_per_round) + (
-                    self.config.rounds * scenario.prompts_per_round * scenario.prompt_pages)
+                    self.config.rounds * scenario.prompts_per_round * scenario.prompt_pages
+                )
                 need = int(pages * scenario.page_bytes * 1.5)
                 limit = int(_mem_available_bytes() * self.config.memory_limit_fraction)
                 if need > limit:
-                    reason = (f"memory@{scenario.name}/{level:,}: skipped, needs ~{_size(need)} of RAM, over "
-                              f"{self.config.memory_limit_fraction:.0%} of the {_size(limit / self.config.memory_limit_fraction)} "
-                              "available")
+                    reason = (
+                        f"memory@{scenario.name}/{level:,}: skipped, needs ~{_size(need)} of RAM, over "
+                        f"{self.config.memory_limit_fraction:.0%} of the "
+                        f"{_size(limit / self.config.memory_limit_fraction)} available"
+                    )
                     self.skipped[f"memory@{scenario.name}/{level}"] = reason
                     logger.warning(reason)
                     continue
@@ -971,8 +1177,15 @@ class _Runner:
         ratios = compute_ratios(self.measurements, scenarios)
         targets = check_targets(self.measurements, self.footprints, ratios, scenarios, config)
         return BenchResult(
-            config=config, machine=machine, scenarios=scenarios, measurements=self.measurements,
-            footprints=self.footprints, ratios=ratios, targets=targets, skipped=self.skipped, notes=self.notes,
+            config=config,
+            machine=machine,
+            scenarios=scenarios,
+            measurements=self.measurements,
+            footprints=self.footprints,
+            ratios=ratios,
+            targets=targets,
+            skipped=self.skipped,
+            notes=self.notes,
             seconds=time.perf_counter() - self.started,
         )
 
@@ -983,31 +1196,24 @@ class _Runner:
             for level, kinds in plan.items():
                 for kind in [*kinds, RAW]:
                     spec = _WorkerSpec(
-                        kind=kind, scenario=scenario, level=level,
-                        path=config.data_dir / f"{scenario.name}-{level}-{kind}", seed=config.seed,
-                        store_config=config.store_config, log_level=logging.getLogger().getEffectiveLevel(),
+                        kind=kind,
+                        scenario=scenario,
+                        level=level,
+                        path=config.data_dir / f"{scenario.name}-{level}-{kind}",
+                        seed=config.seed,
+                        store_config=config.store_config,
+                        log_level=logging.getLogger().getEffectiveLevel(),
                     )
                     workers[(kind, level)] = _Worker(self.context, spec)
             for (kind, level), worker in workers.items():
-                self.footprint(scenario, kind, level, "empty", worker.call("open"), 0.0)
+                self.footprint(scenario, (kind, level, "empty"), worker.call("open"), 0.0)
                 self.step(f"{scenario.name}: open {worker.label}")
-            for (kind, level), worker in workers.items():
-                if kind == RAW or level == 0:
-                    continue
-                fill_s = 0.0
-                for target in range(config.fill_chunk_pages, level + config.fill_chunk_pages,
-                                     config.fill_chunk_pages):
-                    result = worker.call("fill", pages=min(target, level))
-                    fill_s += result["seconds"]
-                    self.step(f"{scenario.name}: fill {worker.label} {result['pages_stored']:,} pages")
-                logger.info("%s: filled to %s pages in %.1f s (%.0f pages/s, not interleaved)", worker.label,
-                            f"{level:,}", fill_s, level / fill_s if fill_s else math.nan)
-                self.footprint(scenario, kind, level, "filled", worker.call("footprint"), fill_s)
+            self.fill(scenario, workers)
             for round_index in range(config.rounds):
                 self.run_round(scenario, workers, round_index)
             for (kind, level), worker in workers.items():
                 if kind != RAW:
-                    self.footprint(scenario, kind, level, "end", worker.call("footprint"), math.nan)
+                    self.footprint(scenario, (kind, level, "end"), worker.call("footprint"), math.nan)
                 self.step(f"{scenario.name}: footprint {worker.label}")
             for worker in workers.values():
                 worker.call("close")
@@ -1016,21 +1222,52 @@ class _Runner:
             for worker in workers.values():
                 worker.stop()
 
-    def run_round(self, scenario: Scenario, workers: dict[tuple[str, int], _Worker], round_index: int) -> None:
-        names = sorted({kind for kind, _ in workers}, key=lambda k: (KINDS + (RAW,)).index(k))
+    def fill(self, scenario: Scenario, workers: dict[tuple[str, int], _Worker]) -> None:
+        """Fill every store to its level, all at once, in chunks (so progress moves)."""
+        filling = {key: worker for key, worker in workers.items() if key[0] != RAW and key[1] > 0}
+        if not filling:
+            return
+        chunk = self.config.fill_chunk_pages
+        fill_s = dict.fromkeys(filling, 0.0)
+        top = max(level for _, level in filling)
+        for target in range(chunk, top + chunk, chunk):
+            active = {key: worker for key, worker in filling.items() if key[1] > target - chunk}
+            for (_, level), worker in active.items():
+                worker.send("fill", pages=min(target, level))
+            for key, worker in active.items():
+                result = worker.receive("fill")
+                fill_s[key] += result["seconds"]
+                self.step(f"{scenario.name}: fill {worker.label} {result['pages_stored']:,} pages")
+        for (kind, level), worker in filling.items():
+            seconds = fill_s[(kind, level)]
+            logger.info(
+                "%s: filled to %s pages in %.1f s (all stores filling at once)",
+                worker.label,
+                f"{level:,}",
+                seconds,
+            )
+            self.footprint(scenario, (kind, level, "filled"), worker.call("footprint"), seconds)
+
+    def run_round(
+        self, scenario: Scenario, workers: dict[tuple[str, int], _Worker], round_index: int
+    ) -> None:
+        names = sorted({kind for kind, _ in workers}, key=(*KINDS, RAW).index)
         shift = round_index % len(names)
         order = names[shift:] + names[:shift]
         if scenario.fresh_per_round:
-            for worker in workers.values():
-                worker.call("reset")
-        for op, cache in _OPS:
+            for each in workers.values():
+                each.call("reset")
+        ops = _OPS + (_REOPEN_OPS if round_index >= self.config.rounds - self.config.reopen_rounds else ())
+        for op, cache in ops:
             for level in scenario.levels:
                 for kind in order:
                     worker = workers.get((kind, level))
                     if worker is None:
                         continue
-                    self.step(f"{scenario.name} round {round_index + 1}/{self.config.rounds}: "
-                              f"{op}{f' ({cache})' if cache else ''} {worker.label}")
+                    self.step(
+                        f"{scenario.name} round {round_index + 1}/{self.config.rounds}: "
+                        f"{op}{f' ({cache})' if cache else ''} {worker.label}"
+                    )
                     if kind == RAW and op in ("probe", "reopen"):
                         continue
                     if op == "put":
@@ -1040,55 +1277,89 @@ class _Runner:
                     elif op == "get":
                         result = worker.call("get", round_index=round_index, cold=cache == "cold")
                     else:
-                        result = worker.call("reopen")
+                        result = worker.call("reopen", cold=cache == "cold")
                     if result is not None:
-                        self.record(scenario, level, round_index, kind, op, cache, result)
+                        self.record(scenario, (level, round_index, kind, op, cache), result)
 
-    def record(self, scenario: Scenario, level: int, round_index: int, kind: str, op: str, cache: str,
-               result: dict[str, Any]) -> None:
+    def record(self, scenario: Scenario, key: tuple[int, int, str, str, str], result: dict[str, Any]) -> None:
+        """One measurement row; ``key`` is (level, round, kind, op, cache)."""
+        level, round_index, kind, op, cache = key
         seconds = result["seconds"]
         mb_per_s = result["bytes"] / seconds / 1e6 if seconds > 0 and result["bytes"] else math.nan
         pages_per_s = result["pages"] / seconds if seconds > 0 and result["pages"] else math.nan
-        if op in ("put", "get"):
-            rate = mb_per_s
-        else:
-            rate = result["calls"] / seconds if seconds > 0 else math.nan
+        calls_per_s = result["calls"] / seconds if seconds > 0 else math.nan
+        rate = mb_per_s if op in ("put", "get") else calls_per_s
         row = dict(
-            scenario=scenario.name, level=level, round=round_index, kind=kind, op=op, cache=cache,
-            rate=rate, rate_unit=_RATE_UNITS[op], mb_per_s=mb_per_s, pages_per_s=pages_per_s,
+            scenario=scenario.name,
+            level=level,
+            round=round_index,
+            kind=kind,
+            op=op,
+            cache=cache,
+            rate=rate,
+            rate_unit=_RATE_UNITS[op],
+            mb_per_s=mb_per_s,
+            pages_per_s=pages_per_s,
             elapsed_s=time.perf_counter() - self.started,
-            **{k: result[k] for k in ("pages_stored", "calls", "pages", "bytes", "seconds", "sync_s", "evict_s",
-                                      "p50_ms", "p99_ms")},
+            **{
+                k: result[k]
+                for k in (
+                    "pages_stored",
+                    "calls",
+                    "pages",
+                    "bytes",
+                    "seconds",
+                    "sync_s",
+                    "evict_s",
+                    "p50_ms",
+                    "p99_ms",
+                )
+            },
         )
         self.measurements.append(row)
         logger.debug("measured %s", row)
 
-    def footprint(self, scenario: Scenario, kind: str, level: int, stage: str, result: dict[str, Any],
-                  fill_s: float) -> None:
-        self.footprints.append(dict(
-            scenario=scenario.name, level=level, kind=kind, stage=stage,
-            pages_stored=result.get("pages_stored", 0), files=result.get("files", 0),
-            inodes=result.get("inodes", 0), disk_bytes=result.get("disk_bytes", 0),
-            rss_bytes=result["rss_bytes"], rss_peak_bytes=result["rss_peak_bytes"], fill_s=fill_s,
-        ))
+    def footprint(
+        self, scenario: Scenario, where: tuple[str, int, str], result: dict[str, Any], fill_s: float
+    ) -> None:
+        """Record a store's footprint; ``where`` is (kind, level, stage)."""
+        kind, level, stage = where
+        self.footprints.append(
+            dict(
+                scenario=scenario.name,
+                level=level,
+                kind=kind,
+                stage=stage,
+                pages_stored=result.get("pages_stored", 0),
+                files=result.get("files", 0),
+                inodes=result.get("inodes", 0),
+                disk_bytes=result.get("disk_bytes", 0),
+                rss_bytes=result["rss_bytes"],
+                rss_peak_bytes=result["rss_peak_bytes"],
+                fill_s=fill_s,
+            )
+        )
 
 
-def compute_ratios(measurements: Sequence[dict[str, Any]], scenarios: Sequence[Scenario]) -> list[dict[str, Any]]:
-    """lsm against every other kind (median of per-round ratios), and lsm at the top level vs the bottom one."""
+def compute_ratios(
+    measurements: Sequence[dict[str, Any]], scenarios: Sequence[Scenario]
+) -> list[dict[str, Any]]:
+    """lsm against every other kind (median of per-round ratios), and lsm at the top level vs the bottom."""
     ratios: list[dict[str, Any]] = []
     for other in ("file", "applog", "memory", RAW):
         ratios.extend(pair_ratios(measurements, "lsm", other))
     for scenario in scenarios:
         if len(scenario.levels) > 1:
-            ratios.extend(level_ratios(measurements, "lsm", scenario.name, scenario.levels[0], scenario.levels[-1]))
+            ratios.extend(
+                level_ratios(measurements, "lsm", scenario.name, scenario.levels[0], scenario.levels[-1])
+            )
     return ratios
 
 
-def _find_ratio(ratios: Sequence[dict[str, Any]], scenario: str, level: int, op: str, cache: str,
-                denominator: str) -> float:
+def _find_ratio(ratios: Sequence[dict[str, Any]], key: tuple[str, int, str, str, str]) -> float:
+    """The median ratio of (scenario, level, op, cache, denominator), NaN if it was not measured."""
     for row in ratios:
-        if (row["scenario"], row["level"], row["op"], row["cache"], row["denominator"]) == (
-                scenario, level, op, cache, denominator):
+        if (row["scenario"], row["level"], row["op"], row["cache"], row["denominator"]) == key:
             return float(row["median_ratio"])
     return math.nan
 
@@ -1099,8 +1370,11 @@ def lsm_cache_budget(config: StoreConfig) -> int:
 
 
 def check_targets(
-    measurements: Sequence[dict[str, Any]], footprints: Sequence[dict[str, Any]],
-    ratios: Sequence[dict[str, Any]], scenarios: Sequence[Scenario], config: BenchConfig,
+    measurements: Sequence[dict[str, Any]],
+    footprints: Sequence[dict[str, Any]],
+    ratios: Sequence[dict[str, Any]],
+    scenarios: Sequence[Scenario],
+    config: BenchConfig,
 ) -> list[TargetCheck]:
     """The targets of issue 2 §4, each with its measured value (medians of per-round ratios)."""
     checks: list[TargetCheck] = []
@@ -1111,36 +1385,57 @@ def check_targets(
 
     large = next(s for s in scenarios if s.name == "large")
     small = next(s for s in scenarios if s.name == "small")
-    add("large pages: lsm put >= 70% of raw write", _find_ratio(ratios, "large", 0, "put", "", RAW), 0.7,
-        f"lsm/raw durable put, {_size(large.page_bytes)} pages")
-    add("large pages: lsm cold get >= 70% of raw cold read",
-        _find_ratio(ratios, "large", 0, "get", "cold", RAW), 0.7, "lsm/raw, page cache dropped")
+    add(
+        "large pages: lsm put >= 70% of raw write",
+        _find_ratio(ratios, ("large", 0, "put", "", RAW)),
+        0.7,
+        f"lsm/raw durable put, {_size(large.page_bytes)} pages",
+    )
+    add(
+        "large pages: lsm cold get >= 70% of raw cold read",
+        _find_ratio(ratios, ("large", 0, "get", "cold", RAW)),
+        0.7,
+        "lsm/raw, page cache dropped",
+    )
     top, bottom = small.levels[-1], small.levels[0]
     scale_note = "" if top >= 1_000_000 else f" (below the 1,000,000-page target scale: {top:,} pages)"
     for op, cache, threshold in (("probe", "", 10.0), ("put", "", 5.0), ("get", "warm", 1.5)):
         label = f"{op} ({cache})" if cache else op
-        add(f"{top:,} small pages: lsm {label} >= {threshold:g}x file's",
-            _find_ratio(ratios, "small", top, op, cache, "file"), threshold, f"lsm/file{scale_note}")
+        add(
+            f"{top:,} small pages: lsm {label} >= {threshold:g}x file's",
+            _find_ratio(ratios, ("small", top, op, cache, "file")),
+            threshold,
+            f"lsm/file{scale_note}",
+        )
     if top != bottom:
         for op, cache in (("put", ""), ("probe", ""), ("get", "warm"), ("get", "cold")):
             label = f"{op} ({cache})" if cache else op
-            add(f"{bottom:,} -> {top:,} pages: lsm {label} keeps >= 70%",
-                _find_ratio(ratios, "small", top, op, cache, f"lsm@{bottom}"), 0.7,
-                f"lsm@{top:,} / lsm@{bottom:,}, paired by round")
+            add(
+                f"{bottom:,} -> {top:,} pages: lsm {label} keeps >= 70%",
+                _find_ratio(ratios, ("small", top, op, cache, f"lsm@{bottom}")),
+                0.7,
+                f"lsm@{top:,} / lsm@{bottom:,}, paired by round",
+            )
     budget = lsm_cache_budget(config.store_config)
     growth = _rss_growth(footprints, "small", "lsm", top)
-    checks.append(TargetCheck(
-        f"lsm RSS growth at {top:,} pages <= configured caches",
-        growth, float(budget), None if math.isnan(growth) else growth <= budget,
-        f"VmRSS end - empty = {_size(growth) if not math.isnan(growth) else 'n/a'}; caches = block cache "
-        f"{_size(config.store_config.block_cache_bytes)} + {config.store_config.max_write_buffer_number} "
-        f"memtables x {_size(config.store_config.write_buffer_size)} = {_size(budget)}",
-    ))
+    checks.append(
+        TargetCheck(
+            f"lsm RSS growth at {top:,} pages <= configured caches",
+            growth,
+            float(budget),
+            None if math.isnan(growth) else growth <= budget,
+            f"VmRSS end - empty = {_size(growth) if not math.isnan(growth) else 'n/a'}; caches = block cache "
+            f"{_size(config.store_config.block_cache_bytes)} + {config.store_config.max_write_buffer_number} "
+            f"memtables x {_size(config.store_config.write_buffer_size)} = {_size(budget)}",
+        )
+    )
     return checks
 
 
 def _rss_growth(footprints: Sequence[dict[str, Any]], scenario: str, kind: str, level: int) -> float:
-    by_stage = {f["stage"]: f for f in footprints if (f["scenario"], f["kind"], f["level"]) == (scenario, kind, level)}
+    by_stage = {
+        f["stage"]: f for f in footprints if (f["scenario"], f["kind"], f["level"]) == (scenario, kind, level)
+    }
     if "empty" not in by_stage or "end" not in by_stage:
         return math.nan
     return float(by_stage["end"]["rss_bytes"] - by_stage["empty"]["rss_bytes"])
@@ -1150,9 +1445,11 @@ def _rss_growth(footprints: Sequence[dict[str, Any]], scenario: str, kind: str, 
 
 
 class ReportTable(NamedTuple):
+    """A titled table of strings (rendered with rich by the command line, as Markdown in report.md)."""
+
     title: str
     headers: tuple[str, ...]
-    rows: list[tuple[str, ...]]
+    rows: Sequence[tuple[str, ...]]
 
 
 def _fmt(value: float, digits: int = 1) -> str:
@@ -1173,57 +1470,115 @@ def report_tables(result: BenchResult) -> list[ReportTable]:
         grouped = frame.groupby(["scenario", "level", "op", "cache", "kind"], sort=False)
         rows = []
         kind_order = {k: i for i, k in enumerate((*KINDS, RAW))}
-        op_order = {f"{op}/{cache}": i for i, (op, cache) in enumerate(_OPS)}
-        keys = sorted(grouped.groups, key=lambda k: (k[0] != "large", k[1], op_order[f"{k[2]}/{k[3]}"],
-                                                      kind_order[k[4]]))
+        op_order = {f"{op}/{cache}": i for i, (op, cache) in enumerate(_ALL_OPS)}
+        keys = sorted(
+            grouped.groups,
+            key=lambda k: (k[0] != "large", k[1], op_order[f"{k[2]}/{k[3]}"], kind_order[k[4]]),
+        )
         for key in keys:
             group = grouped.get_group(key)
             scenario, level, op, cache, kind = key
-            rows.append((
-                scenario, f"{level:,}", f"{op} ({cache})" if cache else op, kind,
-                f"{int(group['pages_stored'].median()):,}",
-                _fmt(group["rate"].median()), group["rate_unit"].iloc[0],
-                _fmt(group["rate"].min()) + " - " + _fmt(group["rate"].max()),
-                _fmt(group["pages_per_s"].median(), 0),
-                _fmt(group["p50_ms"].median(), 3), _fmt(group["p99_ms"].median(), 3),
-                str(len(group)),
-            ))
-        tables.append(ReportTable(
-            "Throughput (median over rounds) and per-call latency (median over rounds of p50 / p99)",
-            ("scenario", "stored pages", "op", "kind", "pages stored", "rate", "unit", "min - max", "pages/s",
-             "p50 ms", "p99 ms", "rounds"),
-            rows,
-        ))
+            rows.append(
+                (
+                    scenario,
+                    f"{level:,}",
+                    f"{op} ({cache})" if cache else op,
+                    kind,
+                    f"{int(group['pages_stored'].median()):,}",
+                    _fmt(group["rate"].median()),
+                    group["rate_unit"].iloc[0],
+                    _fmt(group["rate"].min()) + " - " + _fmt(group["rate"].max()),
+                    _fmt(group["pages_per_s"].median(), 0),
+                    _fmt(group["p50_ms"].median(), 3),
+                    _fmt(group["p99_ms"].median(), 3),
+                    str(len(group)),
+                )
+            )
+        tables.append(
+            ReportTable(
+                "Throughput (median over rounds) and per-call latency (median over rounds of p50 / p99)",
+                (
+                    "scenario",
+                    "stored pages",
+                    "op",
+                    "kind",
+                    "pages stored",
+                    "rate",
+                    "unit",
+                    "min - max",
+                    "pages/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "rounds",
+                ),
+                rows,
+            )
+        )
     ratio_rows = []
     for row in sorted(result.ratios, key=lambda r: (r["scenario"] != "large", r["level"], r["denominator"])):
-        ratio_rows.append((
-            row["scenario"], f"{row['level']:,}", f"{row['op']} ({row['cache']})" if row["cache"] else row["op"],
-            f"{row['numerator']}/{row['denominator']}", _fmt(row["median_ratio"], 2),
-            _fmt(row["min_ratio"], 2) + " - " + _fmt(row["max_ratio"], 2), str(row["rounds"]),
-        ))
-    tables.append(ReportTable(
-        "Ratios: median of per-round ratios (> 1: lsm faster; reopen: reopens/s)",
-        ("scenario", "stored pages", "op", "ratio", "median", "min - max", "rounds"), ratio_rows,
-    ))
+        ratio_rows.append(
+            (
+                row["scenario"],
+                f"{row['level']:,}",
+                f"{row['op']} ({row['cache']})" if row["cache"] else row["op"],
+                f"{row['numerator']}/{row['denominator']}",
+                _fmt(row["median_ratio"], 2),
+                _fmt(row["min_ratio"], 2) + " - " + _fmt(row["max_ratio"], 2),
+                str(row["rounds"]),
+            )
+        )
+    tables.append(
+        ReportTable(
+            "Ratios: median of per-round ratios (> 1: lsm faster; reopen: reopens/s)",
+            ("scenario", "stored pages", "op", "ratio", "median", "min - max", "rounds"),
+            ratio_rows,
+        )
+    )
     foot_rows = []
     for row in result.footprints:
         if row["kind"] == RAW:
             continue
-        foot_rows.append((
-            row["scenario"], f"{row['level']:,}", row["kind"], row["stage"], f"{row['pages_stored']:,}",
-            f"{row['files']:,}", f"{row['inodes']:,}", _size(row["disk_bytes"]), _size(row["rss_bytes"]),
-            _fmt(row["fill_s"]) if row["stage"] == "filled" else "",
-        ))
-    tables.append(ReportTable(
-        "Footprint: files, inodes, disk, resident memory (VmRSS of the kind's own worker process)",
-        ("scenario", "level", "kind", "stage", "pages", "files", "inodes", "disk", "RSS", "fill s"), foot_rows,
-    ))
-    tables.append(ReportTable(
-        "Targets (issue 2 §4)", ("status", "target", "measured", "threshold", "detail"),
-        [(t.status, t.name, _fmt(t.measured, 2) if "RSS" not in t.name else _size(t.measured)
-          if not math.isnan(t.measured) else "-",
-          f"{t.threshold:g}" if "RSS" not in t.name else _size(t.threshold), t.detail) for t in result.targets],
-    ))
+        foot_rows.append(
+            (
+                row["scenario"],
+                f"{row['level']:,}",
+                row["kind"],
+                row["stage"],
+                f"{row['pages_stored']:,}",
+                f"{row['files']:,}",
+                f"{row['inodes']:,}",
+                _size(row["disk_bytes"]),
+                _size(row["rss_bytes"]),
+                _fmt(row["fill_s"]) if row["stage"] == "filled" else "",
+            )
+        )
+    tables.append(
+        ReportTable(
+            "Footprint: files, inodes, disk, resident memory (VmRSS of the kind's own worker process)",
+            ("scenario", "level", "kind", "stage", "pages", "files", "inodes", "disk", "RSS", "fill s"),
+            foot_rows,
+        )
+    )
+    tables.append(
+        ReportTable(
+            "Targets (issue 2 §4)",
+            ("status", "target", "measured", "threshold", "detail"),
+            [
+                (
+                    t.status,
+                    t.name,
+                    _fmt(t.measured, 2)
+                    if "RSS" not in t.name
+                    else _size(t.measured)
+                    if not math.isnan(t.measured)
+                    else "-",
+                    f"{t.threshold:g}" if "RSS" not in t.name else _size(t.threshold),
+                    t.detail,
+                )
+                for t in result.targets
+            ],
+        )
+    )
     tables.append(ReportTable("Machine", ("", ""), [(k, v) for k, v in result.machine.items()]))
     return tables
 
@@ -1237,15 +1592,19 @@ def _markdown(tables: Sequence[ReportTable], result: BenchResult) -> str:
     lines.append(f"- rounds: {result.config.rounds}; run time {result.seconds / 60:.1f} min")
     lines.append("")
     for table in tables:
-        lines += [f"## {table.title}", "", "| " + " | ".join(table.headers) + " |",
-                  "|" + "---|" * len(table.headers)]
+        lines += [
+            f"## {table.title}",
+            "",
+            "| " + " | ".join(table.headers) + " |",
+            "|" + "---|" * len(table.headers),
+        ]
         lines += ["| " + " | ".join(row) + " |" for row in table.rows]
         lines.append("")
     return "\n".join(lines)
 
 
 def plot(result: BenchResult, path: Path) -> None:
-    """Six panels: large-page throughput, small-page probe/put/get vs stored pages, RSS growth, reopen/files."""
+    """Six panels: large pages; small-page probe, put, get vs stored pages; RSS growth; reopen and inodes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1254,8 +1613,13 @@ def plot(result: BenchResult, path: Path) -> None:
 
     frame = pd.DataFrame(result.measurements, columns=list(MEASUREMENT_COLUMNS))
     foot = pd.DataFrame(result.footprints, columns=list(FOOTPRINT_COLUMNS))
-    colors = {"lsm": "tab:blue", "file": "tab:orange", "applog": "tab:green", "memory": "tab:purple",
-              RAW: "tab:gray"}
+    colors = {
+        "lsm": "tab:blue",
+        "file": "tab:orange",
+        "applog": "tab:green",
+        "memory": "tab:purple",
+        RAW: "tab:gray",
+    }
     fig, axes = plt.subplots(2, 3, figsize=(18, 10))
     ax = axes[0][0]
     large = frame[frame["scenario"] == "large"]
@@ -1270,17 +1634,28 @@ def plot(result: BenchResult, path: Path) -> None:
             medians.append(med)
             lows.append(med - float(rates.min()) if len(rates) else 0.0)
             highs.append(float(rates.max()) - med if len(rates) else 0.0)
-        ax.bar(np.arange(len(ops)) + i * width, medians, width, yerr=[lows, highs], label=kind,
-               color=colors[kind], capsize=3)
-    ax.set_xticks(np.arange(len(ops)) + width * (len(kinds) - 1) / 2,
-                  ["put (durable)", "get (warm)", "get (cold)"])
+        ax.bar(
+            np.arange(len(ops)) + i * width,
+            medians,
+            width,
+            yerr=[lows, highs],
+            label=kind,
+            color=colors[kind],
+            capsize=3,
+        )
+    ax.set_xticks(
+        np.arange(len(ops)) + width * (len(kinds) - 1) / 2, ["put (durable)", "get (warm)", "get (cold)"]
+    )
     ax.set_ylabel("MB/s (median, min-max over rounds)")
     large_scenario = next(s for s in result.scenarios if s.name == "large")
     ax.set_title(f"Large pages ({_size(large_scenario.page_bytes)}, Llama-3.1-8B scaled)")
     ax.legend(fontsize=8)
     small = frame[frame["scenario"] == "small"]
-    panels = [(axes[0][1], "probe", "", "probes/s"), (axes[0][2], "put", "", "put MB/s (durable)"),
-              (axes[1][0], "get", "warm", "get MB/s: warm (solid), cold (dashed)")]
+    panels = [
+        (axes[0][1], "probe", "", "probes/s"),
+        (axes[0][2], "put", "", "put MB/s (durable)"),
+        (axes[1][0], "get", "warm", "get MB/s: warm (solid), cold (dashed)"),
+    ]
     for ax, op, cache, label in panels:
         for kind in (*KINDS, RAW):
             for c, style in ((cache, "-o"), ("cold", "--s")) if op == "get" else ((cache, "-o"),):
@@ -1288,8 +1663,7 @@ def plot(result: BenchResult, path: Path) -> None:
                 if part.empty:
                     continue
                 med = part.groupby("level")["rate"].median()
-                ax.plot(med.index, med.values, style, color=colors[kind],
-                        label=kind if c == cache else None)
+                ax.plot(med.index, med.values, style, color=colors[kind], label=kind if c == cache else None)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("stored pages (4 KiB)")
@@ -1308,8 +1682,12 @@ def plot(result: BenchResult, path: Path) -> None:
             at = part[part["level"] == level].set_index("stage")["rss_bytes"]
             growth.append((at.get("end", np.nan) - at.get("empty", np.nan)) / MiB)
         ax.plot(levels, growth, "-o", color=colors[kind], label=kind)
-    ax.axhline(lsm_cache_budget(result.config.store_config) / MiB, color=colors["lsm"], linestyle=":",
-               label="lsm configured caches")
+    ax.axhline(
+        lsm_cache_budget(result.config.store_config) / MiB,
+        color=colors["lsm"],
+        linestyle=":",
+        label="lsm configured caches",
+    )
     ax.set_xscale("log")
     ax.set_yscale("symlog")
     ax.set_xlabel("stored pages (4 KiB)")
@@ -1317,25 +1695,37 @@ def plot(result: BenchResult, path: Path) -> None:
     ax.set_title("Resident memory vs stored pages")
     ax.legend(fontsize=8)
     ax = axes[1][2]
+    inode_axis = ax.twinx()
     reopen = small[small["op"] == "reopen"]
     for kind in DISK_KINDS:
-        part = reopen[reopen["kind"] == kind]
-        if part.empty:
-            continue
-        med = part.groupby("level")["seconds"].median()
-        ax.plot(med.index, med.values * 1e3, "-o", color=colors[kind], label=f"{kind} reopen ms")
+        for cache, style in (("cold", "-o"), ("warm", ":o")):
+            part = reopen[(reopen["kind"] == kind) & (reopen["cache"] == cache)]
+            if not part.empty:
+                med = part.groupby("level")["seconds"].median()
+                ax.plot(
+                    med.index, med.values * 1e3, style, color=colors[kind], label=f"{kind} reopen ({cache})"
+                )
         files = small_foot[(small_foot["kind"] == kind) & (small_foot["stage"] == "end")]
-        ax.plot(files["level"], files["inodes"], "--x", color=colors[kind], label=f"{kind} inodes")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+        if not files.empty:
+            inode_axis.plot(
+                files["level"], files["inodes"], "--x", color=colors[kind], alpha=0.6, label=f"{kind} inodes"
+            )
+    for axis in (ax, inode_axis):
+        axis.set_xscale("log")
+        axis.set_yscale("log")
     ax.set_xlabel("stored pages (4 KiB)")
-    ax.set_title("Reopen time (ms, solid) and inodes (dashed)")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("reopen ms (solid: cold, dotted: warm)")
+    inode_axis.set_ylabel("inodes (dashed)")
+    ax.set_title("Reopen time and inodes vs stored pages")
+    ax.legend(fontsize=7, loc="upper left")
+    inode_axis.legend(fontsize=7, loc="lower right")
     machine = result.machine
     fig.suptitle(
         f"kvtune bench store — {machine.get('date', '')}, {machine.get('nproc', '?')} cores, "
         f"{machine.get('cpu', '')}, {machine.get('memory', '')} RAM; medians of {result.config.rounds} "
-        "interleaved rounds", fontsize=11)
+        "interleaved rounds",
+        fontsize=11,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -1355,7 +1745,9 @@ def write_outputs(result: BenchResult) -> dict[str, Path]:
         "report": out / "report.md",
         "plot": out / "bench_store.png",
     }
-    pd.DataFrame(result.measurements, columns=list(MEASUREMENT_COLUMNS)).to_csv(files["measurements"], index=False)
+    pd.DataFrame(result.measurements, columns=list(MEASUREMENT_COLUMNS)).to_csv(
+        files["measurements"], index=False
+    )
     pd.DataFrame(result.footprints, columns=list(FOOTPRINT_COLUMNS)).to_csv(files["footprint"], index=False)
     pd.DataFrame(result.ratios, columns=list(RATIO_COLUMNS)).to_csv(files["ratios"], index=False)
     summary = {
@@ -1365,7 +1757,13 @@ def write_outputs(result: BenchResult) -> dict[str, Path]:
         "skipped": result.skipped,
         "notes": result.notes,
         "targets": [
-            {"name": t.name, "status": t.status, "measured": t.measured, "threshold": t.threshold, "detail": t.detail}
+            {
+                "name": t.name,
+                "status": t.status,
+                "measured": t.measured,
+                "threshold": t.threshold,
+                "detail": t.detail,
+            }
             for t in result.targets
         ],
         "seconds": result.seconds,
@@ -1383,6 +1781,11 @@ def run_bench(config: BenchConfig, progress: ProgressCallback | None = None) -> 
     result = runner.run()
     write_outputs(result)
     for target in result.targets:
-        logger.info("target %s: %s (measured %.3g, threshold %.3g)", target.status, target.name, target.measured,
-                    target.threshold)
+        logger.info(
+            "target %s: %s (measured %.3g, threshold %.3g)",
+            target.status,
+            target.name,
+            target.measured,
+            target.threshold,
+        )
     return result

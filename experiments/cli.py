@@ -26,3 +26,6 @@ from experiments.train_cmd import evaluate_command, sweep_command, train_command
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("sweep")(sweep_command)
+from experiments.study_cmd import study_app  # noqa: E402
+
+app.add_typer(study_app, name="study")

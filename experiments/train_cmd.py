@@ -61,9 +61,36 @@ def train_command(
     uri = tracking_uri or default_tracking_uri(out)
     with tracked_run("kvtune-train", f"train-{algo}-{workload}", uri, dataclasses.asdict(config),
                      artifact_root=out / "artifacts") as run:
-        bundle = train(config, out)
+        evaluations: list[dict[str, float]] = []
+
+        def collect(step: int, row: dict[str, float]) -> bool:
+            evaluations.append(row)
+            return True
+
+        bundle = train(config, out, on_evaluation=collect)
         mlflow.log_artifacts(str(bundle), artifact_path="policy")
+        if evaluations:
+            plot = window_lines(
+                {
+                    "agent": [row["eval/agent_reward"] for row in evaluations],
+                    "default": [row["eval/default_reward"] for row in evaluations],
+                },
+                "episode reward",
+                f"{algo} on {workload}: evaluation episodes",
+                out / "evaluations.png",
+            )
+            mlflow.log_artifact(str(plot))
         console.print(f"policy bundle: [bold]{bundle}[/bold]  (MLflow run {run.info.run_id}, {uri})")
+
+
+def policy_label(spec: str) -> str:
+    """A short, MLflow-safe name for a policy spec: default, heuristic, static-NAME or learned-NAME."""
+    if spec in ("default", "heuristic"):
+        return spec
+    if spec.startswith("static:"):
+        return "static-" + Path(spec.removeprefix("static:")).stem
+    path = Path(spec)
+    return "learned-" + (path.parent.name if path.name == "policy" else path.name)
 
 
 def _results_table(results: list[EpisodeResult]) -> Table:
@@ -96,7 +123,7 @@ def evaluate_command(
     environment = env_config(workload, trace, workload_option, store, profile, budget_bytes,
                              requests_per_window, clock)
     try:
-        policies = {spec: make_policy(spec) for spec in policy}
+        policies = {policy_label(spec): make_policy(spec) for spec in policy}
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     out.mkdir(parents=True, exist_ok=True)
@@ -104,11 +131,11 @@ def evaluate_command(
     params = {"policies": list(policies), "seed": seed, "env": dataclasses.asdict(environment)}
     with tracked_run("kvtune-evaluate", f"evaluate-{workload}", uri, params, artifact_root=out / "artifacts"):
         results = compare_policies(policies, environment, seed)
-        for index, result in enumerate(results):
+        for result in results:
             for step, window in enumerate(result.windows):
-                log_metrics(window, step=step, prefix=f"{index}/")
+                log_metrics(window, step=step, prefix=f"{result.policy}/")
             log_metrics({k: v for k, v in result.summary().items() if k != "policy"}, step=0,
-                        prefix=f"{index}/episode/")
+                        prefix=f"{result.policy}/episode/")
         table_path = out / "evaluation.csv"
         with table_path.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(results[0].summary()))

@@ -2,7 +2,8 @@
 
 This is the design proposed instead of an LSM-tree: a probe is index lookups page by page, a read is one
 ``pread`` per page, a put is one gathered write per batch. The index (page digest -> segment, offset) is
-rebuilt on open by scanning the segments' record headers.
+rebuilt on open by scanning the segments' record headers. ``device_ops`` counts one operation per
+segment open or create, ``pread``, gathered write, truncate and unlink.
 
 Segment ``segment-<seq>.log`` holds records, each a 92-byte header
 ``magic | header crc | kind | depth | value length | value crc | check | parent check`` and a value:

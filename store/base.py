@@ -15,10 +15,10 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
@@ -34,12 +34,17 @@ logger = logging.getLogger(__name__)
 MAX_PAGE_SIZE = 1 << 16
 
 
-class PageRecord(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class PageRecord:
     """One page to write: page ``index`` of ``plan``, whose tensor is ``page``."""
 
     plan: PagePlan
     index: int
     page: torch.Tensor
+
+    def __iter__(self) -> Iterator[Any]:
+        """Unpack as ``plan, index, page`` (the baselines' write loops do)."""
+        return iter((self.plan, self.index, self.page))
 
 
 @dataclass(frozen=True)
@@ -235,10 +240,12 @@ class KVStore(ABC):
     def close(self) -> None:
         if self._closed:
             return
-        self._writer.close()
-        with self._lock:
-            self._closed = True
-            self._close()
+        try:
+            self._writer.close()
+        finally:
+            with self._lock:
+                self._closed = True
+                self._close()
 
     def __enter__(self) -> KVStore:
         return self
@@ -357,5 +364,5 @@ class KVStore(ABC):
     @abstractmethod
     def _close(self) -> None: ...
 
-    def _flush_durable(self) -> None:
+    def _flush_durable(self) -> None:  # noqa: B027 (a hook with nothing to do for most kinds)
         """Make every write so far survive a crash of this process (most kinds already do)."""

@@ -6,13 +6,16 @@ A decode checks every header field against what the reader expects; any mismatch
 
 from __future__ import annotations
 
+import functools
+import math
 import struct
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from store.layout import DTYPE_BY_CODE, SUPPORTED_DTYPES, KVLayout
+from store.layout import SUPPORTED_DTYPES, KVLayout
 from store.pages import CHECK_BYTES
 
 FORMAT_VERSION = 1
@@ -27,39 +30,86 @@ _META = struct.Struct(f"<B{CHECK_BYTES}sQQH")
 """version, check, value bytes, access stamp, depth."""
 
 
+@functools.lru_cache(maxsize=64)
+def _page_format(layout: KVLayout, page_size: int) -> tuple[int, tuple[int, ...], int]:
+    """(value bytes, page shape, dtype code) of one page: computed once per (layout, page size)."""
+    shape = layout.page_shape(page_size)
+    return VALUE_HEADER_BYTES + layout.page_bytes(page_size), shape, SUPPORTED_DTYPES[layout.dtype]
+
+
 def encode_header(layout: KVLayout, page_size: int, check: bytes) -> bytes:
-    return _VALUE_HEADER.pack(
-        VALUE_MAGIC, FORMAT_VERSION, SUPPORTED_DTYPES[layout.dtype], *layout.page_shape(page_size), check
-    )
+    _, shape, dtype_code = _page_format(layout, page_size)
+    return _VALUE_HEADER.pack(VALUE_MAGIC, FORMAT_VERSION, dtype_code, *shape, check)
+
+
+_ROW_JOIN_BYTES = 64 * 1024
+
+
+def _raw_array(page: torch.Tensor) -> np.ndarray:
+    """The page's elements as a numpy view, no copy (bfloat16, which numpy lacks, as int16)."""
+    if page.dtype == torch.bfloat16:
+        page = page.view(torch.int16)
+    return page.numpy()
+
+
+def _rows(array: np.ndarray) -> list[np.ndarray] | None:
+    """C-contiguous row views covering ``array`` in order, if merging its inner axes needs no copy.
+
+    A page sliced out of a prompt's ``[layers, 2, n, heads, dim]`` tensor is one contiguous row per
+    (layer, K/V).
+    """
+    if array.ndim < 3:
+        return None
+    rows = array.view()
+    try:
+        rows.shape = (-1, math.prod(array.shape[2:]))  # raises instead of copying
+    except (AttributeError, ValueError):
+        return None
+    return list(rows) if rows[0].flags.c_contiguous else None
 
 
 def page_payload(page: torch.Tensor) -> memoryview:
-    """The raw bytes of a contiguous page tensor, without a copy."""
-    return memoryview(page.contiguous().view(torch.uint8).numpy()).cast("B")
+    """The raw bytes of a page tensor: a view if it is contiguous, else one copy.
+
+    Copies are numpy's, on the calling thread: a torch copy of a large page runs OpenMP-parallel, and
+    on a busy machine each parallel region waits milliseconds for a second core.
+    """
+    array = _raw_array(page)
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    return memoryview(array).cast("B")
 
 
 def encode_value(layout: KVLayout, page_size: int, check: bytes, page: torch.Tensor) -> bytes:
-    return encode_header(layout, page_size, check) + page_payload(page)
+    """Header and tensor bytes as one ``bytes``; a large page's bytes are copied once, straight in."""
+    header = encode_header(layout, page_size, check)
+    array = _raw_array(page)
+    if array.flags.c_contiguous:
+        return header + memoryview(array).cast("B")
+    rows = _rows(array) if array.nbytes >= _ROW_JOIN_BYTES else None
+    if rows is not None:
+        return b"".join([header, *rows])
+    return header + array.tobytes()
 
 
 def decode_value(
     buffer: bytes | memoryview, layout: KVLayout, page_size: int, check: bytes
 ) -> torch.Tensor | None:
     """The page tensor viewing ``buffer`` (no copy), or ``None`` if the value is not this page's."""
-    if len(buffer) != VALUE_HEADER_BYTES + layout.page_bytes(page_size):
+    value_bytes, expected_shape, dtype_code = _page_format(layout, page_size)
+    if len(buffer) != value_bytes:
         return None
-    magic, version, dtype_code, *rest = _VALUE_HEADER.unpack_from(buffer)
+    magic, version, stored_dtype, *rest = _VALUE_HEADER.unpack_from(buffer)
     shape, stored_check = tuple(rest[:5]), rest[5]
     if (
         magic != VALUE_MAGIC
         or version != FORMAT_VERSION
-        or DTYPE_BY_CODE.get(dtype_code) != layout.dtype
-        or shape != layout.page_shape(page_size)
+        or stored_dtype != dtype_code
+        or shape != expected_shape
         or stored_check != check
     ):
         return None
-    flat = torch.frombuffer(buffer, dtype=torch.uint8, offset=VALUE_HEADER_BYTES)
-    return flat.view(layout.dtype).view(shape)
+    return torch.frombuffer(buffer, dtype=layout.dtype, offset=VALUE_HEADER_BYTES).view(shape)
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,6 @@ class FileStore(KVStore):
         self._file_bytes = _LINK.size + VALUE_HEADER_BYTES + self.page_bytes
         self._written_bytes = 0
         self._read_bytes = 0
-        self._index = RecencyIndex(config.eviction_order)
         self._open(config)
 
     # ------------------------------------------------------------------ open

@@ -29,7 +29,7 @@ import torch
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
 
 from store.base import BackendState, KVStore, PageRecord
-from store.codec import PageMeta, decode_value, encode_header, page_payload
+from store.codec import PageMeta, decode_value, encode_value
 from store.config import StoreConfig
 from store.diskusage import directory_usage
 from store.header import check_header, encode_header_record, expected_header
@@ -114,7 +114,10 @@ class LSMStore(KVStore):
         assert self.path is not None
         self.path.mkdir(parents=True, exist_ok=True)
         self._options = _options(config)
-        self._db = Rdict(str(self.path), self._options)
+        # column_families={}: open the default column family with these options. With None, rocksdict
+        # reloads the column family options of an existing database from its OPTIONS file and silently
+        # ignores the passed ones, so a reopen (or apply() of a reopen knob) would keep the old knobs.
+        self._db = Rdict(str(self.path), self._options, column_families={})
         try:
             self._check_header()
         except BaseException:
@@ -232,8 +235,7 @@ class LSMStore(KVStore):
                 self._restamp(batch, plan, index, self._stamp)
         for record in records:
             plan, index = record.plan, record.index
-            header = encode_header(self.layout, self.page_size, plan.checks[index])
-            value = header + page_payload(record.page)
+            value = encode_value(self.layout, self.page_size, plan.checks[index], record.page)
             body = plan.prefix_key(index + 1)
             batch.put(b"D" + self._ns + body, value)
             meta = PageMeta(plan.checks[index], len(value), self._stamp, index + 1)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from store.base import BackendState, KVStore, PageRecord
-from store.codec import decode_value, encode_header, page_payload
+from store.codec import decode_value, encode_value
 from store.config import StoreConfig
 from store.layout import KVLayout
 from store.pages import PagePlan
@@ -58,7 +58,7 @@ class MemoryStore(KVStore):
     def _write_records(self, records: list[PageRecord]) -> None:
         for plan, index, page in records:
             check = plan.checks[index]
-            value = encode_header(self.layout, self.page_size, check) + page_payload(page)
+            value = encode_value(self.layout, self.page_size, check, page)
             self._values[check] = value
             self._index.add(check, PageEntry(len(value), index + 1, parent_of(plan, index)))
         self._index.touch_written(records)

@@ -44,16 +44,14 @@ class RecencyIndex:
         self.order = order
         self.live_bytes = 0
         self._entries: OrderedDict[bytes, PageEntry] = OrderedDict()
-        self._children: dict[bytes, set[bytes]] = {}
+        self._children: dict[bytes, bytes | set[bytes]] = {}
+        """A page's children: most pages have one, kept bare (a set costs ~200 bytes a page)."""
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __contains__(self, check: object) -> bool:
         return check in self._entries
-
-    def get(self, check: bytes) -> PageEntry | None:
-        return self._entries.get(check)
 
     def add(self, check: bytes, entry: PageEntry) -> None:
         """Insert (or replace) a page as the most recent one."""
@@ -63,7 +61,7 @@ class RecencyIndex:
         self._entries[check] = entry
         self.live_bytes += entry.nbytes
         if entry.parent is not None:
-            self._children.setdefault(entry.parent, set()).add(check)
+            self._link(entry.parent, check)
 
     def touch(self, checks: Sequence[bytes]) -> None:
         """Record a use of the prefix ``checks`` (pages 0..n-1 of one prompt); LRU order only."""
@@ -97,7 +95,7 @@ class RecencyIndex:
         while stack:
             node = stack.pop()
             order.append(node)
-            stack.extend(self._children.get(node, ()))
+            stack.extend(self._children_of(node))
         order.reverse()
         return order
 
@@ -107,12 +105,32 @@ class RecencyIndex:
         self.live_bytes -= entry.nbytes
         self._children.pop(check, None)
         if entry.parent is not None:
-            siblings = self._children.get(entry.parent)
-            if siblings is not None:
-                siblings.discard(check)
-                if not siblings:
-                    del self._children[entry.parent]
+            self._unlink(entry.parent, check)
         return entry
+
+    def _children_of(self, check: bytes) -> tuple[bytes, ...] | set[bytes]:
+        children = self._children.get(check)
+        if children is None:
+            return ()
+        return (children,) if isinstance(children, bytes) else children
+
+    def _link(self, parent: bytes, child: bytes) -> None:
+        children = self._children.get(parent)
+        if children is None or children == child:
+            self._children[parent] = child
+        elif isinstance(children, bytes):
+            self._children[parent] = {children, child}
+        else:
+            children.add(child)
+
+    def _unlink(self, parent: bytes, child: bytes) -> None:
+        children = self._children.get(parent)
+        if children == child:
+            del self._children[parent]
+        elif isinstance(children, set):
+            children.discard(child)
+            if len(children) == 1:
+                self._children[parent] = children.pop()
 
     def load(self, pages: dict[bytes, tuple[PageEntry, int]]) -> list[bytes]:
         """Replace the index with the pages a store found on open, each with the time it was written.

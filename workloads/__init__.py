@@ -1,7 +1,7 @@
 """Workloads: requests, trace loaders, synthetic generators, model profiles and the replay engine."""
 
 from workloads.clocks import CLOCKS, IOCounters
-from workloads.generators import PAPER_TARGETS, chat, mixed, rag, staged
+from workloads.generators import GENERATORS, PAPER_TARGETS, chat, mixed, rag, staged
 from workloads.memory_tier import HostMemoryTier
 from workloads.metrics import RequestRecord, WindowMetrics
 from workloads.mooncake import BLOCK_TOKENS, block_tokens, load_mooncake, read_mooncake
@@ -30,6 +30,7 @@ __all__ = [
     "BLOCK_TOKENS",
     "CLOCKS",
     "DEVICE_PROFILES",
+    "GENERATORS",
     "MODEL_PROFILES",
     "PAPER_TARGETS",
     "PREFETCH_POLICIES",

@@ -46,7 +46,10 @@ class WindowMetrics:
 
     Counters (``io_s_*``, bytes, pages, ``stall_s``) cover the window only; ``l0_files`` and the other
     state fields are the store's at the end of the window; ``writer_queue_depth`` is read just before the
-    window's closing flush. ``engine_overhead_s`` is the engine's own wall time in the window: everything
+    window's closing flush. ``arrival_rate`` is requests per trace second since the previous window's last
+    arrival (span floored at 1 ms); ``prefix_reuse`` is the ideal hit ratio (an infinite cache) of the
+    window's requests; ``read_bytes`` / ``write_bytes`` are page bytes the store read and wrote.
+    ``engine_overhead_s`` is the engine's own wall time in the window: everything
     but store calls and pacing sleeps (compute is modelled, so it costs no wall time).
     """
 

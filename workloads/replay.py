@@ -172,8 +172,9 @@ class ReplaySession:
     """A replay driven window by window, so a controller (or an RL environment) can retune the store
     between windows through :meth:`apply`.
 
-    ``path`` is the store's directory; ``None`` makes a temporary one, removed by :meth:`close`.
-    Not thread-safe: drive a session from one thread.
+    ``path`` is the store's directory (pages already there count as hits: pass a new directory to
+    start cold); ``None`` makes a temporary one, removed by :meth:`close`. Not thread-safe: drive a
+    session from one thread.
     """
 
     def __init__(
@@ -194,15 +195,19 @@ class ReplaySession:
         if path is None and config.store_kind != "memory":
             self._owned_dir = Path(tempfile.mkdtemp(prefix="kvtune-replay-"))
             path = self._owned_dir / "store"
-        self._store = open_store(
-            config.store_kind,
-            path,
-            config.profile.kv_layout(),
-            page_size=config.page_size,
-            budget_bytes=config.budget_bytes,
-            config=store_config,
-            namespace=config.namespace,
-        )
+        try:
+            self._store = open_store(
+                config.store_kind,
+                path,
+                config.profile.kv_layout(),
+                page_size=config.page_size,
+                budget_bytes=config.budget_bytes,
+                config=store_config,
+                namespace=config.namespace,
+            )
+        except BaseException:
+            self._remove_owned_dir()
+            raise
         self._tier = HostMemoryTier(config.memory_tier_bytes // config.page_bytes)
         self._seen_pages: set[bytes] = set()
         self._kv = torch.empty(config.profile.kv_layout().page_shape(0), dtype=config.profile.dtype)
@@ -237,16 +242,20 @@ class ReplaySession:
         return len(self._requests) - self._next
 
     def apply(self, config: StoreConfig) -> float:
-        """Retune the store (live, or by reopening it); return the wall seconds it took.
+        """Retune the store (live, or by reopening it); return the wall seconds it took (0 if unchanged).
 
         The time is reported in the next window's ``reopen_s``; it does not enter TTFT.
         """
-        self._counters.advance(self._store.stats())
+        if config == self._store.config:
+            return 0.0
+        reopen = bool(self._store.config.needs_reopen(config))
+        if reopen:  # a reopen may reset the store's counters: keep what the window had so far
+            self._counters.advance(self._store.stats())
         started = time.perf_counter()
         reopened = self._store.apply(config)
         elapsed = time.perf_counter() - started
-        self._counters.rebase(self._store.stats())
-        if reopened:
+        if reopen:
+            self._counters.rebase(self._store.stats())
             logger.info("store reopened in %.3f s for %s", elapsed, ", ".join(reopened))
         self._reopen_s += elapsed
         return elapsed
@@ -369,6 +378,9 @@ class ReplaySession:
     def close(self) -> None:
         """Close the store (draining its writer) and remove a temporary store directory."""
         self._store.close()
+        self._remove_owned_dir()
+
+    def _remove_owned_dir(self) -> None:
         if self._owned_dir is not None:
             shutil.rmtree(self._owned_dir, ignore_errors=True)
             self._owned_dir = None

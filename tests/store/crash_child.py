@@ -25,7 +25,7 @@ def crash_prompt(index: int) -> torch.Tensor:
 
 
 def write_until_killed(
-    kind: str, path: str, config: dict[str, Any], first: int, conn: Connection, flush_every: int
+    *, kind: str, path: str, config: dict[str, Any], first: int, conn: Connection, flush_every: int
 ) -> None:
     """Put prompts ``first, first+1, ...`` forever.
 

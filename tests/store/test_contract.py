@@ -51,6 +51,21 @@ def test_kv_of_exactly_the_full_pages_is_accepted(make_store: MakeStore, kind: s
     assert_bit_exact(s.get_batch(tokens, 2), kv)
 
 
+def test_non_contiguous_and_grad_kv_round_trip(make_store: MakeStore, kind: str) -> None:
+    layout = KVLayout(layers=2, kv_heads=2, head_dim=4, dtype=torch.float32)
+    s = make_store(kind, layout=layout)
+    tokens = make_tokens(30, 2 * PAGE_SIZE)
+    heads_first = make_kv(31, len(tokens), layout).permute(0, 1, 3, 2, 4).contiguous()
+    kv = heads_first.permute(0, 1, 3, 2, 4)  # the right shape, but not contiguous
+    assert not kv.is_contiguous()
+    assert s.put_batch(tokens, kv) == 2
+    assert_bit_exact(s.get_batch(tokens, 2), kv.contiguous())
+    other = make_tokens(32, 2 * PAGE_SIZE)
+    leaf = torch.randn(layout.page_shape(2 * PAGE_SIZE), requires_grad=True)
+    assert s.put_batch(other, leaf * 2) == 2  # an autograd result, as a model would produce it
+    assert_bit_exact(s.get_batch(other, 2), (leaf * 2).detach())
+
+
 def test_token_containers_are_interchangeable(make_store: MakeStore, kind: str) -> None:
     s = make_store(kind)
     tokens = make_tokens(5, 2 * PAGE_SIZE)
@@ -94,8 +109,10 @@ def test_probe_counts_leading_full_pages(make_store: MakeStore, kind: str) -> No
     assert s.probe(make_tokens(13, 4 * PAGE_SIZE)) == 0
 
 
-@pytest.mark.parametrize(("diverge_at", "shared_pages"), [(0, 0), (PAGE_SIZE - 1, 0), (PAGE_SIZE, 1),
-                                                           (2 * PAGE_SIZE + 1, 2), (3 * PAGE_SIZE - 1, 2)])
+@pytest.mark.parametrize(
+    ("diverge_at", "shared_pages"),
+    [(0, 0), (PAGE_SIZE - 1, 0), (PAGE_SIZE, 1), (2 * PAGE_SIZE + 1, 2), (3 * PAGE_SIZE - 1, 2)],
+)
 def test_diverging_prompts_share_only_common_full_pages(
     make_store: MakeStore, kind: str, diverge_at: int, shared_pages: int
 ) -> None:
@@ -128,6 +145,12 @@ def test_get_batch_shape_values_and_empty(make_store: MakeStore, kind: str) -> N
     assert empty.dtype == LAYOUT.dtype
     empty_miss = s.get_batch(make_tokens(16, PAGE_SIZE), 0)
     assert empty_miss.shape[2] == 0
+    short = tokens[: PAGE_SIZE - 1]  # not even one full page
+    assert s.probe(short) == 0
+    assert s.get_batch(short, 0).shape[2] == 0
+    assert s.put_batch(short, kv[:, :, : PAGE_SIZE - 1]) == 0
+    assert s.evict(short, 0) == 0
+    assert s.probe(tokens) == 3
 
 
 def test_get_batch_returns_a_private_tensor(make_store: MakeStore, kind: str) -> None:
@@ -285,22 +308,28 @@ def _budget_workload(s: object, n_puts: int) -> tuple[list[torch.Tensor], int]:
 
 
 def _check_budget_run(make_store: MakeStore, kind: str, config: StoreConfig) -> None:
-    s = make_store(kind, layout=BUDGET_LAYOUT, page_size=BUDGET_PAGE, budget_bytes=BUDGET_BYTES, config=config)
+    s = make_store(
+        kind, layout=BUDGET_LAYOUT, page_size=BUDGET_PAGE, budget_bytes=BUDGET_BYTES, config=config
+    )
     prompts, peak = _budget_workload(s, 160)  # 800 pages written, 12.5 MiB: three budgets' worth
     stats = s.stats()
     allowed = BUDGET_BYTES + (LSM_BUDGET_SLACK if kind == "lsm" else 0)
     assert stats.evicted_pages > 0
-    assert peak <= allowed, f"{kind}: peak {peak / 2**20:.2f} MiB over a {BUDGET_BYTES / 2**20:.0f} MiB budget"
+    assert peak <= allowed, (
+        f"{kind}: peak {peak / 2**20:.2f} MiB over a {BUDGET_BYTES / 2**20:.0f} MiB budget"
+    )
     # the store still holds a useful share of the budget, not an emptied cache
     assert stats.live_bytes >= BUDGET_BYTES // 4
     # prefix-closed: whatever probe reports, get_batch returns, bit-exact
-    stored = 0
+    pages: set[tuple[int, ...]] = set()
     for tokens in prompts:
         k = s.probe(tokens)
-        stored += k
         out = s.get_batch(tokens, k)
         assert_bit_exact(out, page_slice(prefix_kv(tokens, BUDGET_LAYOUT, BUDGET_PAGE), k, BUDGET_PAGE))
-    assert stored > 0
+        ids = tokens.tolist()
+        pages.update(tuple(ids[: (j + 1) * BUDGET_PAGE]) for j in range(k))
+    assert pages
+    assert stats.pages_stored == len(pages)  # the capacity manager's count is the truth
 
 
 def test_budget_holds(make_store: MakeStore, kind: str) -> None:
@@ -318,6 +347,32 @@ def test_budget_holds(make_store: MakeStore, kind: str) -> None:
 )
 def test_budget_holds_lsm_default_config(make_store: MakeStore) -> None:
     _check_budget_run(make_store, "lsm", StoreConfig())
+
+
+@pytest.mark.parametrize("order", ["lru", "fifo"])
+def test_capacity_manager_eviction_order(make_store: MakeStore, kind: str, order: str) -> None:
+    """LRU keeps a prompt that is read again and again; FIFO evicts it first anyway."""
+    config = StoreConfig(
+        eviction_order=order, enable_blob_garbage_collection=True, blob_garbage_collection_age_cutoff=1.0
+    )
+    s = make_store(
+        kind, layout=BUDGET_LAYOUT, page_size=BUDGET_PAGE, budget_bytes=BUDGET_BYTES, config=config
+    )
+    hot = make_tokens(550, 5 * BUDGET_PAGE)
+    s.put_batch(hot, prefix_kv(hot, BUDGET_LAYOUT, BUDGET_PAGE))
+    cold = [make_tokens(560 + i, 5 * BUDGET_PAGE) for i in range(90)]  # 450 pages: ~1.8 budgets
+    for i, tokens in enumerate(cold):
+        s.put_batch(tokens, prefix_kv(tokens, BUDGET_LAYOUT, BUDGET_PAGE))
+        if i % 2 == 0 and s.probe(hot) == 5:
+            s.get_batch(hot, 5)
+    assert s.stats().evicted_pages > 0
+    assert s.probe(cold[0]) < 5  # the oldest untouched prompt is gone either way
+    assert s.probe(cold[-1]) == 5  # the newest is there
+    if order == "lru":
+        assert s.probe(hot) == 5
+        assert_bit_exact(s.get_batch(hot, 5), prefix_kv(hot, BUDGET_LAYOUT, BUDGET_PAGE))
+    else:
+        assert s.probe(hot) < 5
 
 
 def test_reopen_keeps_every_page(make_store: MakeStore, disk_kind: str, tmp_path: Path) -> None:

@@ -51,12 +51,20 @@ def _drain(reader: Connection) -> list[bytes]:
 
 
 def _run_and_kill(
-    context: Any, kind: str, path: Path, config: dict[str, Any], first: int, flush_every: int, delay: float
+    context: Any, *, kind: str, path: Path, config: dict[str, Any], first: int, flush_every: int, delay: float
 ) -> list[bytes]:
     """Start the writer, let it write for ``delay`` seconds, SIGKILL it; return what it reported."""
     reader, writer = context.Pipe(duplex=False)
     process = context.Process(
-        target=crash_child.write_until_killed, args=(kind, str(path), config, first, writer, flush_every)
+        target=crash_child.write_until_killed,
+        kwargs={
+            "kind": kind,
+            "path": str(path),
+            "config": config,
+            "first": first,
+            "conn": writer,
+            "flush_every": flush_every,
+        },
     )
     process.start()
     writer.close()
@@ -80,7 +88,7 @@ def _run_and_kill(
     return messages
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _expected(index: int) -> tuple[list[int], torch.Tensor]:
     tokens = crash_prompt(index)
     return tokens.tolist(), prefix_kv(tokens)
@@ -99,7 +107,14 @@ def _check_prompt(s: Any, index: int, required: bool, get: bool = True) -> int:
 
 
 def _crash_rounds(
-    forkserver: Any, path: Path, kind: str, config: dict[str, Any], rounds: int, flush_every: int, seed: int
+    forkserver: Any,
+    *,
+    path: Path,
+    kind: str,
+    config: dict[str, Any],
+    rounds: int,
+    flush_every: int,
+    seed: int,
 ) -> int:
     """``rounds`` write-and-kill rounds on one store; returns the prompts reported written."""
     rng = random.Random(seed)
@@ -108,7 +123,10 @@ def _crash_rounds(
     total_reported = 0
     for round_index in range(rounds):
         first = 100_000 * (round_index + 1)
-        messages = _run_and_kill(forkserver, kind, path, config, first, flush_every, rng.uniform(*KILL_AFTER_S))
+        delay = rng.uniform(*KILL_AFTER_S)
+        messages = _run_and_kill(
+            forkserver, kind=kind, path=path, config=config, first=first, flush_every=flush_every, delay=delay
+        )
         put_done = [int(m[1:]) for m in messages if m.startswith(b"P")]
         flushed = [int(m[1:]) for m in messages if m.startswith(b"F")]
         assert put_done == list(range(first, first + len(put_done)))
@@ -145,23 +163,52 @@ def _crash_rounds(
 
 
 def _crash_stores(
-    forkserver: Any, tmp_path: Path, kind: str, config: dict[str, Any], rounds: int, flush_every: int, seed: int
+    forkserver: Any,
+    *,
+    path: Path,
+    kind: str,
+    config: dict[str, Any],
+    rounds: int,
+    flush_every: int,
+    seed: int,
 ) -> None:
     """``rounds`` rounds in all, ``ROUNDS_PER_STORE`` consecutive crashes on each store directory (a fresh
     directory now and then keeps the reopen scans of the baselines short)."""
     reported = 0
     for store_index in range(0, rounds, ROUNDS_PER_STORE):
-        path = tmp_path / f"{kind}-{store_index}"
-        n = min(ROUNDS_PER_STORE, rounds - store_index)
-        reported += _crash_rounds(forkserver, path, kind, config, n, flush_every, seed * 1000 + store_index)
+        reported += _crash_rounds(
+            forkserver,
+            path=path / f"{kind}-{store_index}",
+            kind=kind,
+            config=config,
+            rounds=min(ROUNDS_PER_STORE, rounds - store_index),
+            flush_every=flush_every,
+            seed=seed * 1000 + store_index,
+        )
     assert reported >= rounds, "the writer should get through a few prompts in most rounds"
 
 
 @pytest.mark.parametrize("kind", DISK_KINDS)
 def test_sigkill_while_writing(forkserver: Any, tmp_path: Path, kind: str) -> None:
-    _crash_stores(forkserver, tmp_path, kind, {}, ROUNDS, flush_every=0, seed=DISK_KINDS.index(kind))
+    _crash_stores(
+        forkserver,
+        path=tmp_path,
+        kind=kind,
+        config={},
+        rounds=ROUNDS,
+        flush_every=0,
+        seed=DISK_KINDS.index(kind),
+    )
 
 
 def test_sigkill_without_wal_keeps_flushed_pages(forkserver: Any, tmp_path: Path) -> None:
     """With ``disable_wal`` only pages written before a ``flush()`` must survive; none may be wrong."""
-    _crash_stores(forkserver, tmp_path, "lsm", {"disable_wal": True}, ROUNDS_WITHOUT_WAL, flush_every=8, seed=7)
+    _crash_stores(
+        forkserver,
+        path=tmp_path,
+        kind="lsm",
+        config={"disable_wal": True},
+        rounds=ROUNDS_WITHOUT_WAL,
+        flush_every=8,
+        seed=7,
+    )

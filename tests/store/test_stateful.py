@@ -27,7 +27,7 @@ def _pool() -> list[torch.Tensor]:
         p1,
         torch.cat([p1[: 4 * PAGE_SIZE], make_tokens(4, PAGE_SIZE + 3)]),
         torch.cat([root[: 4 * PAGE_SIZE], make_tokens(5, 2 * PAGE_SIZE)]),
-        torch.cat([root[: PAGE_SIZE], make_tokens(6, 1)]),
+        torch.cat([root[:PAGE_SIZE], make_tokens(6, 1)]),
         other,
         make_tokens(7, PAGE_SIZE - 1),  # no full page at all
     ]
@@ -129,7 +129,7 @@ def test_store_matches_a_dict_model(kind: str) -> None:
     run_state_machine_as_test(
         machine,
         settings=settings(
-            max_examples=30,
+            max_examples=20,
             stateful_step_count=30,
             deadline=None,
             derandomize=True,

@@ -191,6 +191,7 @@ def test_a_session_runs_window_by_window_and_retunes(workload: list[Request], tm
         assert (first.index, first.first_request, first.requests) == (0, 0, 5)
         assert first.io_s_counters >= 0 and first.writer_queue_depth >= 0
         assert session.store.stats().pages_stored == first.pages_stored
+        assert session.apply(session.store.config) == 0.0
         seconds = session.apply(StoreConfig(writer_queue_depth=8))  # needs a reopen
         assert seconds > 0 and session.store.config.writer_queue_depth == 8
         second = session.run_window(10**6)

@@ -1,0 +1,205 @@
+"""Policies: default, static files (JSON/YAML), the heuristic's rules, and the name registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from agents.policies import DefaultPolicy, HeuristicPolicy, StaticPolicy, make_policy
+from env import FEATURES, WindowFeatures, encode_observation
+from env.actions import ActionMapper
+from env.observation import feature_value, observation_size
+from store import StoreConfig
+from store.config import MiB
+
+TUNED = StoreConfig(
+    write_buffer_size=128 * MiB,
+    max_write_buffer_number=4,
+    enable_blob_garbage_collection=True,
+    blob_garbage_collection_age_cutoff=0.6,
+    eviction_order="fifo",
+    blob_compression_type="zstd",
+)
+
+
+def observation(current: StoreConfig | None = None, **values: float) -> np.ndarray:
+    """The observation of a window whose raw features are zero except ``values``."""
+    raw = WindowFeatures(**{**dict.fromkeys((f.name for f in FEATURES), 0.0), **values})
+    return encode_observation(raw, current or StoreConfig())
+
+
+# ---------------------------------------------------------------------------------------- default, static
+
+
+def test_default_policy_always_returns_rocksdb_defaults() -> None:
+    policy = make_policy("default")
+    assert isinstance(policy, DefaultPolicy)
+    assert policy.decide(observation(TUNED, stall_fraction=1.0), TUNED) == StoreConfig()
+
+
+def test_static_policy_json_round_trip(tmp_path: Path) -> None:
+    path = StaticPolicy(TUNED).save(tmp_path / "nested" / "best.json")
+    assert json.loads(path.read_text()) == {"policy": "static", "knobs": TUNED.to_dict()}
+    loaded = StaticPolicy.load(path)
+    assert loaded.config == TUNED
+    assert loaded.source == str(path)
+    assert loaded.decide(observation(stall_fraction=1.0), StoreConfig()) == TUNED
+    via_registry = make_policy(f"static:{path}")
+    assert isinstance(via_registry, StaticPolicy) and via_registry.config == TUNED
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".yml"])
+def test_static_policy_yaml_round_trip(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"best{suffix}"
+    path.write_text(yaml.safe_dump(TUNED.to_dict()))
+    assert StaticPolicy.load(path).config == TUNED
+
+
+def test_static_policy_knobs_form_overrides_only_the_named_knobs(tmp_path: Path) -> None:
+    path = tmp_path / "partial.yaml"
+    path.write_text(
+        yaml.safe_dump({"policy": "static", "knobs": {"write_buffer_size": 8 * MiB, "disable_wal": True}})
+    )
+    config = StaticPolicy.load(path).config
+    assert StoreConfig().changed(config) == {"write_buffer_size": 8 * MiB, "disable_wal": True}
+
+
+def test_static_policy_unknown_knob_lists_the_valid_knobs(tmp_path: Path) -> None:
+    path = tmp_path / "typo.json"
+    path.write_text(json.dumps({"knobs": {"write_bufer_size": 8 * MiB}}))
+    with pytest.raises(
+        ValueError, match=r"unknown knob\(s\) write_bufer_size; valid knobs: .*write_buffer_size"
+    ):
+        StaticPolicy.load(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("- 1\n- 2\n", "must hold a mapping of knob: value"),
+        ("write_buffer_size: 3\n", r"write_buffer_size=3 is out of range"),
+        ("enable_blob_files: maybe\n", r"enable_blob_files='maybe' is invalid"),
+    ],
+)
+def test_static_policy_rejects_bad_files(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=needle):
+        StaticPolicy.load(path)
+
+
+def test_make_policy_errors_list_the_valid_forms(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown policy 'best'.*default, heuristic, static:FILE.*bundle"):
+        make_policy("best")
+    with pytest.raises(ValueError, match=r"unknown policy '.*nothing-here'.*default, heuristic, static:FILE"):
+        make_policy(str(tmp_path / "nothing-here"))
+    with pytest.raises(ValueError, match="does not exist"):
+        make_policy(f"static:{tmp_path / 'missing.json'}")
+    assert isinstance(make_policy("heuristic"), HeuristicPolicy)
+
+
+# ---------------------------------------------------------------------------------------- heuristic
+
+
+@pytest.mark.parametrize(
+    "pressure",
+    [{"stall_fraction": 0.3}, {"writer_queue_fill": 0.9}, {"dropped_fraction": 0.05}],
+    ids=["stalls", "queue", "drops"],
+)
+def test_heuristic_write_pressure_grows_memtables_and_l0_triggers(pressure: dict[str, float]) -> None:
+    current = StoreConfig()
+    decided = HeuristicPolicy().decide(observation(current, **pressure), current)
+    assert decided.write_buffer_size == 2 * current.write_buffer_size
+    assert decided.max_write_buffer_number == current.max_write_buffer_number + 1
+    assert decided.level0_file_num_compaction_trigger == 2 * current.level0_file_num_compaction_trigger
+    assert decided.level0_slowdown_writes_trigger == 2 * current.level0_slowdown_writes_trigger
+    assert decided.level0_stop_writes_trigger == 2 * current.level0_stop_writes_trigger
+    assert decided.writer_batch_size == 2 * current.writer_batch_size
+    assert decided.enable_blob_garbage_collection is False, "no space pressure: GC untouched"
+
+
+def test_heuristic_growth_is_capped() -> None:
+    current = StoreConfig(
+        write_buffer_size=256 * MiB,
+        max_write_buffer_number=6,
+        level0_file_num_compaction_trigger=16,
+        level0_slowdown_writes_trigger=64,
+        level0_stop_writes_trigger=128,
+        writer_batch_size=128,
+    )
+    assert HeuristicPolicy().decide(observation(current, stall_fraction=1.0), current) == current
+
+
+def test_heuristic_space_or_garbage_pressure_turns_blob_gc_on() -> None:
+    current = StoreConfig()
+    over_budget = HeuristicPolicy().decide(observation(current, space_used_fraction=1.5), current)
+    garbage = HeuristicPolicy().decide(observation(current, blob_garbage_fraction=0.5), current)
+    for decided in (over_budget, garbage):
+        assert decided.enable_blob_garbage_collection is True
+        assert decided.blob_garbage_collection_age_cutoff == 0.5
+        assert decided.write_buffer_size == current.write_buffer_size
+    under_budget = HeuristicPolicy().decide(
+        observation(current, space_used_fraction=0.8, blob_garbage_fraction=0.1), current
+    )
+    assert under_budget == current
+
+
+def test_heuristic_calm_window_makes_no_write_pressure_changes() -> None:
+    grown = StoreConfig(
+        write_buffer_size=128 * MiB,
+        max_write_buffer_number=3,
+        level0_file_num_compaction_trigger=16,
+        writer_batch_size=64,
+    )
+    calm = observation(grown, arrival_rate_rps=5.0, hit_token_ratio=0.6, prefix_reuse=0.7)
+    decided = HeuristicPolicy().decide(calm, grown)
+    assert grown.changed(decided) == {"level0_file_num_compaction_trigger": 8}, "only L0 eases back"
+    assert HeuristicPolicy().decide(observation(), StoreConfig()) == StoreConfig()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    arrays(np.float32, observation_size(), elements=st.floats(0.0, 1.0, width=32)),
+    arrays(np.float64, ActionMapper().dim, elements=st.floats(-1.0, 1.0)),
+)
+def test_heuristic_always_returns_a_valid_config(obs: np.ndarray, action: np.ndarray) -> None:
+    current = ActionMapper().to_config(action)
+    decided = HeuristicPolicy().decide(obs, current)
+    assert isinstance(decided, StoreConfig)
+    assert decided.level0_slowdown_writes_trigger <= decided.level0_stop_writes_trigger
+    grows = (
+        "write_buffer_size",
+        "max_write_buffer_number",
+        "level0_file_num_compaction_trigger",
+        "level0_slowdown_writes_trigger",
+        "level0_stop_writes_trigger",
+        "writer_batch_size",
+    )
+    pressure = (
+        feature_value(obs, "stall_fraction") > 0.01
+        or feature_value(obs, "writer_queue_fill") > 0.5
+        or feature_value(obs, "dropped_fraction") > 0.0
+    )
+    if pressure:
+        for name in grows:
+            assert getattr(decided, name) >= getattr(current, name), f"write pressure shrank {name}"
+    else:
+        for name in grows[:2]:
+            assert getattr(decided, name) == getattr(current, name)
+
+
+def test_heuristic_never_shrinks_knobs_above_its_caps_under_pressure() -> None:
+    current = ActionMapper().to_config(np.ones(ActionMapper().dim))  # every knob at the top of its range
+    decided = HeuristicPolicy().decide(observation(current, stall_fraction=0.5), current)
+    assert decided.write_buffer_size == 256 * MiB
+    assert decided.max_write_buffer_number == 8
+    assert decided.level0_file_num_compaction_trigger == 32
+    assert decided.level0_slowdown_writes_trigger == 128
+    assert decided.writer_batch_size == 256

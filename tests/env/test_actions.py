@@ -1,0 +1,266 @@
+"""The action space: Box <-> StoreConfig round trips, boundaries, scales, choice bins, discrete variant."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from env import DiscreteKnobActions, KVCacheTuningEnv
+from env.actions import DEFAULT_ACTION_KNOBS, ActionKnob, ActionMapper, select_knobs
+from env.wrappers import apply_discrete, discrete_action_count
+from store import StoreConfig
+from store.config import GiB, KiB, MiB
+
+MAPPER = ActionMapper()
+DIM = MAPPER.dim
+INDEX = {name: i for i, name in enumerate(MAPPER.names)}
+NUMERIC = [knob for knob in DEFAULT_ACTION_KNOBS if not knob.spec().choices]
+CHOICE = [knob for knob in DEFAULT_ACTION_KNOBS if knob.spec().choices]
+FAST = settings(max_examples=150, deadline=None)
+
+unit_floats = st.floats(-1.0, 1.0, allow_nan=False)
+actions64 = arrays(np.float64, DIM, elements=unit_floats)
+actions32 = arrays(np.float32, DIM, elements=st.floats(-1.0, 1.0, width=32))
+wide_actions = arrays(np.float64, DIM, elements=st.floats(-5.0, 5.0, allow_nan=False))
+
+
+def action_with(**values: float) -> np.ndarray:
+    """The zero action with some dimensions set."""
+    action = np.zeros(DIM)
+    for name, value in values.items():
+        action[INDEX[name]] = value
+    return action
+
+
+def rounding_tolerance(knob: ActionKnob) -> float:
+    """How far, in action units, rounding a value to the knob's type can move it."""
+    spec = knob.spec()
+    low, high = knob.bounds()
+    if spec.kind is not int:
+        return 1e-9
+    if spec.scale == "log":
+        return 2.0 * math.log1p(0.5 / low) / math.log(high / low) + 1e-9
+    return 2.0 * 0.5 / (high - low) + 1e-9
+
+
+# ---------------------------------------------------------------------------------------- round trips
+
+
+@FAST
+@given(st.one_of(actions64, actions32, wide_actions))
+def test_to_config_of_to_action_is_the_identity_on_mapped_configs(action: np.ndarray) -> None:
+    config = MAPPER.to_config(action)
+    again = MAPPER.to_config(MAPPER.to_action(config))
+    assert config.changed(again) == {}
+    assert again == config
+
+
+def test_default_config_survives_a_round_trip() -> None:
+    assert MAPPER.to_config(MAPPER.to_action(StoreConfig())) == StoreConfig()
+
+
+@FAST
+@given(st.one_of(actions64, wide_actions))
+def test_to_action_of_to_config_is_close_on_numeric_dimensions(action: np.ndarray) -> None:
+    back = MAPPER.to_action(MAPPER.to_config(action))
+    clipped = np.clip(action, -1.0, 1.0)
+    for knob in NUMERIC:
+        i = INDEX[knob.name]
+        assert abs(back[i] - clipped[i]) <= rounding_tolerance(knob), (knob.name, clipped[i], back[i])
+
+
+@FAST
+@given(actions64)
+def test_choice_dimensions_map_to_the_bin_centre(action: np.ndarray) -> None:
+    config = MAPPER.to_config(action)
+    back = MAPPER.to_action(config)
+    for knob in CHOICE:
+        choices = knob.spec().choices
+        i = INDEX[knob.name]
+        expected_bin = min(int((action[i] + 1.0) / 2.0 * len(choices)), len(choices) - 1)
+        assert getattr(config, knob.name) == choices[expected_bin]
+        assert back[i] == pytest.approx(-1.0 + 2.0 * (expected_bin + 0.5) / len(choices), abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------- scales
+
+
+def test_action_boundaries_map_exactly_to_the_range_ends() -> None:
+    lowest = MAPPER.to_config(-np.ones(DIM))
+    highest = MAPPER.to_config(np.ones(DIM))
+    for knob in NUMERIC:
+        low, high = knob.bounds()
+        assert getattr(lowest, knob.name) == low, knob.name
+        assert getattr(highest, knob.name) == high, knob.name
+    for knob in CHOICE:
+        choices = knob.spec().choices
+        assert getattr(lowest, knob.name) == choices[0], knob.name
+        assert getattr(highest, knob.name) == choices[-1], knob.name
+    assert highest.write_buffer_size == 256 * MiB and lowest.write_buffer_size == 1 * MiB
+    assert highest.max_bytes_for_level_base == 1 * GiB
+    assert MAPPER.to_config(np.full(DIM, -7.0)) == lowest
+    assert MAPPER.to_config(np.full(DIM, 7.0)) == highest
+
+
+def test_log_scale_midpoints_are_geometric_means() -> None:
+    middle = MAPPER.to_config(np.zeros(DIM))
+    assert middle.write_buffer_size == 16 * MiB
+    assert middle.max_bytes_for_level_base == 128 * MiB
+    assert middle.min_blob_size == 8 * KiB
+    assert middle.blob_file_size == 64 * MiB
+    assert middle.writer_batch_size == 16
+    assert middle.writer_queue_depth == 64
+    assert middle.level0_file_num_compaction_trigger == round(math.sqrt(32))
+    assert middle.level0_slowdown_writes_trigger == round(math.sqrt(4 * 128))
+    # Linear knobs: arithmetic means.
+    assert middle.max_write_buffer_number == 5
+    assert middle.write_admission_hits == 2
+    assert middle.blob_garbage_collection_age_cutoff == pytest.approx(0.525, abs=1e-12)
+    # A quarter of the way on a log scale is low * (high / low) ** 0.25.
+    quarter = MAPPER.to_config(action_with(write_buffer_size=-0.5))
+    assert quarter.write_buffer_size == 4 * MiB
+
+
+def test_choice_bins_split_the_action_range_evenly() -> None:
+    for value, expected in ((-1.0, False), (-0.01, False), (0.0, True), (0.01, True), (1.0, True)):
+        assert MAPPER.to_config(action_with(enable_blob_files=value)).enable_blob_files is expected
+    assert MAPPER.to_config(action_with(eviction_order=-0.5)).eviction_order == "lru"
+    assert MAPPER.to_config(action_with(eviction_order=0.5)).eviction_order == "fifo"
+    assert MAPPER.to_action(StoreConfig(eviction_order="fifo"))[INDEX["eviction_order"]] == 0.5
+    assert MAPPER.to_action(StoreConfig(disable_wal=False))[INDEX["disable_wal"]] == -0.5
+
+
+base_configs = st.integers(1, 256).flatmap(
+    lambda slowdown: st.builds(
+        lambda stop: StoreConfig(level0_slowdown_writes_trigger=slowdown, level0_stop_writes_trigger=stop),
+        st.integers(slowdown, 512),
+    )
+)
+
+
+@FAST
+@given(wide_actions, base_configs)
+def test_slowdown_never_exceeds_stop(action: np.ndarray, base: StoreConfig) -> None:
+    wide = ActionMapper(
+        (ActionKnob("level0_slowdown_writes_trigger", 1, 256), ActionKnob("write_buffer_size")), base=base
+    )
+    config = wide.to_config(action[:2])
+    assert config.level0_slowdown_writes_trigger <= config.level0_stop_writes_trigger
+    assert config.level0_stop_writes_trigger >= base.level0_stop_writes_trigger
+    default_space = MAPPER.to_config(action)
+    assert default_space.level0_slowdown_writes_trigger <= default_space.level0_stop_writes_trigger
+
+
+def test_knobs_outside_the_action_keep_the_base_values() -> None:
+    base = StoreConfig(target_file_size_base=8 * MiB, blob_compression_type="zstd", write_buffer_size=2 * MiB)
+    mapper = ActionMapper(select_knobs(["min_blob_size"]), base=base)
+    config = mapper.to_config(np.array([1.0]))
+    assert base.changed(config) == {"min_blob_size": 256 * KiB}
+
+
+# ---------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("size", [0, DIM - 1, DIM + 1])
+def test_wrong_action_length_names_the_expected_size(size: int) -> None:
+    with pytest.raises(ValueError, match=f"action has {size} values; this action space has {DIM}"):
+        MAPPER.to_config(np.zeros(size))
+
+
+@pytest.mark.parametrize(
+    ("knob", "needle"),
+    [
+        (ActionKnob("write_buffer_size", 512 * KiB, 8 * MiB), r"\[524288, 8.38861e\+06\].*write_buffer_size"),
+        (
+            ActionKnob("writer_batch_size", 1, 4096),
+            r"writer_batch_size must lie inside its valid range \[1, 1024\]",
+        ),
+        (ActionKnob("max_write_buffer_number", 8, 4), r"max_write_buffer_number.*low < high"),
+        (ActionKnob("max_write_buffer_number", 4, 4), r"max_write_buffer_number.*low < high"),
+    ],
+)
+def test_action_range_outside_the_valid_range_raises(knob: ActionKnob, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        knob.bounds()
+    with pytest.raises(ValueError, match=needle):
+        ActionMapper((knob,))
+
+
+def test_unknown_and_duplicate_action_knobs_raise() -> None:
+    with pytest.raises(
+        ValueError, match="unknown knob 'memtable' in the action space; valid knobs: write_buffer"
+    ):
+        ActionMapper((ActionKnob("memtable", 1, 2),))
+    with pytest.raises(ValueError, match="distinct"):
+        ActionMapper((ActionKnob("disable_wal"), ActionKnob("disable_wal")))
+    with pytest.raises(
+        ValueError, match=r"unknown action knob.*memtable.*valid action knobs: write_buffer_size"
+    ):
+        select_knobs(["memtable"])
+
+
+# ---------------------------------------------------------------------------------------- discrete variant
+
+
+def test_apply_discrete_keeps_or_sets_one_knob() -> None:
+    levels = 4
+    current = np.linspace(-0.9, 0.9, DIM)
+    np.testing.assert_array_equal(apply_discrete(0, current, levels), current)
+    for knob in (0, 3, DIM - 1):
+        for level in range(levels):
+            result = apply_discrete(1 + knob * levels + level, current, levels)
+            expected = current.copy()
+            expected[knob] = -1.0 + 2.0 * (level + 0.5) / levels
+            np.testing.assert_array_equal(result, expected)
+    np.testing.assert_array_equal(current, np.linspace(-0.9, 0.9, DIM))  # the input is not modified
+    assert discrete_action_count(DIM, levels) == 1 + DIM * levels
+    for index in (-1, 1 + DIM * levels):
+        with pytest.raises(
+            ValueError, match=rf"discrete action {index} is outside \[0, {1 + DIM * levels}\)"
+        ):
+            apply_discrete(index, current, levels)
+
+
+@pytest.fixture
+def discrete_env() -> Iterator[DiscreteKnobActions]:
+    wrapped = DiscreteKnobActions(KVCacheTuningEnv(), levels=5)
+    yield wrapped
+    wrapped.close()
+
+
+def test_discrete_wrapper_steps_the_store_config(discrete_env: DiscreteKnobActions) -> None:
+    inner = discrete_env.unwrapped
+    assert isinstance(inner, KVCacheTuningEnv)
+    assert discrete_env.action_space.n == 1 + DIM * 5
+    discrete_env.reset(seed=0)
+    *_, info = discrete_env.step(0)
+    assert inner.current_config == StoreConfig(), "action 0 keeps every knob"
+    assert info["changed_knobs"] == {}
+    knob = DEFAULT_ACTION_KNOBS[INDEX["write_buffer_size"]]
+    *_, info = discrete_env.step(1 + INDEX["write_buffer_size"] * 5 + 4)  # top level: unit 0.9
+    expected = knob.to_value(0.9)
+    assert expected == round(1 * MiB * 256**0.9)
+    assert info["changed_knobs"] == {"write_buffer_size": expected}
+    assert inner.current_config == StoreConfig(write_buffer_size=expected)
+    *_, info = discrete_env.step(1 + INDEX["enable_blob_files"] * 5 + 0)
+    assert info["changed_knobs"] == {"enable_blob_files": False}
+    *_, info = discrete_env.step(0)
+    assert info["changed_knobs"] == {}
+    assert inner.current_config == StoreConfig(write_buffer_size=expected, enable_blob_files=False)
+
+
+def test_discrete_wrapper_rejects_bad_levels_and_spaces() -> None:
+    environment = KVCacheTuningEnv()
+    try:
+        with pytest.raises(ValueError, match="levels must be at least 2, got 1"):
+            DiscreteKnobActions(environment, levels=1)
+        with pytest.raises(ValueError, match="1-D Box"):
+            DiscreteKnobActions(DiscreteKnobActions(environment))
+    finally:
+        environment.close()

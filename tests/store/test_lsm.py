@@ -1,0 +1,323 @@
+"""What only the LSM store promises, proven with RocksDB's own statistics and raw keys."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from store import IncompatibleStoreError, PageMissingError, StoreConfig
+from store.lsm import LSMStore
+from tests.store.conftest import (
+    LAYOUT,
+    PAGE_SIZE,
+    MakeStore,
+    assert_bit_exact,
+    make_tokens,
+    open_kind,
+    page_slice,
+    prefix_kv,
+)
+
+KEYS_READ = "rocksdb.number.keys.read"  # point lookups (Get)
+BLOB_BYTES_READ = "rocksdb.blobdb.blob.file.bytes.read"
+BYTES_READ = "rocksdb.bytes.read"  # value bytes Get returned
+MULTIGET = "rocksdb.number.multiget.get"
+MULTIGET_KEYS = "rocksdb.number.multiget.keys.read"
+KEYS_WRITTEN = "rocksdb.number.keys.written"
+# tensors go to blob files even for the tiny pages of these tests (256 bytes + header)
+BLOB_CONFIG = StoreConfig(min_blob_size=64)
+P = 100
+
+
+@pytest.fixture
+def lsm(make_store: MakeStore) -> Iterator[LSMStore]:
+    s = make_store("lsm", config=BLOB_CONFIG)
+    assert isinstance(s, LSMStore)
+    yield s
+
+
+def _delta(s: LSMStore, before: dict[str, int]) -> dict[str, int]:
+    after = s.statistics_tickers()
+    return {name: value - before.get(name, 0) for name, value in after.items()}
+
+
+def _raw_keys(s: LSMStore) -> list[bytes]:
+    """Every raw key of the database (Rdict has no __iter__ in raw mode)."""
+    return [bytes(key) for key in s._db.keys()]  # noqa: SIM118 (an Rdict, not a dict)
+
+
+def _stored_prompt(s: LSMStore, seed: int, n_pages: int) -> torch.Tensor:
+    tokens = make_tokens(seed, n_pages * PAGE_SIZE + 1)
+    assert s.put_batch(tokens, prefix_kv(tokens)) == n_pages
+    return tokens
+
+
+def test_values_are_in_blob_files(lsm: LSMStore) -> None:
+    tokens = _stored_prompt(lsm, 1, P)
+    lsm._db.flush()
+    before = lsm.statistics_tickers()
+    assert_bit_exact(lsm.get_batch(tokens, P), prefix_kv(tokens))
+    delta = _delta(lsm, before)
+    assert delta[BLOB_BYTES_READ] >= P * LAYOUT.page_bytes(PAGE_SIZE)  # the counter sees tensor reads
+    stats = lsm.stats()
+    assert stats.blob_live_bytes >= P * LAYOUT.page_bytes(PAGE_SIZE)
+    assert stats.l0_files >= 1
+
+
+@pytest.mark.parametrize("n_pages", [1, 2, 37, 64, P, 257])
+@pytest.mark.parametrize("case", ["full hit", "partial hit", "first page only", "miss"])
+def test_probe_is_a_few_metadata_lookups(lsm: LSMStore, n_pages: int, case: str) -> None:
+    stored = _stored_prompt(lsm, 2, n_pages)
+    lsm._db.flush()  # tensors now live in blob files, where a stray read would show
+    fresh = make_tokens(3, n_pages * PAGE_SIZE)
+    if case == "full hit":
+        tokens, expected = stored, n_pages
+    elif case == "partial hit":
+        keep = n_pages * 3 // 5
+        tokens, expected = torch.cat([stored[: keep * PAGE_SIZE], fresh[keep * PAGE_SIZE :]]), keep
+    elif case == "first page only":
+        tokens, expected = torch.cat([stored[:PAGE_SIZE], fresh[PAGE_SIZE:]]), 1
+    else:
+        tokens, expected = fresh, 0
+
+    before = lsm.statistics_tickers()
+    assert lsm.probe(tokens) == expected
+    delta = _delta(lsm, before)
+    bound = math.ceil(math.log2(n_pages)) + 2
+    assert 1 <= delta[KEYS_READ] <= bound, f"{delta[KEYS_READ]} point lookups for {n_pages} pages"
+    assert delta[BLOB_BYTES_READ] == 0
+    assert delta.get(MULTIGET, 0) == 0
+    assert delta[BYTES_READ] <= delta[KEYS_READ] * 64  # metadata records only, never a tensor
+
+
+def test_get_batch_is_one_multi_get(lsm: LSMStore) -> None:
+    tokens = _stored_prompt(lsm, 4, P)
+    lsm._db.flush()
+    for n in (1, 50, P):
+        before = lsm.statistics_tickers()
+        assert_bit_exact(lsm.get_batch(tokens, n), page_slice(prefix_kv(tokens), n))
+        delta = _delta(lsm, before)
+        assert delta[MULTIGET] == 1
+        assert delta[MULTIGET_KEYS] == n
+        assert delta.get(KEYS_READ, 0) == 0
+
+
+def test_put_batch_is_one_atomic_write(lsm: LSMStore) -> None:
+    before = lsm.statistics_tickers()
+    _stored_prompt(lsm, 5, 30)
+    delta = _delta(lsm, before)
+    assert delta["rocksdb.write.self"] == 1
+    assert delta[KEYS_WRITTEN] >= 3 * 30  # data, metadata and recency records of 30 pages, in that one write
+
+
+@pytest.mark.parametrize("page_size", [4, 64])
+def test_keys_are_prefix_preserving_and_short(make_store: MakeStore, page_size: int) -> None:
+    s = make_store("lsm", page_size=page_size)
+    n_pages = 40
+    tokens = make_tokens(6, n_pages * page_size)
+    s.put_batch(tokens, prefix_kv(tokens, page_size=page_size))
+    keys = _raw_keys(s)
+    assert max(len(key) for key in keys) <= 32 + 16 * n_pages  # O(pages), never O(tokens) bytes
+    for space in (b"M", b"D"):
+        chain = sorted((key for key in keys if key.startswith(space)), key=len)
+        assert len(chain) == n_pages
+        fixed = len(chain[0]) - (len(chain[1]) - len(chain[0]))
+        assert 0 < fixed <= 32
+        for depth, (shorter, longer) in enumerate(itertools.pairwise(chain), start=1):
+            assert longer.startswith(shorter)  # key(k) is a byte prefix of key(k+1)
+            assert len(longer) - len(shorter) <= 16
+            assert len(shorter) <= fixed + 16 * depth
+    if page_size == 64:  # a page's tokens are 256 bytes; its share of the key stays at most 16
+        assert max(len(key) for key in keys) * 8 < 4 * page_size * n_pages
+
+
+def test_eviction_is_two_range_deletes(lsm: LSMStore) -> None:
+    tokens = _stored_prompt(lsm, 7, 50)
+    sibling = torch.cat([tokens[: 20 * PAGE_SIZE], make_tokens(8, 5 * PAGE_SIZE)])
+    assert lsm.put_batch(sibling, prefix_kv(sibling)) == 5
+    lsm._db.flush()
+    deletes_before = lsm._db.property_int_value("rocksdb.num-deletes-active-mem-table")
+    before = lsm.statistics_tickers()
+    assert lsm.evict(tokens, 10) == 40 + 5
+    delta = _delta(lsm, before)
+    # two delete_range records (metadata and data) and the counter record, not 90 point deletes
+    assert delta[KEYS_WRITTEN] <= 4
+    assert lsm._db.property_int_value("rocksdb.num-deletes-active-mem-table") == deletes_before
+    assert delta.get(BLOB_BYTES_READ, 0) == 0  # eviction reads metadata, never tensors
+    assert lsm.probe(tokens) == 10
+    assert lsm.probe(sibling) == 10
+    assert_bit_exact(lsm.get_batch(tokens, 10), page_slice(prefix_kv(tokens), 10))
+    assert not [key for key in _raw_keys(lsm) if key.startswith(b"D") and len(key) > 9 + 8 * 10]
+
+
+def _new_keys(lsm: LSMStore, tokens: torch.Tensor) -> dict[bytes, bytes]:
+    """Store ``tokens`` and return the raw records its put created (keyed by raw key)."""
+    before = set(_raw_keys(lsm))
+    lsm.put_batch(tokens, prefix_kv(tokens))
+    return {key: lsm._db[key] for key in _raw_keys(lsm) if key not in before and key[:1] in (b"M", b"D")}
+
+
+def test_digest_collision_is_a_miss_never_a_wrong_tensor(lsm: LSMStore) -> None:
+    """Another prompt's records under this prompt's key (what a short-digest collision would look like)."""
+    victim = make_tokens(9, PAGE_SIZE)
+    intruder = make_tokens(10, PAGE_SIZE)
+    victim_records = _new_keys(lsm, victim)
+    intruder_records = _new_keys(lsm, intruder)
+    by_space = {key[:1]: value for key, value in intruder_records.items()}
+    for key in victim_records:
+        lsm._db[key] = by_space[key[:1]]  # the intruder's metadata and value, under the victim's keys
+    assert lsm.probe(victim) == 0
+    with pytest.raises(PageMissingError):
+        lsm.get_batch(victim, 1)
+    # the intruder itself is untouched
+    assert lsm.probe(intruder) == 1
+    assert_bit_exact(lsm.get_batch(intruder, 1), prefix_kv(intruder))
+    # writing the victim again replaces the foreign records
+    assert lsm.put_batch(victim, prefix_kv(victim)) == 1
+    assert_bit_exact(lsm.get_batch(victim, 1), prefix_kv(victim))
+
+
+def _corruptions(value: bytes) -> dict[str, bytes]:
+    from store.codec import VALUE_HEADER_BYTES
+
+    check_at = VALUE_HEADER_BYTES - 32
+    return {
+        "check": value[:check_at] + bytes([value[check_at] ^ 1]) + value[check_at + 1 :],
+        "magic": b"XXX" + value[3:],
+        "version": value[:3] + bytes([value[3] + 1]) + value[4:],
+        "dtype": value[:4] + bytes([3]) + value[5:],  # claims float32
+        "shape": value[:5] + (3).to_bytes(4, "little") + value[9:],
+        "truncated": value[:-2],
+        "extended": value + b"\x00\x00",
+        "empty": b"",
+    }
+
+
+@pytest.mark.parametrize("field", sorted(_corruptions(bytes(400))))
+def test_corrupt_value_is_a_miss(lsm: LSMStore, field: str) -> None:
+    tokens = make_tokens(11, 3 * PAGE_SIZE)
+    records = _new_keys(lsm, tokens)
+    data_key = max((key for key in records if key.startswith(b"D")), key=len)  # the last page
+    lsm._db[data_key] = _corruptions(records[data_key])[field]
+    assert lsm.probe(tokens) == 3  # the metadata record still says stored
+    with pytest.raises(PageMissingError):
+        lsm.get_batch(tokens, 3)
+    assert_bit_exact(lsm.get_batch(tokens, 2), page_slice(prefix_kv(tokens), 2))
+
+
+@pytest.mark.parametrize("field", ["check", "version", "truncated"])
+def test_corrupt_metadata_is_a_miss(lsm: LSMStore, field: str) -> None:
+    tokens = make_tokens(12, 3 * PAGE_SIZE)
+    records = _new_keys(lsm, tokens)
+    meta_key = max((key for key in records if key.startswith(b"M")), key=len)
+    meta = records[meta_key]
+    corrupted = {
+        "check": meta[:1] + bytes([meta[1] ^ 1]) + meta[2:],
+        "version": bytes([meta[0] + 1]) + meta[1:],
+        "truncated": meta[:-1],
+    }[field]
+    lsm._db[meta_key] = corrupted
+    assert lsm.probe(tokens) == 2
+    assert_bit_exact(lsm.get_batch(tokens, 2), page_slice(prefix_kv(tokens), 2))
+    assert lsm.put_batch(tokens, prefix_kv(tokens)) == 1  # the page is written again
+    assert lsm.probe(tokens) == 3
+
+
+def test_newer_format_on_disk_is_refused(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "db"
+    with open_kind("lsm", path) as s:
+        assert isinstance(s, LSMStore)
+        header = json.loads(s._db[b"H"])
+        header["format_version"] += 1
+        s._db[b"H"] = json.dumps(header).encode()
+    with pytest.raises(IncompatibleStoreError, match="newer"):
+        open_kind("lsm", path)
+
+
+def _latest_options(path: Path) -> str:
+    files = sorted(path.glob("OPTIONS-*"), key=lambda p: int(p.name.split("-")[1]))
+    return files[-1].read_text()
+
+
+def test_live_knobs_reach_rocksdb(lsm: LSMStore) -> None:
+    assert lsm.path is not None
+    tokens = _stored_prompt(lsm, 13, 5)
+    new = lsm.config.replace(
+        write_buffer_size=8 << 20, level0_file_num_compaction_trigger=7, enable_blob_garbage_collection=True
+    )
+    assert lsm.apply(new) == []
+    options = _latest_options(lsm.path)
+    assert "write_buffer_size=8388608" in options
+    assert "level0_file_num_compaction_trigger=7" in options
+    assert "enable_blob_garbage_collection=true" in options
+    assert_bit_exact(lsm.get_batch(tokens, 5), prefix_kv(tokens))
+
+
+def test_reopen_knob_reaches_rocksdb(lsm: LSMStore) -> None:
+    assert lsm.path is not None
+    tokens = _stored_prompt(lsm, 14, 5)
+    assert lsm._db.property_int_value("rocksdb.block-cache-capacity") == StoreConfig().block_cache_bytes
+    new = lsm.config.replace(block_cache_bytes=2 << 20, write_buffer_size=4 << 20)
+    assert lsm.apply(new) == ["block_cache_bytes"]
+    assert lsm._db.property_int_value("rocksdb.block-cache-capacity") == 2 << 20
+    assert "write_buffer_size=4194304" in _latest_options(lsm.path)  # the other knobs came along
+    assert_bit_exact(lsm.get_batch(tokens, 5), prefix_kv(tokens))
+
+
+def test_reopening_with_another_config_uses_it(tmp_path: Path) -> None:
+    """The knobs passed to open_store win over the ones the database was created with."""
+    path = tmp_path / "db"
+    tokens = make_tokens(19, 3 * PAGE_SIZE)
+    with open_kind("lsm", path, config=StoreConfig(write_buffer_size=8 << 20, min_blob_size=64)) as s:
+        s.put_batch(tokens, prefix_kv(tokens))
+    config = StoreConfig(write_buffer_size=16 << 20, min_blob_size=4096, level0_file_num_compaction_trigger=9)
+    with open_kind("lsm", path, config=config) as s:
+        options = _latest_options(path)
+        assert "write_buffer_size=16777216" in options
+        assert "min_blob_size=4096" in options
+        assert "level0_file_num_compaction_trigger=9" in options
+        assert_bit_exact(s.get_batch(tokens, 3), prefix_kv(tokens))
+
+
+def test_flush_without_wal_empties_the_memtable(make_store: MakeStore) -> None:
+    s = make_store("lsm", config=StoreConfig(disable_wal=True))
+    assert isinstance(s, LSMStore)
+    before = s.statistics_tickers()
+    tokens = _stored_prompt(s, 15, 6)
+    assert _delta(s, before).get("rocksdb.wal.bytes", 0) == 0
+    assert s._db.property_int_value("rocksdb.num-entries-active-mem-table") > 0
+    s.flush()
+    assert s._db.property_int_value("rocksdb.num-entries-active-mem-table") == 0
+    assert_bit_exact(s.get_batch(tokens, 6), prefix_kv(tokens))
+
+
+def test_wal_toggles_live(lsm: LSMStore) -> None:
+    lsm.apply(lsm.config.replace(disable_wal=True))
+    before = lsm.statistics_tickers()
+    _stored_prompt(lsm, 16, 3)
+    assert _delta(lsm, before).get("rocksdb.wal.bytes", 0) == 0
+    lsm.apply(lsm.config.replace(disable_wal=False))
+    before = lsm.statistics_tickers()
+    _stored_prompt(lsm, 17, 3)
+    assert _delta(lsm, before)["rocksdb.wal.bytes"] > 3 * LAYOUT.page_bytes(PAGE_SIZE)
+
+
+def test_lsm_stats_fields(lsm: LSMStore) -> None:
+    _stored_prompt(lsm, 18, 20)
+    lsm._db.flush()
+    stats = lsm.stats()
+    assert stats.kind == "lsm"
+    assert stats.l0_files >= 1
+    assert stats.blob_live_bytes >= 20 * LAYOUT.page_bytes(PAGE_SIZE)
+    assert stats.blob_garbage_bytes == 0
+    assert stats.device_write_bytes >= 2 * 20 * LAYOUT.page_bytes(PAGE_SIZE)  # WAL + blob file
+    assert stats.disk_bytes >= stats.blob_live_bytes
+    assert stats.files >= 3
+    assert stats.stall_s == 0.0
