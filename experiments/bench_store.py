@@ -459,8 +459,8 @@ def machine_info(path: Path) -> dict[str, str]:
             versions[package] = "not installed"
     return {
         "nproc": str(len(os.sched_getaffinity(0))),
-        "memory": meminfo.get("MemTotal", "unknown"),
-        "memory_available_at_start": meminfo.get("MemAvailable", "unknown"),
+        "memory": _meminfo_size(meminfo.get("MemTotal")),
+        "memory available at start": _meminfo_size(meminfo.get("MemAvailable")),
         "cpu": cpu,
         "disk (df: source fstype size used avail mount)": df,
         "kernel": platform.release(),
@@ -468,6 +468,14 @@ def machine_info(path: Path) -> dict[str, str]:
         "python": platform.python_version(),
         **{f"{name} version": version for name, version in versions.items()},
     }
+
+
+def _meminfo_size(text: str | None) -> str:
+    """A /proc/meminfo value ("24683656 kB") as a size ("23.5 GiB")."""
+    try:
+        return _size(int((text or "").split()[0]) * KiB)
+    except (ValueError, IndexError):
+        return "unknown"
 
 
 def _mem_available_bytes() -> int:
@@ -1646,6 +1654,7 @@ def plot(result: BenchResult, path: Path) -> None:
     ax.set_xticks(
         np.arange(len(ops)) + width * (len(kinds) - 1) / 2, ["put (durable)", "get (warm)", "get (cold)"]
     )
+    ax.set_yscale("log")
     ax.set_ylabel("MB/s (median, min-max over rounds)")
     large_scenario = next(s for s in result.scenarios if s.name == "large")
     ax.set_title(f"Large pages ({_size(large_scenario.page_bytes)}, Llama-3.1-8B scaled)")

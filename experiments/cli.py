@@ -29,3 +29,9 @@ app.command("sweep")(sweep_command)
 from experiments.study_cmd import study_app  # noqa: E402
 
 app.add_typer(study_app, name="study")
+from experiments.run_cmd import run_command  # noqa: E402
+
+app.command("run")(run_command)
+from experiments.model_check_cmd import model_check_command  # noqa: E402
+
+app.command("model-check")(model_check_command)

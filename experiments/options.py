@@ -15,7 +15,7 @@ WorkloadOption = typer.Option(
 )
 TraceOption = typer.Option(None, "--trace", help="A Mooncake-format JSONL trace (sets --workload mooncake).")
 OptionList = typer.Option(
-    [], "--workload-option", "-w", help="KEY=VALUE passed to the workload generator (repeatable)."
+    [], "--param", help="Workload option NAME=VALUE (repeatable), as for kvtune replay."
 )
 
 

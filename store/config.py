@@ -64,7 +64,7 @@ def _knob(default: Any, spec: KnobSpec) -> Any:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """The tunable knobs of a store. Defaults are RocksDB's own, with the tensors in blob files.
+    """The tunable knobs of a store. Defaults are RocksDB's own, with the tensors in 32 MiB blob files.
 
     Construct with keywords; any out-of-range or unknown knob raises ``ValueError``.
     """
@@ -99,9 +99,9 @@ class StoreConfig:
     min_blob_size: int = _knob(4 * KiB, KnobSpec(
         "min_blob_size", int, "log", 64, 64 * MiB, rocksdb_option="min_blob_size",
         doc="smallest value stored in a blob file; smaller values stay inline in SSTs"))
-    blob_file_size: int = _knob(256 * MiB, KnobSpec(
+    blob_file_size: int = _knob(32 * MiB, KnobSpec(
         "blob_file_size", int, "log", 1 * MiB, 4 * GiB, rocksdb_option="blob_file_size",
-        doc="bytes of one blob file"))
+        doc="bytes of one blob file (RocksDB: 256 MiB; smaller lets a budgeted store free space file by file)"))
     blob_compression_type: str = _knob("none", KnobSpec(
         "blob_compression_type", str, "choice", choices=("none", "lz4", "zstd"),
         rocksdb_option="blob_compression_type", doc="compression of blob files"))

@@ -5,12 +5,16 @@ pytest.importorskip("transformers")
 
 from experiments.model_check import ModelSpec, cache_from_kv, check_prefix_reuse, kv_from_cache
 
-TINY = ModelSpec(vocab_size=500, hidden_size=64, intermediate_size=128, layers=2, attention_heads=4, kv_heads=2)
+TINY = ModelSpec(
+    vocab_size=500, hidden_size=64, intermediate_size=128, layers=2, attention_heads=4, kv_heads=2
+)
 
 
 @pytest.mark.parametrize("kind", ["lsm", "file", "applog", "memory"])
 def test_logits_from_stored_prefix_equal_full_recompute(kind, tmp_path):
-    result = check_prefix_reuse(kind, tmp_path / kind, TINY, prompt_tokens=100, shared_tokens=70, page_size=16)
+    result = check_prefix_reuse(
+        kind, tmp_path / kind, TINY, prompt_tokens=100, shared_tokens=70, page_size=16
+    )
     assert result.reused_tokens == 64  # 70 shared tokens hold 4 full pages of 16
     assert result.logits_match, f"max abs diff {result.max_abs_diff}"
     assert result.max_abs_diff < 1e-5

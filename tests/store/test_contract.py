@@ -333,18 +333,9 @@ def _check_budget_run(make_store: MakeStore, kind: str, config: StoreConfig) -> 
 
 
 def test_budget_holds(make_store: MakeStore, kind: str) -> None:
-    config = StoreConfig()
-    if kind == "lsm":
-        config = StoreConfig(enable_blob_garbage_collection=True, blob_garbage_collection_age_cutoff=1.0)
-    _check_budget_run(make_store, kind, config)
+    _check_budget_run(make_store, kind, StoreConfig())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lsm with blob GC off (the default config): evicted pages leave garbage in blob files that only "
-    "blob GC reclaims, so disk use overshoots the budget (~1.6x) while the capacity manager keeps evicting "
-    "live pages; reported to the store's owner",
-)
 def test_budget_holds_lsm_default_config(make_store: MakeStore) -> None:
     _check_budget_run(make_store, "lsm", StoreConfig())
 
@@ -496,6 +487,22 @@ def test_apply_live_knob(make_store: MakeStore, kind: str) -> None:
     more = make_tokens(901, 2 * PAGE_SIZE)
     assert s.put_batch(more, prefix_kv(more)) == 2
     assert s.apply(live) == []  # applying the same config is a no-op
+
+
+def test_apply_writer_knobs_take_effect(make_store: MakeStore, kind: str) -> None:
+    s = make_store(kind)
+    warm = make_tokens(905, 2 * PAGE_SIZE)
+    assert s.put_async(warm, prefix_kv(warm)) == 2  # the writer thread runs with the old queue
+    new = s.config.replace(writer_queue_depth=1, writer_overflow="drop", writer_batch_size=1)
+    assert s.apply(new) == s.config.needs_reopen(new)
+    prompts = [make_tokens(910 + i, 2 * PAGE_SIZE) for i in range(8)]
+    with s._lock:  # stall the writer, as in test_writer_overflow_drop_counts_dropped_pages
+        queued = [s.put_async(tokens, prefix_kv(tokens)) for tokens in prompts]
+    s.flush()
+    accepted = sum(1 for q in queued if q)
+    assert 1 <= accepted <= 2
+    assert s.stats().dropped_pages == 2 * (len(prompts) - accepted)
+    assert s.probe(warm) == 2
 
 
 REOPEN_KNOBS = {

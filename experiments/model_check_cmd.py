@@ -1,0 +1,41 @@
+"""``kvtune model-check``: logits from a stored prefix equal a full recompute, with CPU TTFT figures."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from experiments.model_check import ModelSpec, check_prefix_reuse
+
+console = Console()
+
+
+def model_check_command(
+    kinds: str = typer.Option("lsm,file,applog,memory", "--kinds", help="Store kinds, comma-separated."),
+    prompt_tokens: int = typer.Option(2048, "--prompt-tokens"),
+    shared_tokens: int = typer.Option(1536, "--shared-tokens", help="Tokens prompt B shares with prompt A."),
+    page_size: int = typer.Option(64, "--page-size"),
+    layers: int = typer.Option(ModelSpec.layers, "--layers"),
+    hidden_size: int = typer.Option(ModelSpec.hidden_size, "--hidden-size"),
+) -> None:
+    """Prefill prompt A, store its KV, prefill prompt B from the stored prefix: logits must match."""
+    spec = ModelSpec(layers=layers, hidden_size=hidden_size, intermediate_size=hidden_size * 11 // 4)
+    table = Table(title=f"Llama-architecture model, random weights ({layers} layers, hidden {hidden_size}), CPU")
+    for column in ("store", "reused tokens", "logits match", "max |diff|", "TTFT full s", "TTFT cached s",
+                   "load s", "speed-up"):
+        table.add_column(column, justify="right")
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="kvtune-model-check-") as root:
+        for kind in kinds.split(","):
+            result = check_prefix_reuse(kind, Path(root) / kind, spec, prompt_tokens, shared_tokens, page_size)
+            failed |= not result.logits_match
+            table.add_row(kind, str(result.reused_tokens), str(result.logits_match), f"{result.max_abs_diff:.2e}",
+                          f"{result.ttft_full_s:.3f}", f"{result.ttft_cached_s:.3f}", f"{result.load_s:.4f}",
+                          f"{result.ttft_full_s / result.ttft_cached_s:.2f}x")
+    console.print(table)
+    if failed:
+        raise typer.Exit(1)
