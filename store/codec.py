@@ -85,7 +85,7 @@ def page_payload(page: torch.Tensor) -> memoryview:
     array = _raw_array(page)
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
-    return memoryview(array).cast("B")
+    return array.data.cast("B")
 
 
 def encode_value(layout: KVLayout, page_size: int, check: bytes, page: torch.Tensor) -> bytes:
@@ -93,10 +93,10 @@ def encode_value(layout: KVLayout, page_size: int, check: bytes, page: torch.Ten
     header = encode_header(layout, page_size, check)
     array = _raw_array(page)
     if array.flags.c_contiguous:
-        return header + memoryview(array).cast("B")
+        return header + array.data.cast("B")
     rows = _rows(array) if array.nbytes >= _ROW_JOIN_BYTES else None
     if rows is not None:
-        return b"".join([header, *rows])
+        return b"".join([header, *(row.data for row in rows)])
     return header + array.tobytes()
 
 

@@ -37,7 +37,7 @@ class KnobSpec:
     def valid_range(self) -> str:
         if self.choices:
             return "one of " + ", ".join(repr(c) for c in self.choices)
-        return f"[{self.low:g}, {self.high:g}]"
+        return f"[{_exact(self.low)}, {_exact(self.high)}]"
 
     def check(self, value: Any) -> Any:
         """Return ``value`` coerced to the knob's type, or raise ``ValueError`` naming the knob."""
@@ -46,7 +46,11 @@ class KnobSpec:
                 raise ValueError(f"knob {self.name}={value!r} is invalid: valid values are {self.valid_range()}")
             return value
         if self.kind is int:
-            if isinstance(value, bool) or not isinstance(value, int | float) or float(value) != int(value):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or (isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()))
+            ):
                 raise ValueError(f"knob {self.name}={value!r} must be an integer in {self.valid_range()}")
             value = int(value)
         elif self.kind is float:
@@ -58,12 +62,30 @@ class KnobSpec:
         return value
 
 
+def _exact(bound: float | None) -> str:
+    """A range bound as written: 1048576, not 1.04858e+06."""
+    if bound is None:
+        return "?"
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
+class _NamedKnobs(type):
+    """Makes ``StoreConfig(unknown=...)`` a ``ValueError`` that lists the valid knobs (not a TypeError)."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ValueError(f"unknown knob(s) {', '.join(unknown)}; valid knobs: {', '.join(sorted(known))}")
+        return super().__call__(*args, **kwargs)
+
+
 def _knob(default: Any, spec: KnobSpec) -> Any:
     return field(default=default, metadata={"spec": spec})
 
 
 @dataclass(frozen=True)
-class StoreConfig:
+class StoreConfig(metaclass=_NamedKnobs):
     """The tunable knobs of a store. Defaults are RocksDB's own, with the tensors in 32 MiB blob files.
 
     Construct with keywords; any out-of-range or unknown knob raises ``ValueError``.

@@ -9,7 +9,9 @@ Per request, in arrival order:
    page, so pages the memory tier already holds are read again; they count as disk bytes, not hits;
 3. the pages go into the memory tier; new pages are written to the store through its asynchronous
    writer — at once (``write_through``) or when the memory tier evicts them after at least
-   ``write_back_hits`` hits (``write_back``). A writer that cannot keep up drops pages (with the store's
+   ``write_back_hits`` hits (``write_back``). The store's ``write_admission_hits`` knob admits to disk
+   only pages requested at least that many times before (0: every page; SGLang's selective
+   write-through). A writer that cannot keep up drops pages (with the store's
    ``writer_overflow="drop"``): later misses. ``blocking_writes`` writes synchronously instead.
 
 Store I/O is real; compute is modelled. A window ends with the writer drained and a stats snapshot; the
@@ -209,7 +211,7 @@ class ReplaySession:
             self._remove_owned_dir()
             raise
         self._tier = HostMemoryTier(config.memory_tier_bytes // config.page_bytes)
-        self._seen_pages: set[bytes] = set()
+        self._page_uses: dict[bytes, int] = {}
         self._kv = torch.empty(config.profile.kv_layout().page_shape(0), dtype=config.profile.dtype)
         self._kv_generator = torch.Generator().manual_seed(config.seed)
         self._counters = WindowCounters(self._store.stats())
@@ -417,9 +419,14 @@ class ReplaySession:
         tokens = request.tokens
         checks = self._call(self._store.plan, tokens).checks
         ideal = 0
-        while ideal < len(checks) and checks[ideal] in self._seen_pages:
+        while ideal < len(checks) and checks[ideal] in self._page_uses:
             ideal += 1
-        self._seen_pages.update(checks)
+        admission = self._store.config.write_admission_hits
+        admitted = 0
+        while admitted < len(checks) and self._page_uses.get(checks[admitted], 0) >= admission:
+            admitted += 1
+        for check in checks:
+            self._page_uses[check] = self._page_uses.get(check, 0) + 1
         memory = self._tier.match(checks)
         stored = self._call(self._store.probe, tokens)
         loaded = read = 0
@@ -437,8 +444,8 @@ class ReplaySession:
         hits = max(memory, loaded)
         evicted = self._tier.use(checks, tokens, memory)
         written = 0
-        if self.config.write_policy == "write_through" and len(checks) > stored:
-            written += self._write(tokens, len(checks))
+        if self.config.write_policy == "write_through" and admitted > stored:
+            written += self._write(tokens, admitted)
         elif self.config.write_policy == "write_back":
             written += self._write_back(evicted)
         return _Served(request, index, ideal, memory, hits - memory, read, written)

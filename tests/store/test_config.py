@@ -83,28 +83,9 @@ def test_numeric_knob_bounds_are_inclusive_and_checked(name: str) -> None:
         assert spec.valid_range() in message
 
 
-def _inexact_range(name: str) -> bool:
-    spec = SPECS[name]
-    return float(f"{spec.low:g}") != spec.low or float(f"{spec.high:g}") != spec.high
 
 
-CONFIG_BUG = "store/config.py bug (reported): "
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                _inexact_range(name),
-                strict=True,
-                reason=CONFIG_BUG + "KnobSpec.valid_range formats bounds with :g (1048576 -> 1.04858e+06)",
-            ),
-        )
-        for name in NUMERIC
-    ],
-)
+@pytest.mark.parametrize("name", NUMERIC)
 def test_range_in_the_message_is_exact(name: str) -> None:
     """A message must state bounds a user can copy: 1048576, not 1.04858e+06."""
     spec = SPECS[name]
@@ -146,11 +127,6 @@ def test_int_knob_rejects_fractions_bools_and_strings(name: str) -> None:
     assert type(getattr(config, name)) is int
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=CONFIG_BUG + "an int knob given NaN raises int()'s ValueError without the knob's name, and "
-    "given +-inf or an int beyond float range an OverflowError instead of a ValueError",
-)
 @pytest.mark.parametrize(
     "value", [math.nan, math.inf, -math.inf, 10**400], ids=["nan", "inf", "-inf", "1e400"]
 )
@@ -283,3 +259,8 @@ def test_rocksdb_accepts_every_option_string(compression: str) -> None:
             assert db[b"k"] == b"v"
         finally:
             db.close()
+
+
+def test_constructor_rejects_unknown_knobs_with_a_value_error() -> None:
+    with pytest.raises(ValueError, match="unknown knob\\(s\\) memtable_bytes; valid knobs: .*write_buffer_size"):
+        StoreConfig(memtable_bytes=1 << 20)  # type: ignore[call-arg]
