@@ -18,8 +18,8 @@ import numpy as np
 
 from agents.policies import Policy
 from env.actions import ACTION_SCHEMA_VERSION, ActionMapper, select_knobs
-from env.wrappers import apply_discrete
 from env.observation import OBSERVATION_SCHEMA_VERSION, observation_names
+from env.wrappers import apply_discrete
 from store import StoreConfig
 
 ALGORITHMS = ("ppo", "sac", "a2c", "dqn")
@@ -58,7 +58,9 @@ class PolicyCard:
     library_versions: dict[str, str] = field(default_factory=library_versions)
 
     @classmethod
-    def for_mapper(cls, algorithm: str, mapper: ActionMapper, discrete_levels: int, training: dict[str, Any]):
+    def for_mapper(
+        cls, algorithm: str, mapper: ActionMapper, discrete_levels: int, training: dict[str, Any]
+    ) -> PolicyCard:
         return cls(
             algorithm=algorithm,
             observation_schema_version=OBSERVATION_SCHEMA_VERSION,
@@ -71,7 +73,12 @@ class PolicyCard:
 
     def check_compatible(self, mapper: ActionMapper, source: Path) -> None:
         current = PolicyCard.for_mapper(self.algorithm, mapper, self.discrete_levels, {})
-        for name in ("observation_schema_version", "observation_names", "action_schema_version", "action_knobs"):
+        for name in (
+            "observation_schema_version",
+            "observation_names",
+            "action_schema_version",
+            "action_knobs",
+        ):
             if getattr(self, name) != getattr(current, name):
                 raise ValueError(
                     f"policy bundle {source} was trained with another {name.replace('_', ' ')} "
@@ -119,7 +126,9 @@ def load_policy_bundle(directory: str | Path, mapper: ActionMapper | None = None
         try:
             mapper = ActionMapper(select_knobs([knob["name"] for knob in card.action_knobs]))
         except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"policy bundle {directory} acts on knobs this kvtune lacks ({error}); retrain it") from error
+            raise ValueError(
+                f"policy bundle {directory} acts on knobs this kvtune lacks ({error}); retrain it"
+            ) from error
     card.check_compatible(mapper, directory)
     model = algorithm_class(card.algorithm).load(directory / MODEL_FILE, device="cpu")
     return LearnedPolicy(model, card, mapper, source=str(directory))

@@ -52,7 +52,9 @@ class StaticPolicy(Policy):
     def load(cls, path: str | Path) -> StaticPolicy:
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"static policy file {path} does not exist; write a JSON/YAML map of knob: value")
+            raise ValueError(
+                f"static policy file {path} does not exist; write a JSON/YAML map of knob: value"
+            )
         text = path.read_text()
         data: Any = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         if isinstance(data, dict) and isinstance(data.get("knobs"), dict):
@@ -115,7 +117,9 @@ class HeuristicPolicy(Policy):
         if space > 0.5 or garbage > 0.2:  # space_used is normalised by 2: 0.5 means at the budget
             changes.update(
                 enable_blob_garbage_collection=True,
-                blob_garbage_collection_age_cutoff=min(current.blob_garbage_collection_age_cutoff + 0.25, 1.0),
+                blob_garbage_collection_age_cutoff=min(
+                    current.blob_garbage_collection_age_cutoff + 0.25, 1.0
+                ),
             )
         return StoreConfig.from_dict(changes, base=current) if changes else current
 

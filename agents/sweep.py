@@ -62,7 +62,9 @@ def sweep(
     selected = [k for k in mapper.knobs if knobs is None or k.name in knobs]
     unknown = sorted(set(knobs or ()) - set(mapper.names))
     if unknown:
-        raise ValueError(f"unknown knob(s) {', '.join(unknown)} to sweep; action knobs: {', '.join(mapper.names)}")
+        raise ValueError(
+            f"unknown knob(s) {', '.join(unknown)} to sweep; action knobs: {', '.join(mapper.names)}"
+        )
     default = run_episode(StaticPolicy(StoreConfig()), config, seed, label="default")
     points_out: list[SweepPoint] = []
     spreads: list[KnobSpread] = []
@@ -71,21 +73,32 @@ def sweep(
         for value in knob_values(knob, points):
             store_config = mapper.consistent({knob.name: value})
             episode = run_episode(StaticPolicy(store_config), config, seed, label=f"{knob.name}={value}")
-            point = SweepPoint(knob.name, value, episode.mean_ttft_s, episode.p99_ttft_s, episode.hit_token_ratio,
-                               episode.total_reward, episode.dropped_pages)
+            point = SweepPoint(
+                knob.name,
+                value,
+                episode.mean_ttft_s,
+                episode.p99_ttft_s,
+                episode.hit_token_ratio,
+                episode.total_reward,
+                episode.dropped_pages,
+            )
             rows.append(point)
             if on_point is not None:
                 on_point(point)
         points_out.extend(rows)
         best = min(rows, key=lambda p: p.mean_ttft_s)
         worst = max(rows, key=lambda p: p.mean_ttft_s)
-        spreads.append(KnobSpread(
-            knob=knob.name,
-            best_value=best.value,
-            best_mean_ttft_s=best.mean_ttft_s,
-            worst_mean_ttft_s=worst.mean_ttft_s,
-            default_mean_ttft_s=default.mean_ttft_s,
-            spread=(worst.mean_ttft_s - best.mean_ttft_s) / default.mean_ttft_s if default.mean_ttft_s else 0.0,
-        ))
+        spreads.append(
+            KnobSpread(
+                knob=knob.name,
+                best_value=best.value,
+                best_mean_ttft_s=best.mean_ttft_s,
+                worst_mean_ttft_s=worst.mean_ttft_s,
+                default_mean_ttft_s=default.mean_ttft_s,
+                spread=(worst.mean_ttft_s - best.mean_ttft_s) / default.mean_ttft_s
+                if default.mean_ttft_s
+                else 0.0,
+            )
+        )
     spreads.sort(key=lambda s: s.spread, reverse=True)
     return points_out, spreads, default

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,19 @@ def make_train_env(config: TrainConfig, rank: int, run_dir: Path) -> gym.Env:
 
 
 def _algorithm_kwargs(config: TrainConfig) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"learning_rate": config.learning_rate, "gamma": config.gamma, "seed": config.seed}
+    kwargs: dict[str, Any] = {
+        "learning_rate": config.learning_rate,
+        "gamma": config.gamma,
+        "seed": config.seed,
+    }
     if config.algo in ("ppo", "a2c"):
         kwargs["n_steps"] = config.n_steps
     if config.algo == "ppo":
         kwargs["batch_size"] = config.batch_size
     if config.algo in ("sac", "dqn"):
-        kwargs.update(batch_size=config.batch_size, learning_starts=min(config.n_steps, config.timesteps // 2))
+        kwargs.update(
+            batch_size=config.batch_size, learning_starts=min(config.n_steps, config.timesteps // 2)
+        )
     if config.algo == "dqn":
         kwargs["exploration_fraction"] = 0.5
     return kwargs
@@ -94,8 +101,14 @@ EvaluationHook = Callable[[int, dict[str, float]], bool]
 class CompareWithDefaultCallback(BaseCallback):
     """Every ``every`` steps, runs one evaluation episode of the agent and logs it against ``default``."""
 
-    def __init__(self, config: TrainConfig, mapper: ActionMapper, run_dir: Path, every: int,
-                 on_evaluation: EvaluationHook | None = None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        mapper: ActionMapper,
+        run_dir: Path,
+        every: int,
+        on_evaluation: EvaluationHook | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.mapper = mapper
@@ -125,40 +138,59 @@ class CompareWithDefaultCallback(BaseCallback):
         }
         self.history.append(row)
         log_metrics(row, step=self.num_timesteps)
-        logger.info("step %d: agent reward %.4f vs default %.4f", self.num_timesteps, row["eval/agent_reward"],
-                    self.default_reward)
+        logger.info(
+            "step %d: agent reward %.4f vs default %.4f",
+            self.num_timesteps,
+            row["eval/agent_reward"],
+            self.default_reward,
+        )
         return self.on_evaluation is None or self.on_evaluation(self.num_timesteps, row)
 
     def _levels(self) -> int:
         return self.config.discrete_levels if self.config.algo == "dqn" else 0
 
 
-def train(config: TrainConfig, run_dir: Path, progress_bar: bool = True,
-          on_evaluation: EvaluationHook | None = None) -> Path:
+def train(
+    config: TrainConfig, run_dir: Path, progress_bar: bool = True, on_evaluation: EvaluationHook | None = None
+) -> Path:
     """Train an agent; return the policy bundle directory. Call inside an active MLflow run.
 
     ``on_evaluation`` sees every evaluation row (an Optuna study reports and prunes from it).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     mapper = ActionMapper(select_knobs(config.env.action_knobs))
-    vec_env = DummyVecEnv([lambda rank=rank: make_train_env(config, rank, run_dir) for rank in range(config.n_envs)])
-    model = algorithm_class(config.algo)("MlpPolicy", vec_env, verbose=0, device="cpu", **_algorithm_kwargs(config))
+    vec_env = DummyVecEnv([partial(make_train_env, config, rank, run_dir) for rank in range(config.n_envs)])
+    model = algorithm_class(config.algo)(
+        "MlpPolicy", vec_env, verbose=0, device="cpu", **_algorithm_kwargs(config)
+    )
     compare = CompareWithDefaultCallback(config, mapper, run_dir, config.eval_every, on_evaluation)
-    callbacks = CallbackList([
-        WindowMetricsCallback(),
-        compare,
-        CheckpointCallback(save_freq=max(config.eval_every // config.n_envs, 1), save_path=str(run_dir / "checkpoints"),
-                           name_prefix=config.algo),
-    ])
+    callbacks = CallbackList(
+        [
+            WindowMetricsCallback(),
+            compare,
+            CheckpointCallback(
+                save_freq=max(config.eval_every // config.n_envs, 1),
+                save_path=str(run_dir / "checkpoints"),
+                name_prefix=config.algo,
+            ),
+        ]
+    )
     model.learn(total_timesteps=config.timesteps, callback=callbacks, progress_bar=progress_bar)
     vec_env.close()
     levels = config.discrete_levels if config.algo == "dqn" else 0
-    training = {"workload": config.env.workload, "timesteps": config.timesteps, "seed": config.seed,
-                "env": dataclasses.asdict(config.env)}
+    training = {
+        "workload": config.env.workload,
+        "timesteps": config.timesteps,
+        "seed": config.seed,
+        "env": dataclasses.asdict(config.env),
+    }
     card = PolicyCard.for_mapper(config.algo, mapper, levels, training)
     bundle = save_policy_bundle(model, card, run_dir / "policy")
     if compare.history:
         final = compare.history[-1]
-        logger.info("final evaluation: agent %.4f vs default %.4f", final["eval/agent_reward"],
-                    final["eval/default_reward"])
+        logger.info(
+            "final evaluation: agent %.4f vs default %.4f",
+            final["eval/agent_reward"],
+            final["eval/default_reward"],
+        )
     return bundle

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from store import StoreConfig
-from store.config import KiB, MiB, KnobSpec
+from store.config import KiB, KnobSpec, MiB
 
 ACTION_SCHEMA_VERSION = 1
 
@@ -30,7 +30,9 @@ class ActionKnob:
     def spec(self) -> KnobSpec:
         specs = StoreConfig.specs()
         if self.name not in specs:
-            raise ValueError(f"unknown knob {self.name!r} in the action space; valid knobs: {', '.join(specs)}")
+            raise ValueError(
+                f"unknown knob {self.name!r} in the action space; valid knobs: {', '.join(specs)}"
+            )
         return specs[self.name]
 
     def bounds(self) -> tuple[float, float]:
@@ -96,7 +98,9 @@ def select_knobs(names: tuple[str, ...] | list[str]) -> tuple[ActionKnob, ...]:
     known = [knob.name for knob in DEFAULT_ACTION_KNOBS]
     unknown = sorted(set(names) - set(known))
     if unknown:
-        raise ValueError(f"unknown action knob(s) {', '.join(unknown)}; valid action knobs: {', '.join(known)}")
+        raise ValueError(
+            f"unknown action knob(s) {', '.join(unknown)}; valid action knobs: {', '.join(known)}"
+        )
     return tuple(k for k in DEFAULT_ACTION_KNOBS if not names or k.name in names)
 
 
@@ -124,7 +128,9 @@ class ActionMapper:
     def to_config(self, action: np.ndarray) -> StoreConfig:
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (self.dim,):
-            raise ValueError(f"action has {action.size} values; this action space has {self.dim}: {self.names}")
+            raise ValueError(
+                f"action has {action.size} values; this action space has {self.dim}: {self.names}"
+            )
         units = (np.clip(action, -1.0, 1.0) + 1.0) / 2.0
         values = {knob.name: knob.to_value(float(u)) for knob, u in zip(self.knobs, units, strict=True)}
         return self.consistent(values)
@@ -143,7 +149,7 @@ class ActionMapper:
 
     def describe(self) -> list[dict[str, Any]]:
         """The schema recorded in policy cards: name, range, scale per dimension."""
-        rows = []
+        rows: list[dict[str, Any]] = []
         for knob in self.knobs:
             spec = knob.spec()
             if spec.choices:

@@ -25,7 +25,9 @@ class RewardConfig:
         if self.ttft_scale_s <= 0:
             raise ValueError(f"RewardConfig.ttft_scale_s must be > 0, got {self.ttft_scale_s}")
 
-    def reward(self, hit_token_ratio: float, mean_ttft_s: float, over_budget: float, dropped_fraction: float) -> float:
+    def reward(
+        self, hit_token_ratio: float, mean_ttft_s: float, over_budget: float, dropped_fraction: float
+    ) -> float:
         return (
             self.hit_weight * hit_token_ratio
             - self.ttft_weight * mean_ttft_s / self.ttft_scale_s
@@ -44,6 +46,8 @@ class EnvConfig:
     store_kind: str = "lsm"
     profile: str = "tiny"
     profile_scale: int = 1
+    device: str = "this-machine"
+    """Device profile pricing the ``counters`` clock (see :data:`workloads.profiles.DEVICE_PROFILES`)."""
     budget_bytes: int | None = None
     memory_tier_bytes: int = 1024 * 1024
     page_size: int = 64

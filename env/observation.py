@@ -7,7 +7,7 @@ the raw quantity, its unit and the normalisation, and the environment's docstrin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,8 +59,8 @@ class Feature:
 
 FEATURES: tuple[Feature, ...] = (
     Feature("arrival_rate_rps", "requests/s", "log:1000"),
-    Feature("prefix_reuse", "fraction of prompt tokens an infinite cache would hit", "unit"),
-    Feature("hit_token_ratio", "fraction of prompt tokens hit (memory + disk)", "unit"),
+    Feature("prefix_reuse", "share of prompt tokens an infinite cache hits", "unit"),
+    Feature("hit_token_ratio", "share of prompt tokens hit (memory + disk)", "unit"),
     Feature("mean_prompt_tokens", "tokens", "log:1000000"),
     Feature("write_bytes_per_s", "device bytes/s written", f"log:{64 * GiB}"),
     Feature("read_bytes_per_s", "device bytes/s read", f"log:{64 * GiB}"),
@@ -68,7 +68,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("pending_compaction_bytes", "bytes", f"log:{256 * GiB}"),
     Feature("stall_fraction", "write-stall seconds / window seconds", "unit"),
     Feature("blob_garbage_fraction", "blob garbage bytes / disk bytes", "unit"),
-    Feature("space_used_fraction", "disk bytes / budget (2 = twice the budget)", "ratio:2"),
+    Feature("space_used_fraction", "disk bytes / budget (2: twice the budget)", "ratio:2"),
     Feature("writer_queue_fill", "queued writes / queue depth", "unit"),
     Feature("dropped_fraction", "pages dropped / pages offered to the writer", "unit"),
     Feature("mean_ttft_s", "seconds", "log:60"),

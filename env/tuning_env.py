@@ -17,10 +17,9 @@ from env.actions import ActionMapper, select_knobs
 from env.config import EnvConfig
 from env.observation import FEATURES, WindowFeatures, encode_observation, observation_size
 from store import StoreConfig
-from workloads.generators import GENERATORS, mixed
 from workloads.metrics import WindowMetrics
-from workloads.mooncake import load_mooncake
-from workloads.profiles import get_profile
+from workloads.profiles import get_device_profile, get_profile
+from workloads.registry import make_workload
 from workloads.replay import ReplayConfig, ReplaySession
 from workloads.requests import Request
 
@@ -34,22 +33,12 @@ SMALL_WORKLOAD_OPTIONS: dict[str, dict[str, Any]] = {
 
 
 def build_requests(workload: str, options: dict[str, Any], seed: int) -> list[Request]:
-    """The requests of ``workload`` (a generator name, ``mixed`` or ``mooncake`` with ``path``)."""
-    merged = {**SMALL_WORKLOAD_OPTIONS.get(workload, {}), **options}
-    if workload == "mooncake":
-        if "path" not in merged:
-            raise ValueError("workload 'mooncake' needs workload_options={'path': TRACE_FILE, ...}")
-        return load_mooncake(**merged)
-    if workload == "mixed":
-        return mixed(seed=seed, **merged)
-    if workload not in GENERATORS:
-        valid = ", ".join([*GENERATORS, "mixed", "mooncake"])
-        raise ValueError(f"unknown workload {workload!r}; valid workloads: {valid}")
-    return GENERATORS[workload](seed=seed, **merged)
+    """The requests of ``workload`` (see :data:`workloads.WORKLOADS`), small by default for ``staged``."""
+    return make_workload(workload, seed=seed, **{**SMALL_WORKLOAD_OPTIONS.get(workload, {}), **options})
 
 
 def _observation_table() -> str:
-    rows = [f"    | {i:>2} | {f.name:<26} | {f.unit:<52} | {f.scale:<16} |" for i, f in enumerate(FEATURES)]
+    rows = [f"    | {i:>2} | {f.name:<26} | {f.unit:<45} | {f.scale:<16} |" for i, f in enumerate(FEATURES)]
     return "\n".join(rows)
 
 
@@ -70,14 +59,15 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
     variant for DQN.
 
     ## Observation Space
-    ``Box(0, 1, ({len(FEATURES)} + d,), float32)``, schema version 1. Entries 0-{len(FEATURES) - 1}:
+    ``Box(0, 1, ({observation_size()},), float32)``, schema version 1. Entries 0 .. {len(FEATURES) - 1}:
 
-    |  # | feature                    | unit                                                 | normalisation    |
-    |----|----------------------------|------------------------------------------------------|------------------|
+    |  # | feature                    | unit                                          | normalisation    |
+    |----|----------------------------|-----------------------------------------------|------------------|
 {_observation_table()}
 
     ``log:M`` is log1p(x) / log1p(M), ``ratio:M`` is x / M, both clipped to [0, 1]. Entries
-    {len(FEATURES)} .. {len(FEATURES)} + d - 1 are the current knobs, each as its action value mapped to [0, 1].
+    {len(FEATURES)} .. {observation_size() - 1} are the current values of every default action knob (whatever
+    subset ``action_knobs`` lets the agent move), each mapped onto [0, 1] like an action.
 
     ## Rewards
     Per window (see :class:`env.config.RewardConfig`): ``hit_weight * hit_token_ratio - ttft_weight *
@@ -92,7 +82,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
     Terminated when the workload is fully replayed. Time limits belong to the registration.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (Gymnasium declares it so)
 
     def __init__(self, config: EnvConfig | None = None, **overrides: Any) -> None:
         super().__init__()
@@ -110,7 +100,9 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
 
     # ------------------------------------------------------------------ gymnasium API
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         self._close_session()
         workload_seed = int(self.np_random.integers(2**31 - 1))
@@ -122,6 +114,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         replay_config = ReplayConfig(
             store_kind=self.config.store_kind,
             profile=self.profile,
+            device=get_device_profile(self.config.device),
             page_size=self.config.page_size,
             budget_bytes=self.config.budget_bytes,
             memory_tier_bytes=self.config.memory_tier_bytes,
@@ -190,7 +183,9 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
             pending_compaction_bytes=float(window.pending_compaction_bytes),
             stall_fraction=min(window.stall_s / span, 1.0),
             blob_garbage_fraction=window.blob_garbage_bytes / max(window.disk_bytes, 1),
-            space_used_fraction=window.disk_bytes / self.config.budget_bytes if self.config.budget_bytes else 0.0,
+            space_used_fraction=window.disk_bytes / self.config.budget_bytes
+            if self.config.budget_bytes
+            else 0.0,
             writer_queue_fill=window.writer_queue_depth / self.current_config.writer_queue_depth,
             dropped_fraction=window.dropped_pages / offered if offered > 0 else 0.0,
             mean_ttft_s=window.mean_ttft_s if math.isfinite(window.mean_ttft_s) else 0.0,

@@ -6,16 +6,20 @@ import logging
 
 import typer
 
-app = typer.Typer(help="kvtune: an LSM-tree KV-cache store for LLM serving, and RL that tunes it.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="kvtune: an LSM-tree KV-cache store for LLM serving, and RL that tunes it.", no_args_is_help=True
+)
 bench_app = typer.Typer(help="Benchmarks that compare store kinds side by side.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level.")) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
 
 from experiments import bench_cmd  # noqa: E402, F401  (registers `kvtune bench store`)
 from experiments.replay_cmd import replay_command  # noqa: E402

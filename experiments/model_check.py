@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
@@ -37,7 +38,9 @@ class ModelSpec:
         return self.hidden_size // self.attention_heads
 
     def kv_layout(self) -> KVLayout:
-        return KVLayout(layers=self.layers, kv_heads=self.kv_heads, head_dim=self.head_dim, dtype=torch.float32)
+        return KVLayout(
+            layers=self.layers, kv_heads=self.kv_heads, head_dim=self.head_dim, dtype=torch.float32
+        )
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def kv_from_cache(cache: object) -> torch.Tensor:
 def cache_from_kv(kv: torch.Tensor, model: torch.nn.Module) -> object:
     from transformers import DynamicCache
 
-    cache = DynamicCache(config=model.config)
+    cache = DynamicCache(config=cast(Any, model).config)
     for index in range(kv.shape[0]):
         keys = kv[index, 0].transpose(0, 1).unsqueeze(0)
         values = kv[index, 1].transpose(0, 1).unsqueeze(0)
@@ -103,7 +106,9 @@ def check_prefix_reuse(
     generator = torch.Generator().manual_seed(seed)
     prompt_a = torch.randint(0, spec.vocab_size, (prompt_tokens,), generator=generator)
     prompt_b = prompt_a.clone()
-    prompt_b[shared_tokens:] = torch.randint(0, spec.vocab_size, (prompt_tokens - shared_tokens,), generator=generator)
+    prompt_b[shared_tokens:] = torch.randint(
+        0, spec.vocab_size, (prompt_tokens - shared_tokens,), generator=generator
+    )
 
     with torch.inference_mode():
         cache_a = model(prompt_a.unsqueeze(0), use_cache=True).past_key_values
@@ -111,7 +116,9 @@ def check_prefix_reuse(
         full_logits = model(prompt_b.unsqueeze(0), use_cache=True).logits
         ttft_full = time.perf_counter() - started
 
-    with open_store(kind, path, layout=spec.kv_layout(), page_size=page_size, namespace="model-check") as store:
+    with open_store(
+        kind, path, layout=spec.kv_layout(), page_size=page_size, namespace="model-check"
+    ) as store:
         store.put_batch(prompt_a, kv_from_cache(cache_a))
         started = time.perf_counter()
         reused_pages = store.probe(prompt_b)
@@ -120,7 +127,9 @@ def check_prefix_reuse(
         reused = reused_pages * page_size
         with torch.inference_mode():
             cache_b = cache_from_kv(prefix_kv, model)
-            rest_logits = model(prompt_b[reused:].unsqueeze(0), past_key_values=cache_b, use_cache=True).logits
+            rest_logits = model(
+                prompt_b[reused:].unsqueeze(0), past_key_values=cache_b, use_cache=True
+            ).logits
         ttft_cached = time.perf_counter() - started
 
     expected = full_logits[:, reused:]

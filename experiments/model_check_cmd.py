@@ -24,18 +24,37 @@ def model_check_command(
 ) -> None:
     """Prefill prompt A, store its KV, prefill prompt B from the stored prefix: logits must match."""
     spec = ModelSpec(layers=layers, hidden_size=hidden_size, intermediate_size=hidden_size * 11 // 4)
-    table = Table(title=f"Llama-architecture model, random weights ({layers} layers, hidden {hidden_size}), CPU")
-    for column in ("store", "reused tokens", "logits match", "max |diff|", "TTFT full s", "TTFT cached s",
-                   "load s", "speed-up"):
+    table = Table(
+        title=f"Llama-architecture model, random weights ({layers} layers, hidden {hidden_size}), CPU"
+    )
+    for column in (
+        "store",
+        "reused tokens",
+        "logits match",
+        "max |diff|",
+        "TTFT full s",
+        "TTFT cached s",
+        "load s",
+        "speed-up",
+    ):
         table.add_column(column, justify="right")
     failed = False
     with tempfile.TemporaryDirectory(prefix="kvtune-model-check-") as root:
         for kind in kinds.split(","):
-            result = check_prefix_reuse(kind, Path(root) / kind, spec, prompt_tokens, shared_tokens, page_size)
+            result = check_prefix_reuse(
+                kind, Path(root) / kind, spec, prompt_tokens, shared_tokens, page_size
+            )
             failed |= not result.logits_match
-            table.add_row(kind, str(result.reused_tokens), str(result.logits_match), f"{result.max_abs_diff:.2e}",
-                          f"{result.ttft_full_s:.3f}", f"{result.ttft_cached_s:.3f}", f"{result.load_s:.4f}",
-                          f"{result.ttft_full_s / result.ttft_cached_s:.2f}x")
+            table.add_row(
+                kind,
+                str(result.reused_tokens),
+                str(result.logits_match),
+                f"{result.max_abs_diff:.2e}",
+                f"{result.ttft_full_s:.3f}",
+                f"{result.ttft_cached_s:.3f}",
+                f"{result.load_s:.4f}",
+                f"{result.ttft_full_s / result.ttft_cached_s:.2f}x",
+            )
     console.print(table)
     if failed:
         raise typer.Exit(1)

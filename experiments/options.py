@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import typer
 import yaml
 
-from env import EnvConfig
+from env import EnvConfig, RewardConfig
 
 WorkloadOption = typer.Option(
     "staged", "--workload", help="staged | chat | rag | mixed | mooncake (with --trace)."
@@ -16,6 +17,14 @@ WorkloadOption = typer.Option(
 TraceOption = typer.Option(None, "--trace", help="A Mooncake-format JSONL trace (sets --workload mooncake).")
 OptionList = typer.Option(
     [], "--param", help="Workload option NAME=VALUE (repeatable), as for kvtune replay."
+)
+
+
+EnvOptionList = typer.Option(
+    [],
+    "--env",
+    help="EnvConfig field NAME=VALUE (repeatable), e.g. profile_scale=128, device=nvme-pcie4, "
+    "memory_tier_bytes=67108864, action_knobs=[disable_wal], reward.ttft_weight=2.",
 )
 
 
@@ -39,8 +48,17 @@ def env_config(
     budget_bytes: int | None,
     requests_per_window: int,
     clock: str,
+    env_options: list[str] | None = None,
 ) -> EnvConfig:
     options = parse_options(workload_options)
+    overrides = parse_options(env_options or [])
+    reward = {k.removeprefix("reward."): v for k, v in overrides.items() if k.startswith("reward.")}
+    fields = {k: v for k, v in overrides.items() if not k.startswith("reward.")}
+    if "action_knobs" in fields:
+        fields["action_knobs"] = tuple(fields["action_knobs"])
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(EnvConfig)} - {"reward"})
+    if unknown:
+        raise typer.BadParameter(f"unknown --env field(s) {', '.join(unknown)}; see env.EnvConfig")
     if trace is not None:
         workload = "mooncake"
         options["path"] = str(trace)
@@ -53,6 +71,8 @@ def env_config(
             budget_bytes=budget_bytes,
             requests_per_window=requests_per_window,
             clock=clock,  # type: ignore[arg-type]
+            reward=RewardConfig(**reward),
+            **fields,
         )
-    except ValueError as error:
+    except (TypeError, ValueError) as error:
         raise typer.BadParameter(str(error)) from error

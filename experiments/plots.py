@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def window_lines(series: Mapping[str, Sequence[float]], ylabel: str, title: str, path: Path) -> Path:

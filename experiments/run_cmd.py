@@ -32,22 +32,83 @@ def run_command(
     cli = get_command(app)
     steps: list[tuple[str, list[str]]] = [
         *[
-            (f"replay on {kind}", ["replay", "--workload", "staged", "--param", "phase_requests=8",
-                                   "--store", kind, "--seed", str(seed), "--out", str(out / f"replay-{kind}")])
+            (
+                f"replay on {kind}",
+                [
+                    "replay",
+                    "--workload",
+                    "staged",
+                    "--param",
+                    "phase_requests=8",
+                    "--store",
+                    kind,
+                    "--seed",
+                    str(seed),
+                    "--out",
+                    str(out / f"replay-{kind}"),
+                ],
+            )
             for kind in ("memory", "file", "applog", "lsm")
         ],
-        ("train PPO", ["train", "--algo", "ppo", "--timesteps", str(timesteps), "--n-envs", "2",
-                       "--eval-every", str(max(timesteps // 2, 2)), "--seed", str(seed), *QUICK_WORKLOAD,
-                       "--out", str(out / "train")]),
-        ("static study", ["study", "static", "--n-trials", str(trials), "--study-name", "quick-static",
-                          "--seed", str(seed), *QUICK_WORKLOAD, "--out", str(out / "study")]),
-        ("evaluate", ["evaluate", "--policy", "default", "--policy", "heuristic",
-                      "--policy", f"static:{out / 'study' / 'best_static.json'}",
-                      "--policy", str(out / "train" / "policy"), "--seed", str(seed), *QUICK_WORKLOAD,
-                      "--out", str(out / "evaluate")]),
+        (
+            "train PPO",
+            [
+                "train",
+                "--algo",
+                "ppo",
+                "--timesteps",
+                str(timesteps),
+                "--n-envs",
+                "2",
+                "--eval-every",
+                str(max(timesteps // 2, 2)),
+                "--seed",
+                str(seed),
+                *QUICK_WORKLOAD,
+                "--out",
+                str(out / "train"),
+            ],
+        ),
+        (
+            "static study",
+            [
+                "study",
+                "static",
+                "--n-trials",
+                str(trials),
+                "--study-name",
+                "quick-static",
+                "--seed",
+                str(seed),
+                *QUICK_WORKLOAD,
+                "--out",
+                str(out / "study"),
+            ],
+        ),
+        (
+            "evaluate",
+            [
+                "evaluate",
+                "--policy",
+                "default",
+                "--policy",
+                "heuristic",
+                "--policy",
+                f"static:{out / 'study' / 'best_static.json'}",
+                "--policy",
+                str(out / "train" / "policy"),
+                "--seed",
+                str(seed),
+                *QUICK_WORKLOAD,
+                "--out",
+                str(out / "evaluate"),
+            ],
+        ),
     ]
     for title, args in steps:
         console.rule(f"[bold]{title}[/bold]: kvtune {' '.join(args)}")
         cli.main(args, prog_name="kvtune", standalone_mode=False)
     console.rule("done")
-    console.print(f"everything is under {out}; MLflow: mlflow ui --backend-store-uri sqlite:///{out}/train/mlflow.db")
+    console.print(
+        f"everything is under {out}; MLflow: mlflow ui --backend-store-uri sqlite:///{out}/train/mlflow.db"
+    )

@@ -21,7 +21,7 @@ from agents.studies import (
     static_search_space,
 )
 from agents.training import TrainConfig
-from experiments.options import OptionList, TraceOption, WorkloadOption, env_config
+from experiments.options import EnvOptionList, OptionList, TraceOption, WorkloadOption, env_config
 from experiments.tracking import default_tracking_uri
 from experiments.train_cmd import (
     BudgetOption,
@@ -130,6 +130,7 @@ def static_command(
     workload: str = WorkloadOption,
     trace: Path | None = TraceOption,
     workload_option: list[str] = OptionList,
+    env_option: list[str] = EnvOptionList,
     n_trials: int = NTrialsOption,
     storage: str | None = StorageOption,
     study_name: str = StudyNameOption,
@@ -149,7 +150,7 @@ def static_command(
 ) -> None:
     """Search the best static StoreConfig for a workload; export it as OUT/best_static.json."""
     environment = env_config(
-        workload, trace, workload_option, store, profile, budget_bytes, requests_per_window, clock
+        workload, trace, workload_option, store, profile, budget_bytes, requests_per_window, clock, env_option
     )
     try:
         overrides = load_space_file(space) if space is not None else None
@@ -181,6 +182,7 @@ def agent_command(
     workload: str = WorkloadOption,
     trace: Path | None = TraceOption,
     workload_option: list[str] = OptionList,
+    env_option: list[str] = EnvOptionList,
     n_trials: int = NTrialsOption,
     storage: str | None = StorageOption,
     study_name: str = StudyNameOption,
@@ -202,7 +204,7 @@ def agent_command(
 ) -> None:
     """Search PPO/SAC hyperparameters with short training runs; copy the best policy to OUT/best_policy."""
     environment = env_config(
-        workload, trace, workload_option, store, profile, budget_bytes, requests_per_window, clock
+        workload, trace, workload_option, store, profile, budget_bytes, requests_per_window, clock, env_option
     )
     try:
         train = TrainConfig(

@@ -32,12 +32,12 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     flat: dict[str, str] = {}
     for key, value in values.items():
         name = f"{prefix}{key}"
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            value = dataclasses.asdict(value)
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, prefix=f"{name}."))
+        is_record = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        plain = dataclasses.asdict(value) if is_record else value
+        if isinstance(plain, Mapping):
+            flat.update(flatten(plain, prefix=f"{name}."))
         else:
-            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+            flat[name] = str(plain)[:MAX_PARAM_LENGTH]
     return flat
 
 
@@ -63,7 +63,9 @@ def tracked_run(
     """An active MLflow run with ``params`` logged flat; nested runs attach to the active parent."""
     mlflow.set_tracking_uri(tracking_uri)
     experiment_id = ensure_experiment(experiment, tracking_uri, artifact_root)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested, tags=tags) as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, nested=nested, tags=dict(tags or {})
+    ) as run:
         flat = flatten(params)
         names = sorted(flat)
         for start in range(0, len(names), 100):

@@ -155,7 +155,7 @@ class AppendLogStore(KVStore):
 
     kind = "applog"
 
-    def __init__(  # noqa: PLR0917 (the positional signature open_store calls)
+    def __init__(
         self,
         path: str | Path,
         layout: KVLayout,

@@ -80,7 +80,11 @@ class KVStore(ABC):
     ) -> None:
         if not isinstance(layout, KVLayout):
             raise ValueError(f"layout must be a KVLayout, got {type(layout).__name__}")
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
+        if (
+            isinstance(page_size, bool)
+            or not isinstance(page_size, int)
+            or not 1 <= page_size <= MAX_PAGE_SIZE
+        ):
             raise ValueError(f"page_size must be an int in [1, {MAX_PAGE_SIZE}], got {page_size!r}")
         if budget_bytes is not None and (
             isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0
@@ -229,7 +233,11 @@ class KVStore(ABC):
     def evict(self, tokens: Any, n_pages: int = 0) -> int:
         """Drop page ``n_pages`` of ``tokens`` and everything stored after it; return pages evicted."""
         plan = self.plan(tokens)
-        if isinstance(n_pages, bool) or not isinstance(n_pages, int) or not 0 <= n_pages < max(plan.n_pages, 1):
+        if (
+            isinstance(n_pages, bool)
+            or not isinstance(n_pages, int)
+            or not 0 <= n_pages < max(plan.n_pages, 1)
+        ):
             raise ValueError(f"n_pages must be an int in [0, {plan.n_pages}), got {n_pages!r}")
         with self._lock:
             self._check_open()
@@ -269,9 +277,15 @@ class KVStore(ABC):
         if not isinstance(kv, torch.Tensor):
             raise ValueError(f"kv must be a torch.Tensor, got {type(kv).__name__}")
         if kv.dtype != self.layout.dtype:
-            raise ValueError(f"kv has dtype {kv.dtype}; this store holds {self.layout.dtype}: convert it first")
+            raise ValueError(
+                f"kv has dtype {kv.dtype}; this store holds {self.layout.dtype}: convert it first"
+            )
         shape_ok = kv.dim() == 5 and (kv.shape[0], kv.shape[1], kv.shape[3], kv.shape[4]) == (
-            expected[0], expected[1], expected[3], expected[4])
+            expected[0],
+            expected[1],
+            expected[3],
+            expected[4],
+        )
         if not shape_ok:
             raise ValueError(
                 f"kv has shape {tuple(kv.shape)}; expected [layers={expected[0]}, 2, n, "

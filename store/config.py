@@ -43,7 +43,9 @@ class KnobSpec:
         """Return ``value`` coerced to the knob's type, or raise ``ValueError`` naming the knob."""
         if self.choices:
             if value not in self.choices:
-                raise ValueError(f"knob {self.name}={value!r} is invalid: valid values are {self.valid_range()}")
+                raise ValueError(
+                    f"knob {self.name}={value!r} is invalid: valid values are {self.valid_range()}"
+                )
             return value
         if self.kind is int:
             if (
@@ -58,7 +60,9 @@ class KnobSpec:
                 raise ValueError(f"knob {self.name}={value!r} must be a number in {self.valid_range()}")
             value = float(value)
         if self.low is None or self.high is None or not self.low <= value <= self.high:
-            raise ValueError(f"knob {self.name}={value!r} is out of range: valid range is {self.valid_range()}")
+            raise ValueError(
+                f"knob {self.name}={value!r} is out of range: valid range is {self.valid_range()}"
+            )
         return value
 
 
@@ -91,72 +95,259 @@ class StoreConfig(metaclass=_NamedKnobs):
     Construct with keywords; any out-of-range or unknown knob raises ``ValueError``.
     """
 
-    write_buffer_size: int = _knob(64 * MiB, KnobSpec(
-        "write_buffer_size", int, "log", 1 * MiB, 1 * GiB, rocksdb_option="write_buffer_size",
-        doc="bytes of one memtable"))
-    max_write_buffer_number: int = _knob(2, KnobSpec(
-        "max_write_buffer_number", int, "linear", 2, 16, rocksdb_option="max_write_buffer_number",
-        doc="memtables (active + immutable) before writes stall"))
-    level0_file_num_compaction_trigger: int = _knob(4, KnobSpec(
-        "level0_file_num_compaction_trigger", int, "log", 1, 64,
-        rocksdb_option="level0_file_num_compaction_trigger", doc="L0 files that start an L0->L1 compaction"))
-    level0_slowdown_writes_trigger: int = _knob(20, KnobSpec(
-        "level0_slowdown_writes_trigger", int, "log", 1, 256,
-        rocksdb_option="level0_slowdown_writes_trigger", doc="L0 files that slow writes down"))
-    level0_stop_writes_trigger: int = _knob(36, KnobSpec(
-        "level0_stop_writes_trigger", int, "log", 1, 512,
-        rocksdb_option="level0_stop_writes_trigger", doc="L0 files that stop writes"))
-    target_file_size_base: int = _knob(64 * MiB, KnobSpec(
-        "target_file_size_base", int, "log", 1 * MiB, 1 * GiB, rocksdb_option="target_file_size_base",
-        doc="bytes of one L1 SST file"))
-    max_bytes_for_level_base: int = _knob(256 * MiB, KnobSpec(
-        "max_bytes_for_level_base", int, "log", 4 * MiB, 8 * GiB, rocksdb_option="max_bytes_for_level_base",
-        doc="bytes of L1 before it compacts into L2"))
-    max_bytes_for_level_multiplier: float = _knob(10.0, KnobSpec(
-        "max_bytes_for_level_multiplier", float, "linear", 2.0, 20.0,
-        rocksdb_option="max_bytes_for_level_multiplier", doc="size ratio of adjacent levels"))
-    enable_blob_files: bool = _knob(True, KnobSpec(
-        "enable_blob_files", bool, "choice", choices=(False, True), rocksdb_option="enable_blob_files",
-        doc="separate values of at least min_blob_size into blob files"))
-    min_blob_size: int = _knob(4 * KiB, KnobSpec(
-        "min_blob_size", int, "log", 64, 64 * MiB, rocksdb_option="min_blob_size",
-        doc="smallest value stored in a blob file; smaller values stay inline in SSTs"))
-    blob_file_size: int = _knob(32 * MiB, KnobSpec(
-        "blob_file_size", int, "log", 1 * MiB, 4 * GiB, rocksdb_option="blob_file_size",
-        doc="bytes of one blob file (RocksDB: 256 MiB; smaller lets a budgeted store free space file by file)"))
-    blob_compression_type: str = _knob("none", KnobSpec(
-        "blob_compression_type", str, "choice", choices=("none", "lz4", "zstd"),
-        rocksdb_option="blob_compression_type", doc="compression of blob files"))
-    enable_blob_garbage_collection: bool = _knob(False, KnobSpec(
-        "enable_blob_garbage_collection", bool, "choice", choices=(False, True),
-        rocksdb_option="enable_blob_garbage_collection", doc="relocate live blobs out of old blob files"))
-    blob_garbage_collection_age_cutoff: float = _knob(0.25, KnobSpec(
-        "blob_garbage_collection_age_cutoff", float, "linear", 0.0, 1.0,
-        rocksdb_option="blob_garbage_collection_age_cutoff", doc="oldest fraction of blob files GC touches"))
-    blob_garbage_collection_force_threshold: float = _knob(1.0, KnobSpec(
-        "blob_garbage_collection_force_threshold", float, "linear", 0.0, 1.0,
-        rocksdb_option="blob_garbage_collection_force_threshold",
-        doc="garbage ratio of the oldest blob files that forces a compaction"))
-    disable_wal: bool = _knob(False, KnobSpec(
-        "disable_wal", bool, "choice", choices=(False, True),
-        doc="skip the write-ahead log: unflushed pages are lost on a crash (never returned wrong)"))
-    writer_batch_size: int = _knob(16, KnobSpec(
-        "writer_batch_size", int, "log", 1, 1024, doc="put requests the async writer merges into one write"))
-    writer_queue_depth: int = _knob(64, KnobSpec(
-        "writer_queue_depth", int, "log", 1, 4096,
-        doc="put requests the async writer queues before its overflow policy applies"))
-    writer_overflow: str = _knob("block", KnobSpec(
-        "writer_overflow", str, "choice", choices=("block", "drop"),
-        doc="what a full writer queue does: block the caller, or drop the request (counted)"))
-    eviction_order: str = _knob("lru", KnobSpec(
-        "eviction_order", str, "choice", choices=("lru", "fifo"),
-        doc="capacity manager: least-recently-used leaves first, or oldest-written subtrees first"))
-    write_admission_hits: int = _knob(0, KnobSpec(
-        "write_admission_hits", int, "linear", 0, 8,
-        doc="hits a page needs in the memory tier before it is written to disk (0: write-through)"))
-    block_cache_bytes: int = _knob(32 * MiB, KnobSpec(
-        "block_cache_bytes", int, "log", 1 * MiB, 4 * GiB, live=False,
-        doc="RocksDB block cache (SST blocks: keys and metadata records)"))
+    write_buffer_size: int = _knob(
+        64 * MiB,
+        KnobSpec(
+            "write_buffer_size",
+            int,
+            "log",
+            1 * MiB,
+            1 * GiB,
+            rocksdb_option="write_buffer_size",
+            doc="bytes of one memtable",
+        ),
+    )
+    max_write_buffer_number: int = _knob(
+        2,
+        KnobSpec(
+            "max_write_buffer_number",
+            int,
+            "linear",
+            2,
+            16,
+            rocksdb_option="max_write_buffer_number",
+            doc="memtables (active + immutable) before writes stall",
+        ),
+    )
+    level0_file_num_compaction_trigger: int = _knob(
+        4,
+        KnobSpec(
+            "level0_file_num_compaction_trigger",
+            int,
+            "log",
+            1,
+            64,
+            rocksdb_option="level0_file_num_compaction_trigger",
+            doc="L0 files that start an L0->L1 compaction",
+        ),
+    )
+    level0_slowdown_writes_trigger: int = _knob(
+        20,
+        KnobSpec(
+            "level0_slowdown_writes_trigger",
+            int,
+            "log",
+            1,
+            256,
+            rocksdb_option="level0_slowdown_writes_trigger",
+            doc="L0 files that slow writes down",
+        ),
+    )
+    level0_stop_writes_trigger: int = _knob(
+        36,
+        KnobSpec(
+            "level0_stop_writes_trigger",
+            int,
+            "log",
+            1,
+            512,
+            rocksdb_option="level0_stop_writes_trigger",
+            doc="L0 files that stop writes",
+        ),
+    )
+    target_file_size_base: int = _knob(
+        64 * MiB,
+        KnobSpec(
+            "target_file_size_base",
+            int,
+            "log",
+            1 * MiB,
+            1 * GiB,
+            rocksdb_option="target_file_size_base",
+            doc="bytes of one L1 SST file",
+        ),
+    )
+    max_bytes_for_level_base: int = _knob(
+        256 * MiB,
+        KnobSpec(
+            "max_bytes_for_level_base",
+            int,
+            "log",
+            4 * MiB,
+            8 * GiB,
+            rocksdb_option="max_bytes_for_level_base",
+            doc="bytes of L1 before it compacts into L2",
+        ),
+    )
+    max_bytes_for_level_multiplier: float = _knob(
+        10.0,
+        KnobSpec(
+            "max_bytes_for_level_multiplier",
+            float,
+            "linear",
+            2.0,
+            20.0,
+            rocksdb_option="max_bytes_for_level_multiplier",
+            doc="size ratio of adjacent levels",
+        ),
+    )
+    enable_blob_files: bool = _knob(
+        True,
+        KnobSpec(
+            "enable_blob_files",
+            bool,
+            "choice",
+            choices=(False, True),
+            rocksdb_option="enable_blob_files",
+            doc="separate values of at least min_blob_size into blob files",
+        ),
+    )
+    min_blob_size: int = _knob(
+        4 * KiB,
+        KnobSpec(
+            "min_blob_size",
+            int,
+            "log",
+            64,
+            64 * MiB,
+            rocksdb_option="min_blob_size",
+            doc="smallest value stored in a blob file; smaller values stay inline in SSTs",
+        ),
+    )
+    blob_file_size: int = _knob(
+        32 * MiB,
+        KnobSpec(
+            "blob_file_size",
+            int,
+            "log",
+            1 * MiB,
+            4 * GiB,
+            rocksdb_option="blob_file_size",
+            doc="bytes of one blob file (RocksDB's default: 256 MiB; smaller files let a budgeted store "
+            "free space file by file)",
+        ),
+    )
+    blob_compression_type: str = _knob(
+        "none",
+        KnobSpec(
+            "blob_compression_type",
+            str,
+            "choice",
+            choices=("none", "lz4", "zstd"),
+            rocksdb_option="blob_compression_type",
+            doc="compression of blob files",
+        ),
+    )
+    enable_blob_garbage_collection: bool = _knob(
+        False,
+        KnobSpec(
+            "enable_blob_garbage_collection",
+            bool,
+            "choice",
+            choices=(False, True),
+            rocksdb_option="enable_blob_garbage_collection",
+            doc="relocate live blobs out of old blob files",
+        ),
+    )
+    blob_garbage_collection_age_cutoff: float = _knob(
+        0.25,
+        KnobSpec(
+            "blob_garbage_collection_age_cutoff",
+            float,
+            "linear",
+            0.0,
+            1.0,
+            rocksdb_option="blob_garbage_collection_age_cutoff",
+            doc="oldest fraction of blob files GC touches",
+        ),
+    )
+    blob_garbage_collection_force_threshold: float = _knob(
+        1.0,
+        KnobSpec(
+            "blob_garbage_collection_force_threshold",
+            float,
+            "linear",
+            0.0,
+            1.0,
+            rocksdb_option="blob_garbage_collection_force_threshold",
+            doc="garbage ratio of the oldest blob files that forces a compaction",
+        ),
+    )
+    disable_wal: bool = _knob(
+        False,
+        KnobSpec(
+            "disable_wal",
+            bool,
+            "choice",
+            choices=(False, True),
+            doc="skip the write-ahead log: unflushed pages are lost on a crash (never returned wrong)",
+        ),
+    )
+    writer_batch_size: int = _knob(
+        16,
+        KnobSpec(
+            "writer_batch_size",
+            int,
+            "log",
+            1,
+            1024,
+            doc="put requests the async writer merges into one write",
+        ),
+    )
+    writer_queue_depth: int = _knob(
+        64,
+        KnobSpec(
+            "writer_queue_depth",
+            int,
+            "log",
+            1,
+            4096,
+            doc="put requests the async writer queues before its overflow policy applies",
+        ),
+    )
+    writer_overflow: str = _knob(
+        "block",
+        KnobSpec(
+            "writer_overflow",
+            str,
+            "choice",
+            choices=("block", "drop"),
+            doc="what a full writer queue does: block the caller, or drop the request (counted)",
+        ),
+    )
+    eviction_order: str = _knob(
+        "lru",
+        KnobSpec(
+            "eviction_order",
+            str,
+            "choice",
+            choices=("lru", "fifo"),
+            doc="capacity manager: least-recently-used leaves first, or oldest-written subtrees first",
+        ),
+    )
+    write_admission_hits: int = _knob(
+        0,
+        KnobSpec(
+            "write_admission_hits",
+            int,
+            "linear",
+            0,
+            8,
+            doc="hits a page needs in the memory tier before it is written to disk (0: write-through)",
+        ),
+    )
+    block_cache_bytes: int = _knob(
+        32 * MiB,
+        KnobSpec(
+            "block_cache_bytes",
+            int,
+            "log",
+            1 * MiB,
+            4 * GiB,
+            live=False,
+            doc="RocksDB block cache (SST blocks: keys and metadata records)",
+        ),
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -165,7 +356,8 @@ class StoreConfig(metaclass=_NamedKnobs):
             raise ValueError(
                 "knob level0_slowdown_writes_trigger="
                 f"{self.level0_slowdown_writes_trigger} must not exceed level0_stop_writes_trigger="
-                f"{self.level0_stop_writes_trigger}: raise the stop trigger or lower the slowdown trigger")
+                f"{self.level0_stop_writes_trigger}: raise the stop trigger or lower the slowdown trigger"
+            )
 
     @classmethod
     def specs(cls) -> dict[str, KnobSpec]:

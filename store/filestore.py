@@ -57,7 +57,7 @@ class FileStore(KVStore):
 
     kind = "file"
 
-    def __init__(  # noqa: PLR0917 (the positional signature open_store calls)
+    def __init__(
         self,
         path: str | Path,
         layout: KVLayout,

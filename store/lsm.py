@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 from rocksdict import (
     BlockBasedIndexType,
-    BottommostLevelCompaction,
-    CompactOptions,
     BlockBasedOptions,
+    BottommostLevelCompaction,
     Cache,
+    CompactOptions,
     Options,
     Rdict,
     RdictIter,
@@ -45,7 +45,7 @@ from store.config import StoreConfig
 from store.diskusage import directory_usage
 from store.header import check_header, encode_header_record, expected_header
 from store.layout import KVLayout
-from store.pages import KEY_DIGEST_BYTES, PagePlan
+from store.pages import PagePlan
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +227,9 @@ class LSMStore(KVStore):
             body = plan.prefix_key(k + 1)
             batch.delete(self._access_key(meta.stamp, meta.depth, body))
             batch.put(self._access_key(stamp, meta.depth, body), b"")
-            batch.put(self._meta_key(plan, k + 1), PageMeta(meta.check, meta.value_bytes, stamp, k + 1).encode())
+            batch.put(
+                self._meta_key(plan, k + 1), PageMeta(meta.check, meta.value_bytes, stamp, k + 1).encode()
+            )
 
     def _touch(self, plan: PagePlan, n_pages: int) -> None:
         if not self._track_recency():
@@ -317,7 +319,11 @@ class LSMStore(KVStore):
         if self.budget_bytes is None or self._disk_bytes() <= self.budget_bytes:
             return
         live_cap = self.budget_bytes * LIVE_FRACTION
-        target = live_cap if self._live_bytes > live_cap else self._live_bytes - self.budget_bytes * EVICT_CHUNK_FRACTION
+        target = (
+            live_cap
+            if self._live_bytes > live_cap
+            else self._live_bytes - self.budget_bytes * EVICT_CHUNK_FRACTION
+        )
         evicted = self._evict_until(target)
         self._counters.add(evicted_pages=evicted)
         if evicted:
@@ -346,10 +352,12 @@ class LSMStore(KVStore):
             self._db.compact_range(start, end, options)
         finally:
             restore = self._config.rocksdb_options()
-            self._db.set_options({
-                name: restore[name]
-                for name in ("enable_blob_garbage_collection", "blob_garbage_collection_age_cutoff")
-            })
+            self._db.set_options(
+                {
+                    name: restore[name]
+                    for name in ("enable_blob_garbage_collection", "blob_garbage_collection_age_cutoff")
+                }
+            )
 
     def _evict_until(self, live_target: float) -> int:
         """Evict recency-index victims in order, in one write batch, until live bytes <= ``live_target``.
@@ -403,8 +411,11 @@ class LSMStore(KVStore):
         )
         read = sum(
             tickers.get(name, 0)
-            for name in ("rocksdb.compact.read.bytes", "rocksdb.last.level.read.bytes",
-                         "rocksdb.non.last.level.read.bytes")
+            for name in (
+                "rocksdb.compact.read.bytes",
+                "rocksdb.last.level.read.bytes",
+                "rocksdb.non.last.level.read.bytes",
+            )
         )
         garbage = prop("rocksdb.live-blob-file-garbage-size") or 0
         return BackendState(

@@ -26,7 +26,7 @@ class MemoryStore(KVStore):
 
     kind = "memory"
 
-    def __init__(  # noqa: PLR0917 (the positional signature open_store calls)
+    def __init__(
         self,
         path: str | Path | None,
         layout: KVLayout,

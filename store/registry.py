@@ -37,5 +37,10 @@ def open_store(
     if kind != "memory" and path is None:
         raise ValueError(f"store kind {kind!r} keeps its pages on disk: pass a directory as path")
     return classes[kind](
-        None if kind == "memory" else path, layout, page_size, budget_bytes, config or StoreConfig(), namespace
+        None if kind == "memory" else path,
+        layout,
+        page_size,
+        budget_bytes,
+        config or StoreConfig(),
+        namespace,
     )

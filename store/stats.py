@@ -108,11 +108,22 @@ class OpCounters:
             plain = {
                 name: getattr(self, name)
                 for name in (
-                    "puts", "probes", "gets", "pages_written", "pages_read", "bytes_written", "bytes_read",
-                    "pages_hit", "pages_missed", "dropped_pages", "evicted_pages",
+                    "puts",
+                    "probes",
+                    "gets",
+                    "pages_written",
+                    "pages_read",
+                    "bytes_written",
+                    "bytes_read",
+                    "pages_hit",
+                    "pages_missed",
+                    "dropped_pages",
+                    "evicted_pages",
                 )
             }
         plain.update(
-            put_latency=self.latency("put"), probe_latency=self.latency("probe"), get_latency=self.latency("get")
+            put_latency=self.latency("put"),
+            probe_latency=self.latency("probe"),
+            get_latency=self.latency("get"),
         )
         return plain

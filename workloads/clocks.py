@@ -61,11 +61,19 @@ class IOCounters:
     def __sub__(self, other: IOCounters) -> IOCounters:
         return self._combine(other, -1)
 
-    def seconds(self, clock: str, device: DeviceProfile) -> float:
-        """The I/O time of these counters on ``clock``."""
+    def seconds(self, clock: str, device: DeviceProfile, byte_scale: int = 1) -> float:
+        """The I/O time of these counters on ``clock``.
+
+        ``byte_scale`` prices a store of scaled-down tensors at full size on the ``counters`` clock: its
+        bytes count ``byte_scale`` times, its operations and stalls once. ``measured`` is the wall time
+        of the store as it ran.
+        """
         if clock == "counters":
             return device.io_seconds(
-                self.device_write_bytes, self.device_read_bytes, self.device_ops, self.stall_s
+                self.device_write_bytes * byte_scale,
+                self.device_read_bytes * byte_scale,
+                self.device_ops,
+                self.stall_s,
             )
         if clock == "measured":
             return self.store_op_s

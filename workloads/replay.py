@@ -281,7 +281,9 @@ class ReplaySession:
         stats = self._call(self._store.stats)
         self._counters.advance(stats)
         delta = self._counters.take()
-        io_s = {clock: delta.seconds(clock, self.config.device) for clock in CLOCKS}
+        io_s = {
+            clock: delta.seconds(clock, self.config.device, self.config.profile.scale) for clock in CLOCKS
+        }
         moved = delta.bytes_read + delta.bytes_written
         if moved:
             self._price = {clock: io_s[clock] / moved for clock in CLOCKS}
@@ -484,7 +486,7 @@ class ReplaySession:
         disk_s = {clock: self._price[clock] * read_bytes for clock in CLOCKS}
         hit_tokens = (item.memory_pages + item.disk_pages) * page_size
         hit_bytes = (item.memory_pages + item.disk_pages) * page_bytes
-        load_s = disk_s[config.clock] + profile.host_to_device_seconds(hit_bytes)
+        load_s = disk_s[config.clock] + profile.host_to_device_seconds(hit_bytes * profile.scale)
         prefill_s = profile.prefill_seconds(max(request.prompt_tokens - hit_tokens, 1))
         start = max(request.arrival_s, self._server_free_s)
         self._server_free_s = start + load_s + prefill_s

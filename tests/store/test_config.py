@@ -83,8 +83,6 @@ def test_numeric_knob_bounds_are_inclusive_and_checked(name: str) -> None:
         assert spec.valid_range() in message
 
 
-
-
 @pytest.mark.parametrize("name", NUMERIC)
 def test_range_in_the_message_is_exact(name: str) -> None:
     """A message must state bounds a user can copy: 1048576, not 1.04858e+06."""
@@ -262,5 +260,7 @@ def test_rocksdb_accepts_every_option_string(compression: str) -> None:
 
 
 def test_constructor_rejects_unknown_knobs_with_a_value_error() -> None:
-    with pytest.raises(ValueError, match="unknown knob\\(s\\) memtable_bytes; valid knobs: .*write_buffer_size"):
+    with pytest.raises(
+        ValueError, match=r"unknown knob\(s\) memtable_bytes; valid knobs: .*write_buffer_size"
+    ):
         StoreConfig(memtable_bytes=1 << 20)  # type: ignore[call-arg]
