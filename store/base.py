@@ -137,13 +137,15 @@ class KVStore(ABC):
             return 0
         return missing if self._writer.submit(request, missing) else 0
 
-    def flush(self) -> None:
-        """Wait until every queued write is in the store."""
+    def flush(self, durable: bool = True) -> None:
+        """Wait until every queued write is in the store; with ``durable``, also make every write so far
+        survive a crash of this process (with the WAL off, that flushes RocksDB's memtable)."""
         self._check_open()
         self._writer.flush()
-        with self._lock:
-            self._check_open()
-            self._flush_durable()
+        if durable:
+            with self._lock:
+                self._check_open()
+                self._flush_durable()
 
     def probe(self, tokens: Any) -> int:
         """Number of leading full pages of ``tokens`` that are stored."""

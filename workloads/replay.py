@@ -277,7 +277,7 @@ class ReplaySession:
             served.append(self._serve(request, self._next))
             self._next += 1
         queue_depth = self._call(self._store.stats).writer_queue_depth
-        self._call(self._store.flush)
+        self._call(self._store.flush, False)
         stats = self._call(self._store.stats)
         self._counters.advance(stats)
         delta = self._counters.take()

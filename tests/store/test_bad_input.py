@@ -307,12 +307,6 @@ def test_unknown_knob_is_a_value_error_listing_the_valid_ones(loaded: KVStore) -
     assert_unharmed(loaded)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="store/config.py bug (reported): StoreConfig(unknown=...) raises the dataclass TypeError, though "
-    "its docstring and the issue promise a ValueError naming the knob",
-)
 def test_unknown_knob_in_the_constructor_is_a_value_error() -> None:
     """StoreConfig's docstring: "any out-of-range or unknown knob raises ValueError"."""
     with pytest.raises(ValueError, match="write_bufer_size"):
