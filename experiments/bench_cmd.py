@@ -60,7 +60,7 @@ def _store_config(assignments: list[str]) -> StoreConfig:
 
 
 @bench_app.command("store")
-def store(  # noqa: PLR0917 (typer maps each parameter to an option)
+def store(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Directory for the CSVs, the PNG and report.md.")] = Path(
         "runs/bench"

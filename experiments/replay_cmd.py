@@ -15,12 +15,14 @@ from rich.table import Table
 from store import STORE_KINDS, StoreConfig
 from workloads import (
     CLOCKS,
+    DEVICE_PROFILES,
     MODEL_PROFILES,
     PREFETCH_POLICIES,
     WORKLOADS,
     WRITE_POLICIES,
     ReplayConfig,
     WindowMetrics,
+    get_device_profile,
     get_profile,
     load_mooncake,
     make_workload,
@@ -91,6 +93,9 @@ def replay_command(
         str | None, typer.Option("--budget-bytes", help="Disk budget, e.g. 2GiB (default: unlimited).")
     ] = None,
     profile: Annotated[str, typer.Option("--profile", help=f"Model: {', '.join(MODEL_PROFILES)}.")] = "tiny",
+    device: Annotated[
+        str, typer.Option("--device", help=f"Device pricing the counters clock: {', '.join(DEVICE_PROFILES)}.")
+    ] = "this-machine",
     scale: Annotated[int, typer.Option("--scale", min=1, help="Shrink the KV tensors by this factor.")] = 1,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the workload and KV tensors.")] = 0,
     param: Annotated[list[str] | None, typer.Option("--param", help="Workload option name=value.")] = None,
@@ -142,6 +147,7 @@ def replay_command(
         config = ReplayConfig(
             store_kind=store,
             profile=get_profile(profile, scale),
+            device=get_device_profile(device),
             page_size=page_size,
             budget_bytes=parse_bytes(budget_bytes) if budget_bytes is not None else None,
             memory_tier_bytes=parse_bytes(memory_bytes),

@@ -50,7 +50,8 @@ from store.pages import PagePlan
 logger = logging.getLogger(__name__)
 
 HEADER_KEY = b"H"
-LIVE_FRACTION = 0.8
+LIVE_FRACTION = 0.75
+RECLAIM_GC_CUTOFFS = (0.25, 0.5, 1.0)
 EVICT_CHUNK_FRACTION = 0.05
 INFO_LOG_FILE_BYTES = 256 * 1024
 """RocksDB's info log (``LOG``) rolls at this size and keeps ``INFO_LOG_KEEP`` old files, so the store's
@@ -332,9 +333,11 @@ class LSMStore(KVStore):
     def _reclaim(self) -> None:
         """Make RocksDB give the evicted pages' space back.
 
-        First a compaction of the value key space, with blob GC as configured: SSTs drop the evicted
-        keys and blob files holding only garbage are deleted. If the disk is still over budget (live
-        pages pin partly-garbage blob files), a second compaction forces GC on every blob file.
+        A compaction of the value key space drops the evicted keys, and blob files left holding only
+        garbage are deleted. While the disk is still over budget (live pages pin partly-garbage blob
+        files), it compacts again with blob GC forced on over a growing share of the oldest blob files
+        (:data:`RECLAIM_GC_CUTOFFS`): old files hold most of the garbage, so most reclaims relocate few
+        live blobs.
         """
         start = b"D" + self._ns
         end = prefix_successor(start)
@@ -343,13 +346,22 @@ class LSMStore(KVStore):
         options = CompactOptions()
         options.set_bottommost_level_compaction(BottommostLevelCompaction.force_optimized())
         self._db.compact_range(start, end, options)
-        if self.budget_bytes is None or self._disk_bytes() <= self.budget_bytes:
-            return
-        self._db.set_options(
-            {"enable_blob_garbage_collection": "true", "blob_garbage_collection_age_cutoff": "1.0"}
+        configured = (
+            self._config.blob_garbage_collection_age_cutoff
+            if self._config.enable_blob_garbage_collection
+            else 0.0
         )
         try:
-            self._db.compact_range(start, end, options)
+            for cutoff in (c for c in RECLAIM_GC_CUTOFFS if c > configured):
+                if self.budget_bytes is None or self._disk_bytes() <= self.budget_bytes:
+                    return
+                self._db.set_options(
+                    {
+                        "enable_blob_garbage_collection": "true",
+                        "blob_garbage_collection_age_cutoff": str(cutoff),
+                    }
+                )
+                self._db.compact_range(start, end, options)
         finally:
             restore = self._config.rocksdb_options()
             self._db.set_options(
