@@ -94,7 +94,7 @@ def replay_command(
     ] = None,
     profile: Annotated[str, typer.Option("--profile", help=f"Model: {', '.join(MODEL_PROFILES)}.")] = "tiny",
     device: Annotated[
-        str, typer.Option("--device", help=f"Device pricing the counters clock: {', '.join(DEVICE_PROFILES)}.")
+        str, typer.Option("--device", help=f"Device of the counters clock: {', '.join(DEVICE_PROFILES)}.")
     ] = "this-machine",
     scale: Annotated[int, typer.Option("--scale", min=1, help="Shrink the KV tensors by this factor.")] = 1,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the workload and KV tensors.")] = 0,
