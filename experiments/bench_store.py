@@ -1180,8 +1180,6 @@ class _Runner:
         for scenario in scenarios:
             logger.info("scenario %s: %s", scenario.name, scenario.description)
             self.run_scenario(scenario, plans[scenario.name])
-        if not config.keep_data:
-            shutil.rmtree(config.data_dir, ignore_errors=True)
         ratios = compute_ratios(self.measurements, scenarios)
         targets = check_targets(self.measurements, self.footprints, ratios, scenarios, config)
         return BenchResult(
@@ -1789,6 +1787,12 @@ def run_bench(config: BenchConfig, progress: ProgressCallback | None = None) -> 
     runner = _Runner(config, progress)
     result = runner.run()
     write_outputs(result)
+    if not config.keep_data:
+        # After the outputs: deleting a million page files can take minutes on a busy disk.
+        started = time.perf_counter()
+        logger.info("removing the stores under %s", config.data_dir)
+        shutil.rmtree(config.data_dir, ignore_errors=True)
+        logger.info("stores removed in %.0f s", time.perf_counter() - started)
     for target in result.targets:
         logger.info(
             "target %s: %s (measured %.3g, threshold %.3g)",
