@@ -80,6 +80,9 @@ def store(
     workdir: Annotated[Path | None, typer.Option(help="Where the stores live (default OUT/data).")] = None,
     keep_data: Annotated[bool, typer.Option("--keep-data", help="Keep the stores after the run.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the prompts, samples and tensors.")] = 0,
+    reopen: Annotated[
+        str, typer.Option(help="Reopen measurements: cold (page cache dropped), warm, or cold,warm.")
+    ] = "cold",
     knob: Annotated[
         list[str] | None,
         typer.Option(
@@ -105,6 +108,7 @@ def store(
         keep_data=keep_data,
         seed=seed,
         store_config=_store_config(knob or []),
+        reopen_caches=tuple(part.strip() for part in reopen.split(",") if part.strip()),
     )
     if quick:
         # --quick sets the sizes; size options given explicitly on the command line still win.

@@ -24,9 +24,10 @@ Method (what the numbers mean):
   the kinds' in-memory indexes) and the kernel's inode/dentry caches stay warm. One read per round is
   compared bit for bit with what was put.
 - **Reopen**: ``close()`` (untimed) then the time to open the store again, ready to serve: ``cold``
-  after dropping the store's files from the page cache (a restart after a reboot), then ``warm`` right
-  after (a process restart). Measured in the last ``reopen_rounds`` rounds only: the baselines rebuild
-  in-memory indexes from every page, which takes minutes at a million pages.
+  after dropping the store's files from the page cache (a restart after a reboot) and, if
+  ``reopen_caches`` asks for it, ``warm`` right after (a process restart). Measured in the last
+  ``reopen_rounds`` rounds only: the baselines rebuild in-memory indexes from every page, which takes
+  minutes at a million pages (the file kind's warm reopen costs about as much as its cold one).
 - **Fill.** Before the rounds each store is filled to its level with the same ``put_batch`` calls, all
   stores at once (two cores; so fill times are indicative, not measurements).
 """
@@ -197,6 +198,7 @@ class BenchConfig:
     small_prompts_per_round: int = 64
     small_probes_per_round: int = 256
     reopen_rounds: int = 1
+    reopen_caches: tuple[str, ...] = ("cold",)
     fill_chunk_pages: int = 65_536
     workdir: Path | None = None
     keep_data: bool = False
@@ -242,6 +244,8 @@ class BenchConfig:
             )
         if list(self.small_levels) != sorted(set(self.small_levels)):
             raise ValueError(f"small_levels must be increasing and distinct, got {self.small_levels}")
+        if not self.reopen_caches or not set(self.reopen_caches) <= {"cold", "warm"}:
+            raise ValueError(f"reopen_caches must be some of 'cold', 'warm', got {self.reopen_caches}")
         if self.reopen_rounds > self.rounds:
             raise ValueError(f"reopen_rounds={self.reopen_rounds} must not exceed rounds={self.rounds}")
         if not 0 < self.memory_limit_fraction <= 1:
@@ -1120,6 +1124,7 @@ class _Runner:
         self.started = time.perf_counter()
         self.done = 0
         self.total = 0
+        self.reopen_ops = tuple(op for op in _REOPEN_OPS if op[1] in config.reopen_caches)
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(["experiments.bench_store"])
 
@@ -1135,7 +1140,7 @@ class _Runner:
             for level, kinds in levels.items():
                 workers = len(kinds) + 1
                 steps += workers * (
-                    3 + self.config.rounds * len(_OPS) + self.config.reopen_rounds * len(_REOPEN_OPS)
+                    3 + self.config.rounds * len(_OPS) + self.config.reopen_rounds * len(self.reopen_ops)
                 )
                 steps += len(kinds) * math.ceil(level / self.config.fill_chunk_pages)
         return steps
@@ -1263,7 +1268,9 @@ class _Runner:
         if scenario.fresh_per_round:
             for each in workers.values():
                 each.call("reset")
-        ops = _OPS + (_REOPEN_OPS if round_index >= self.config.rounds - self.config.reopen_rounds else ())
+        ops = _OPS + (
+            self.reopen_ops if round_index >= self.config.rounds - self.config.reopen_rounds else ()
+        )
         for op, cache in ops:
             for level in scenario.levels:
                 for kind in order:

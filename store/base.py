@@ -331,22 +331,6 @@ class KVStore(ABC):
     def _count_dropped(self, pages: int) -> None:
         self._counters.add(dropped_pages=pages)
 
-    @staticmethod
-    def _binary_search_probe(n_pages: int, has_page: Any) -> int:
-        """Largest k with pages 0..k-1 stored, for a prefix-closed store: <= ceil(log2 P) + 2 lookups."""
-        if n_pages == 0:
-            return 0
-        if has_page(n_pages - 1):
-            return n_pages
-        low, high = 0, n_pages - 1
-        while low < high:
-            middle = (low + high + 1) // 2
-            if has_page(middle - 1):
-                low = middle
-            else:
-                high = middle - 1
-        return low
-
     # ------------------------------------------------------------------ backend hooks (called under lock)
 
     @abstractmethod

@@ -11,7 +11,7 @@ Key spaces of one database (raw bytes; ``ns`` is an 8-byte digest of the namespa
 ``A`` ns stamp (~depth) d1..dk     recency index: iterating it yields eviction victims in order
 =================================  ========================================================
 
-A probe reads only ``M`` records (binary search, <= ceil(log2 P) + 2 point lookups). Evicting page k
+A probe reads only ``M`` records: one ``seek_for_prev`` and at most one point lookup. Evicting page k
 deletes its subtree from ``M`` and ``D`` with one ``delete_range`` each. ``A`` entries are hints: a stale
 one (its page gone or re-stamped) is skipped and removed when the capacity manager meets it.
 """
@@ -45,12 +45,14 @@ from store.config import StoreConfig
 from store.diskusage import directory_usage
 from store.header import check_header, encode_header_record, expected_header
 from store.layout import KVLayout
-from store.pages import PagePlan
+from store.pages import KEY_DIGEST_BYTES, PagePlan
 
 logger = logging.getLogger(__name__)
 
 HEADER_KEY = b"H"
-LIVE_FRACTION = 0.75
+LIVE_FRACTION = 0.6
+"""Eviction brings live bytes down to this share of the budget. Each reclaim may relocate up to the live
+bytes, once per (1 - LIVE_FRACTION) of the budget written: 0.6 bounds that rewrite at 1.5x the writes."""
 RECLAIM_GC_CUTOFFS = (0.25, 0.5, 1.0)
 EVICT_CHUNK_FRACTION = 0.05
 INFO_LOG_FILE_BYTES = 256 * 1024
@@ -147,6 +149,10 @@ class LSMStore(KVStore):
         self._write_options.disable_wal = config.disable_wal
         self._unlogged = WriteOptions()
         self._unlogged.disable_wal = True
+        if self._db.get(b"M" + self._ns) is None:
+            # An empty sentinel first in the namespace's metadata space: a probe's seek_for_prev stops
+            # here at the latest, instead of stepping back onto (blob-backed) value keys.
+            self._db.put(b"M" + self._ns, b"")
         raw = self._db.get(b"C" + self._ns)
         self._pages, self._live_bytes, self._stamp = _COUNTERS.unpack(raw) if raw else (0, 0, 0)
 
@@ -199,12 +205,39 @@ class LSMStore(KVStore):
 
     # ------------------------------------------------------------------ hooks
 
-    def _has_page(self, plan: PagePlan, index: int) -> bool:
-        raw = self._db.get(self._meta_key(plan, index + 1))
-        return raw is not None and PageMeta.check_of(raw) == plan.checks[index]
-
     def _probe_plan(self, plan: PagePlan) -> int:
-        return self._binary_search_probe(plan.n_pages, lambda index: self._has_page(plan, index))
+        """One ``seek_for_prev`` to the prompt's deepest key, then at most one point lookup.
+
+        The largest stored metadata key <= key(P) shares exactly k whole digests with the prompt's path,
+        where k is the deepest stored page of the prompt: the store is prefix-closed, so page k is stored
+        (an ancestor of the key found), and a stored page k+1 would sort between the key found and key(P).
+        Page k's full chained check is then compared: a corrupt record or a short-digest collision makes
+        that page a miss (and the probe walks up to the deepest valid one).
+        """
+        if plan.n_pages == 0:
+            return 0
+        head = b"M" + self._ns
+        body = plan.prefix_key(plan.n_pages)
+        iterator = self._db.iter()
+        iterator.seek_for_prev(head + body)  # stops at the namespace's sentinel, never in the value space
+        found = iterator.key() if iterator.valid() else b""
+        found_value = iterator.value() if found == head + body else None
+        del iterator
+        if not found.startswith(head):
+            return 0
+        found_body = found[len(head) :]
+        shared = 0
+        while shared < plan.n_pages and (
+            found_body[shared * KEY_DIGEST_BYTES : (shared + 1) * KEY_DIGEST_BYTES] == plan.key_digest(shared)
+        ):
+            shared += 1
+        raw = found_value if shared == plan.n_pages else None
+        while shared > 0:  # more than one round only when a metadata record is corrupt or collides
+            raw = raw if raw is not None else self._db.get(self._meta_key(plan, shared))
+            if raw is not None and PageMeta.check_of(raw) == plan.checks[shared - 1]:
+                return shared
+            shared, raw = shared - 1, None
+        return 0
 
     def _read_pages(self, plan: PagePlan, n_pages: int) -> list[torch.Tensor | None]:
         keys = [self._data_key(plan, k + 1) for k in range(n_pages)]

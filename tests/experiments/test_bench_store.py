@@ -88,6 +88,8 @@ def test_config_rejects_bad_sizes_with_a_clear_message() -> None:
         BenchConfig(rounds=0)
     with pytest.raises(ValueError, match="large_kv_heads must divide"):
         BenchConfig(large_kv_heads=3)
+    with pytest.raises(ValueError, match="reopen_caches"):
+        BenchConfig(reopen_caches=("hot",))
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +106,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
         small_probes_per_round=4,
         fill_chunk_pages=64,
         seed=3,
+        reopen_caches=("cold", "warm"),
     )
     steps: list[tuple[int, int]] = []
     result = run_bench(config, progress=lambda _description, done, total: steps.append((done, total)))
