@@ -53,9 +53,9 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
 from agents.policies import StaticPolicy
+from agents.tracking import ensure_experiment, flatten, log_metrics, tracked_run
 from env import EnvConfig, KVCacheTuningEnv
 from env.actions import ActionMapper, select_knobs
-from experiments.tracking import ensure_experiment, flatten, log_metrics, tracked_run
 from store import StoreConfig
 
 if TYPE_CHECKING:  # agents.training imports Stable-Baselines3: static-study workers start faster without it

@@ -22,10 +22,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from agents.bundle import ALGORITHMS, LearnedPolicy, PolicyCard, algorithm_class, save_policy_bundle
 from agents.evaluation import run_episode
 from agents.policies import DefaultPolicy
+from agents.tracking import log_metrics
 from env import ENV_ID, EnvConfig
 from env.actions import ActionMapper, select_knobs
 from env.wrappers import DiscreteKnobActions
-from experiments.tracking import log_metrics
 
 logger = logging.getLogger(__name__)
 

@@ -35,6 +35,7 @@ Method (what the numbers mean):
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import datetime
 import importlib
@@ -117,6 +118,7 @@ FOOTPRINT_COLUMNS = (
     "disk_bytes",
     "rss_bytes",
     "rss_peak_bytes",
+    "rss_trimmed_bytes",
     "fill_s",
 )
 RATIO_COLUMNS = (
@@ -517,6 +519,16 @@ def rss_bytes() -> tuple[int, int]:
     return rss, peak
 
 
+def trim_heap() -> bool:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``); False where that is not available."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 def evict_page_cache(path: Path) -> int:
     """``os.sync()``, then drop every file under ``path`` from the page cache; returns files evicted."""
     os.sync()
@@ -831,17 +843,26 @@ class _StoreParticipant(_Participant):
             seconds, [seconds], pages_stored=self._stored_pages(), calls=1, pages=0, nbytes=0, evict_s=evict
         )
 
-    def op_footprint(self) -> dict[str, Any]:
+    def op_footprint(self, trim: bool = False) -> dict[str, Any]:
+        """Pages, files, inodes, disk and VmRSS; with ``trim``, also VmRSS after ``malloc_trim``.
+
+        The trimmed figure separates memory the allocator keeps after ``free`` (RocksDB's flush and
+        compaction buffers, freed memtables) from memory still in use. Trimming changes the process,
+        so it is done only at the end.
+        """
         store = self._store()
         stats = store.stats()
         files, inodes = count_inodes(self.path) if self.disk else (0, 0)
-        return {
+        result = {
             "pages_stored": stats.pages_stored,
             "files": files,
             "inodes": inodes,
             "disk_bytes": stats.disk_bytes,
             **self.op_rss(),
         }
+        if trim and trim_heap():
+            result["rss_trimmed_bytes"] = rss_bytes()[0]
+        return result
 
     def op_close(self) -> dict[str, Any]:
         if self.store is not None:
@@ -1224,7 +1245,9 @@ class _Runner:
                 self.run_round(scenario, workers, round_index)
             for (kind, level), worker in workers.items():
                 if kind != RAW:
-                    self.footprint(scenario, (kind, level, "end"), worker.call("footprint"), math.nan)
+                    self.footprint(
+                        scenario, (kind, level, "end"), worker.call("footprint", trim=True), math.nan
+                    )
                 self.step(f"{scenario.name}: footprint {worker.label}")
             for worker in workers.values():
                 worker.call("close")
@@ -1349,6 +1372,7 @@ class _Runner:
                 disk_bytes=result.get("disk_bytes", 0),
                 rss_bytes=result["rss_bytes"],
                 rss_peak_bytes=result["rss_peak_bytes"],
+                rss_trimmed_bytes=result.get("rss_trimmed_bytes", math.nan),
                 fill_s=fill_s,
             )
         )
@@ -1431,13 +1455,20 @@ def check_targets(
             )
     budget = lsm_cache_budget(config.store_config)
     growth = _rss_growth(footprints, "small", "lsm", top)
+    low_growth = _rss_growth(footprints, "small", "lsm", bottom)
+    trimmed = _rss_growth(footprints, "small", "lsm", top, "rss_trimmed_bytes")
+
+    def size(value: float) -> str:
+        return "n/a" if math.isnan(value) else _size(value)
+
     checks.append(
         TargetCheck(
             f"lsm RSS growth at {top:,} pages <= configured caches",
             growth,
             float(budget),
             None if math.isnan(growth) else growth <= budget,
-            f"VmRSS end - empty = {_size(growth) if not math.isnan(growth) else 'n/a'}; caches = block cache "
+            f"VmRSS end - empty = {size(growth)} ({size(low_growth)} at {bottom:,} pages; "
+            f"{size(trimmed)} after malloc_trim); caches = block cache "
             f"{_size(config.store_config.block_cache_bytes)} + {config.store_config.max_write_buffer_number} "
             f"memtables x {_size(config.store_config.write_buffer_size)} = {_size(budget)}",
         )
@@ -1445,13 +1476,16 @@ def check_targets(
     return checks
 
 
-def _rss_growth(footprints: Sequence[dict[str, Any]], scenario: str, kind: str, level: int) -> float:
+def _rss_growth(
+    footprints: Sequence[dict[str, Any]], scenario: str, kind: str, level: int, column: str = "rss_bytes"
+) -> float:
+    """VmRSS at the end (``column``) minus VmRSS with the store open and empty."""
     by_stage = {
         f["stage"]: f for f in footprints if (f["scenario"], f["kind"], f["level"]) == (scenario, kind, level)
     }
     if "empty" not in by_stage or "end" not in by_stage:
         return math.nan
-    return float(by_stage["end"]["rss_bytes"] - by_stage["empty"]["rss_bytes"])
+    return float(by_stage["end"][column] - by_stage["empty"]["rss_bytes"])
 
 
 # ====================================================================== outputs
@@ -1562,13 +1596,26 @@ def report_tables(result: BenchResult) -> list[ReportTable]:
                 f"{row['inodes']:,}",
                 _size(row["disk_bytes"]),
                 _size(row["rss_bytes"]),
+                "" if math.isnan(row["rss_trimmed_bytes"]) else _size(row["rss_trimmed_bytes"]),
                 _fmt(row["fill_s"]) if row["stage"] == "filled" else "",
             )
         )
     tables.append(
         ReportTable(
             "Footprint: files, inodes, disk, resident memory (VmRSS of the kind's own worker process)",
-            ("scenario", "level", "kind", "stage", "pages", "files", "inodes", "disk", "RSS", "fill s"),
+            (
+                "scenario",
+                "level",
+                "kind",
+                "stage",
+                "pages",
+                "files",
+                "inodes",
+                "disk",
+                "RSS",
+                "RSS trimmed",
+                "fill s (all at once)",
+            ),
             foot_rows,
         )
     )

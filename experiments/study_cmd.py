@@ -20,9 +20,9 @@ from agents.studies import (
     run_study,
     static_search_space,
 )
+from agents.tracking import default_tracking_uri
 from agents.training import TrainConfig
 from experiments.options import EnvOptionList, OptionList, TraceOption, WorkloadOption, env_config
-from experiments.tracking import default_tracking_uri
 from experiments.train_cmd import (
     BudgetOption,
     ClockOption,

@@ -17,10 +17,10 @@ from agents.bundle import ALGORITHMS
 from agents.evaluation import EpisodeResult, compare_policies
 from agents.policies import make_policy
 from agents.sweep import sweep
+from agents.tracking import default_tracking_uri, log_metrics, tracked_run
 from agents.training import TrainConfig, train
 from experiments.options import EnvOptionList, OptionList, TraceOption, WorkloadOption, env_config
 from experiments.plots import sweep_grid, window_lines
-from experiments.tracking import default_tracking_uri, log_metrics, tracked_run
 
 logger = logging.getLogger(__name__)
 console = Console()

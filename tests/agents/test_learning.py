@@ -48,10 +48,10 @@ import torch
 from agents.bundle import LearnedPolicy, PolicyCard, algorithm_class, load_policy_bundle
 from agents.evaluation import run_episode
 from agents.policies import DefaultPolicy, Policy
+from agents.tracking import default_tracking_uri, tracked_run
 from agents.training import TrainConfig, _algorithm_kwargs, train
 from env import EnvConfig, KVCacheTuningEnv, RewardConfig
 from env.actions import ActionMapper, select_knobs
-from experiments.tracking import default_tracking_uri, tracked_run
 from store import StoreConfig
 
 SETUP = EnvConfig(

@@ -35,10 +35,10 @@ from agents.studies import (
     static_config,
     static_search_space,
 )
+from agents.tracking import default_tracking_uri
 from agents.training import TrainConfig
 from env import DEFAULT_ACTION_KNOBS, EnvConfig
 from experiments.cli import app
-from experiments.tracking import default_tracking_uri
 from store import StoreConfig
 
 TINY = EnvConfig(workload_options={"phase_requests": 4, "targets": (0.1, 0.5)}, requests_per_window=2)

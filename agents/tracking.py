@@ -1,5 +1,7 @@
 """MLflow tracking: every train, evaluate and study run is an MLflow run, on SQLite by default.
 
+It lives in agents/ because training and studies log from inside their loops; the command line uses it too.
+
 Runs live in ``<run dir>/mlflow.db`` with artifacts beside it unless ``--tracking-uri`` names a server
 or another database. Only MLflow's own API is used.
 """
