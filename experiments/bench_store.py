@@ -1750,7 +1750,8 @@ def plot(result: BenchResult, path: Path) -> None:
         label="lsm configured caches",
     )
     ax.set_xscale("log")
-    ax.set_yscale("symlog")
+    ax.set_yscale("symlog", linthresh=10)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("stored pages (4 KiB)")
     ax.set_ylabel("RSS growth, MiB (end - empty store)")
     ax.set_title("Resident memory vs stored pages")
