@@ -25,11 +25,10 @@ import torch
 from store.base import BackendState, KVStore, PageRecord
 from store.codec import VALUE_HEADER_BYTES, decode_value, encode_header, page_payload
 from store.config import StoreConfig
-from store.diskusage import directory_usage
 from store.header import HEADER_FILE, ensure_header_file
 from store.layout import KVLayout
 from store.pages import CHECK_BYTES, PagePlan
-from store.recency import PageEntry, RecencyIndex, parent_of
+from store.recency import PageEntry, RecencyIndex, disk_state, parent_of
 
 logger = logging.getLogger(__name__)
 
@@ -231,15 +230,7 @@ class FileStore(KVStore):
 
     def _backend_state(self) -> BackendState:
         assert self.path is not None
-        disk, files = directory_usage(self.path)
-        return BackendState(
-            pages_stored=len(self._index),
-            live_bytes=self._index.live_bytes,
-            disk_bytes=disk,
-            files=files,
-            device_write_bytes=self._written_bytes,
-            device_read_bytes=self._read_bytes,
-        )
+        return disk_state(self.path, self._index, self._written_bytes, self._read_bytes)
 
     def _apply_live(self, config: StoreConfig) -> None:
         self._index.order = config.eviction_order

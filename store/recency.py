@@ -18,8 +18,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from store.base import PageRecord
+from store.base import BackendState, PageRecord
+from store.diskusage import directory_usage
 from store.pages import PagePlan
 
 
@@ -176,3 +178,16 @@ def _reachable(
         depth = pages[check][0].depth
         stack.extend(child for child in children.get(check, ()) if pages[child][0].depth == depth + 1)
     return found
+
+
+def disk_state(path: Path, index: RecencyIndex, written_bytes: int, read_bytes: int) -> BackendState:
+    """The :class:`BackendState` of a disk store that indexes its pages in memory (file, applog)."""
+    disk, files = directory_usage(path)
+    return BackendState(
+        pages_stored=len(index),
+        live_bytes=index.live_bytes,
+        disk_bytes=disk,
+        files=files,
+        device_write_bytes=written_bytes,
+        device_read_bytes=read_bytes,
+    )
