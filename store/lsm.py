@@ -60,6 +60,12 @@ INFO_LOG_FILE_BYTES = 256 * 1024
 disk use stays bounded: unbounded, it grows by kilobytes with every flush and compaction."""
 INFO_LOG_KEEP = 1
 MANIFEST_FILE_BYTES = 4 * 1024 * 1024
+BACKGROUND_PROPERTIES = (
+    "rocksdb.num-running-flushes",
+    "rocksdb.num-running-compactions",
+    "rocksdb.mem-table-flush-pending",
+    "rocksdb.compaction-pending",
+)
 _COUNTERS = struct.Struct("<QQQ")
 _ACCESS = struct.Struct(">QH")
 _TICKER = re.compile(r"^(rocksdb\.[\w.]+) COUNT : (\d+)$", re.MULTILINE)
@@ -476,6 +482,12 @@ class LSMStore(KVStore):
             blob_live_bytes=max((prop("rocksdb.live-blob-file-size") or 0) - garbage, 0),
             blob_garbage_bytes=garbage,
         )
+
+    def background_work_pending(self) -> bool:
+        """True while RocksDB has a flush or a compaction running or scheduled."""
+        with self._lock:
+            self._check_open()
+            return any(self._db.property_int_value(name) for name in BACKGROUND_PROPERTIES)
 
     def statistics_tickers(self) -> dict[str, int]:
         """RocksDB's statistics tickers (``rocksdb.*`` counters), cumulative since open."""

@@ -17,7 +17,7 @@ from experiments.bench_store import (
     RAW,
     BenchConfig,
     BenchResult,
-    available_kinds,
+    Measurement,
     level_ratios,
     median_pair_ratio,
     pair_ratios,
@@ -45,8 +45,29 @@ def test_median_pair_ratio_skips_empty_rounds_and_rejects_unpaired_input() -> No
         median_pair_ratio([1.0, 2.0], [1.0])
 
 
-def _row(kind: str, round_index: int, rate: float, level: int = 1000, op: str = "put") -> dict[str, object]:
-    return dict(scenario="small", level=level, round=round_index, kind=kind, op=op, cache="", rate=rate)
+def _row(kind: str, round_index: int, rate: float, level: int = 1000, op: str = "put") -> Measurement:
+    return Measurement(
+        scenario="small",
+        level=level,
+        round=round_index,
+        kind=kind,
+        op=op,
+        cache="",
+        pages_stored=0,
+        calls=1,
+        pages=1,
+        bytes=1,
+        seconds=1.0,
+        sync_s=0.0,
+        evict_s=0.0,
+        rate=rate,
+        rate_unit="MB/s",
+        mb_per_s=rate,
+        pages_per_s=rate,
+        p50_ms=1.0,
+        p99_ms=1.0,
+        elapsed_s=0.0,
+    )
 
 
 def test_pair_ratios_pair_by_round_whatever_the_row_order() -> None:
@@ -61,9 +82,9 @@ def test_pair_ratios_pair_by_round_whatever_the_row_order() -> None:
         _row("applog", 0, 5.0),
     ]
     (result,) = pair_ratios(rows, "lsm", "file")
-    assert result["median_ratio"] == pytest.approx(1.0)
-    assert (result["min_ratio"], result["max_ratio"], result["rounds"]) == (pytest.approx(0.5), 10.0, 3)
-    assert (result["numerator"], result["denominator"], result["level"], result["op"]) == (
+    assert result.median_ratio == pytest.approx(1.0)
+    assert (result.min_ratio, result.max_ratio, result.rounds) == (pytest.approx(0.5), 10.0, 3)
+    assert (result.numerator, result.denominator, result.level, result.op) == (
         "lsm",
         "file",
         1000,
@@ -75,8 +96,8 @@ def test_level_ratios_pair_the_same_kind_across_levels_by_round() -> None:
     rows = [_row("lsm", r, rate, level=100) for r, rate in enumerate([10.0, 20.0, 40.0])]
     rows += [_row("lsm", r, rate, level=1000) for r, rate in enumerate([8.0, 30.0, 10.0])]
     (result,) = level_ratios(rows, "lsm", "small", 100, 1000)
-    assert result["median_ratio"] == pytest.approx(0.8)  # per round 0.8, 1.5, 0.25
-    assert result["denominator"] == "lsm@100"
+    assert result.median_ratio == pytest.approx(0.8)  # per round 0.8, 1.5, 0.25
+    assert result.denominator == "lsm@100"
 
 
 def test_config_rejects_bad_sizes_with_a_clear_message() -> None:
@@ -129,7 +150,7 @@ def test_tiny_run_writes_csvs_with_the_documented_columns(tiny_run: TinyRun) -> 
 @pytest.mark.slow
 def test_tiny_run_measures_every_kind_and_op_in_every_round(tiny_run: TinyRun) -> None:
     result, _ = tiny_run
-    kinds, _ = available_kinds(KINDS)
+    kinds = list(KINDS)
     frame = pd.read_csv(result.files["measurements"], keep_default_na=False)
     for scenario, levels in (("large", [0]), ("small", [64, 128])):
         part = frame[frame["scenario"] == scenario]
@@ -156,7 +177,7 @@ def test_tiny_run_ratios_are_medians_of_per_round_ratios(tiny_run: TinyRun) -> N
     result, _ = tiny_run
     frame = pd.read_csv(result.files["measurements"], keep_default_na=False)
     ratios = pd.read_csv(result.files["ratios"], keep_default_na=False)
-    kinds, _ = available_kinds(KINDS)
+    kinds = list(KINDS)
     checked = 0
     for other in [k for k in kinds if k != "lsm"] + [RAW]:
         for row in ratios[ratios["denominator"] == other].itertuples():
