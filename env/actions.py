@@ -89,6 +89,7 @@ DEFAULT_ACTION_KNOBS: tuple[ActionKnob, ...] = (
     ActionKnob("writer_batch_size", 1, 256),
     ActionKnob("writer_queue_depth", 4, 1024),
     ActionKnob("eviction_order"),
+    ActionKnob("reclaim"),
     ActionKnob("write_admission_hits", 0, 4),
 )
 

@@ -325,6 +325,19 @@ class StoreConfig(metaclass=_NamedKnobs):
             doc="capacity manager: least-recently-used leaves first, or oldest-written subtrees first",
         ),
     )
+    reclaim: str = _knob(
+        "relocate",
+        KnobSpec(
+            "reclaim",
+            str,
+            "choice",
+            choices=("relocate", "blob_age"),
+            doc="how the lsm store frees disk under a budget: 'relocate' evicts in eviction_order, then "
+            "blob GC copies live pages out of partly-freed blob files; 'blob_age' evicts in write order "
+            "(so whole blob files become garbage and are deleted, nothing is copied) and re-writes a hit "
+            "page that is about to be evicted (eviction_order does not apply)",
+        ),
+    )
     write_admission_hits: int = _knob(
         0,
         KnobSpec(

@@ -54,6 +54,9 @@ LIVE_FRACTION = 0.6
 """Eviction brings live bytes down to this share of the budget. Each reclaim may relocate up to the live
 bytes, once per (1 - LIVE_FRACTION) of the budget written: 0.6 bounds that rewrite at 1.5x the writes."""
 RECLAIM_GC_CUTOFFS = (0.25, 0.5, 1.0)
+READMIT_AGE_FRACTION = 0.25
+"""With ``reclaim="blob_age"``, a hit page written in the oldest quarter of the live stamp range (the next
+victims) is written again: a hot page survives, at the cost of one copy per trip through the store."""
 EVICT_CHUNK_FRACTION = 0.05
 INFO_LOG_FILE_BYTES = 256 * 1024
 """RocksDB's info log (``LOG``) rolls at this size and keeps ``INFO_LOG_KEEP`` old files, so the store's
@@ -255,14 +258,29 @@ class LSMStore(KVStore):
         ]
 
     def _track_recency(self) -> bool:
-        return self.budget_bytes is not None and self._config.eviction_order == "lru"
+        """Whether reads and writes move pages in the recency index (LRU order under a budget)."""
+        return (
+            self.budget_bytes is not None
+            and self._config.reclaim == "relocate"
+            and self._config.eviction_order == "lru"
+        )
 
-    def _restamp(self, batch: WriteBatch, plan: PagePlan, n_pages: int, stamp: int) -> None:
-        """Move pages ``0..n_pages-1`` of ``plan`` to access ``stamp`` in the recency index."""
+    def _readmits(self) -> bool:
+        """Whether a hit re-writes the pages about to be evicted (write-order eviction under a budget)."""
+        return self.budget_bytes is not None and self._config.reclaim == "blob_age"
+
+    def _restamp(
+        self, batch: WriteBatch, plan: PagePlan, n_pages: int, stamp: int, older_than: int | None = None
+    ) -> list[int]:
+        """Move pages ``0..n_pages-1`` of ``plan`` to access ``stamp`` in the recency index; with
+        ``older_than``, only the pages stamped before it. Returns the indexes of the pages moved."""
         metas = self._db.get([self._meta_key(plan, k + 1) for k in range(n_pages)])
+        moved = []
         for k, raw in enumerate(metas):
             meta = PageMeta.decode(raw) if raw is not None else None
             if meta is None or meta.check != plan.checks[k] or meta.stamp == stamp:
+                continue
+            if older_than is not None and meta.stamp >= older_than:
                 continue
             body = plan.prefix_key(k + 1)
             batch.delete(self._access_key(meta.stamp, meta.depth, body))
@@ -270,15 +288,49 @@ class LSMStore(KVStore):
             batch.put(
                 self._meta_key(plan, k + 1), PageMeta(meta.check, meta.value_bytes, stamp, k + 1).encode()
             )
+            moved.append(k)
+        return moved
+
+    def _oldest_stamp(self) -> int:
+        """The stamp of the recency index's first entry (the next victim), or the current stamp."""
+        prefix = b"A" + self._ns
+        iterator = self._db.iter()
+        iterator.seek(prefix)
+        key = iterator.key() if iterator.valid() else b""
+        del iterator
+        if not key.startswith(prefix):
+            return self._stamp
+        return int(_ACCESS.unpack(key[len(prefix) : len(prefix) + _ACCESS.size])[0])
+
+    def _readmit(self, batch: WriteBatch, plan: PagePlan, n_pages: int) -> bool:
+        """Write again, with the current stamp, the pages of ``plan`` that are among the next victims.
+
+        A page's stamp is then always the time its value was written, so write-order eviction frees
+        whole blob files: a rewritten page's old blob is garbage in an old file that goes with its
+        neighbours. Returns whether any page was written."""
+        oldest = self._oldest_stamp()
+        threshold = oldest + int((self._stamp - oldest) * READMIT_AGE_FRACTION)
+        moved = self._restamp(batch, plan, n_pages, self._stamp, older_than=threshold)
+        keys = [self._data_key(plan, k + 1) for k in moved]
+        for key, raw in zip(keys, self._db.get(keys) if keys else [], strict=True):
+            if raw is not None:
+                batch.put(key, raw)
+        return bool(moved)
 
     def _touch(self, plan: PagePlan, n_pages: int) -> None:
-        if not self._track_recency():
+        if not (self._track_recency() or self._readmits()):
             return
         self._stamp += 1
         batch = WriteBatch(raw_mode=True)
-        self._restamp(batch, plan, n_pages, self._stamp)
+        if self._readmits():
+            if not self._readmit(batch, plan, n_pages):
+                return
+            options = self._write_options
+        else:
+            self._restamp(batch, plan, n_pages, self._stamp)
+            options = self._unlogged
         batch.put(*self._counter_record())
-        self._db.write(batch, self._unlogged)
+        self._db.write(batch, options)
 
     def _write_records(self, records: list[PageRecord]) -> None:
         self._stamp += 1
@@ -376,7 +428,8 @@ class LSMStore(KVStore):
         garbage are deleted. While the disk is still over budget (live pages pin partly-garbage blob
         files), it compacts again with blob GC forced on over a growing share of the oldest blob files
         (:data:`RECLAIM_GC_CUTOFFS`): old files hold most of the garbage, so most reclaims relocate few
-        live blobs.
+        live blobs. With ``reclaim="blob_age"`` victims go in write order, so the oldest blob files are
+        wholly garbage and the first compaction deletes them: nothing is relocated.
         """
         start = b"D" + self._ns
         end = prefix_successor(start)
@@ -385,6 +438,8 @@ class LSMStore(KVStore):
         options = CompactOptions()
         options.set_bottommost_level_compaction(BottommostLevelCompaction.force_optimized())
         self._db.compact_range(start, end, options)
+        if self._config.reclaim == "blob_age":
+            return
         configured = (
             self._config.blob_garbage_collection_age_cutoff
             if self._config.enable_blob_garbage_collection
