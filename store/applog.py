@@ -41,7 +41,7 @@ from typing import NamedTuple
 import torch
 
 from store.base import BackendState, KVStore, PageRecord
-from store.codec import VALUE_HEADER_BYTES, decode_value, encode_header, page_payload
+from store.codec import VALUE_HEADER_BYTES, decode_value, encode_header, page_payload, payload_hash
 from store.config import MiB, StoreConfig
 from store.header import HEADER_FILE, ensure_header_file
 from store.layout import KVLayout
@@ -405,7 +405,11 @@ class AppendLogStore(KVStore):
         encoded = []
         for plan, index, page in records:
             check = plan.checks[index]
-            value: list[Buffer] = [encode_header(self.layout, self.page_size, check), page_payload(page)]
+            payload = page_payload(page)
+            value: list[Buffer] = [
+                encode_header(self.layout, self.page_size, check, payload_hash(payload)),
+                payload,
+            ]
             encoded.append(_encode_record(PAGE, index + 1, check, parent_of(plan, index) or NO_PARENT, value))
         for (plan, index, _), location in zip(records, self._append(encoded), strict=True):
             check = plan.checks[index]

@@ -1,7 +1,10 @@
 """Binary format of a stored page value and of its small metadata record.
 
-Value: ``MAGIC | version u8 | dtype u8 | 5 x u32 shape | 32-byte check | raw tensor bytes``.
-A decode checks every header field against what the reader expects; any mismatch is a miss.
+Value: ``MAGIC | version u8 | dtype u8 | 5 x u32 shape | 32-byte check | xxh3-64 u64 | raw tensor bytes``.
+A decode checks every header field against what the reader expects, and the tensor bytes against their
+xxh3-64 hash; any mismatch is a miss. The hash runs at memory speed, so stores can skip slower checks
+of their own (the LSM store reads with RocksDB's software CRC32c off) and a flipped bit on disk is
+still a miss, never a wrong tensor.
 """
 
 from __future__ import annotations
@@ -14,13 +17,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import xxhash
 
 from store.layout import SUPPORTED_DTYPES, KVLayout
 from store.pages import CHECK_BYTES
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the value header carries the xxh3-64 of the tensor bytes. Stores of format 1 are refused on open."""
 VALUE_MAGIC = b"KVP"
-_VALUE_HEADER = struct.Struct(f"<3sBB5I{CHECK_BYTES}s")
+_VALUE_HEADER = struct.Struct(f"<3sBB5I{CHECK_BYTES}sQ")
 VALUE_HEADER_BYTES = _VALUE_HEADER.size
 
 # Decoded pages are read-only views that are copied straight into the caller's output tensor.
@@ -38,9 +43,15 @@ def _page_format(layout: KVLayout, page_size: int) -> tuple[int, tuple[int, ...]
     return VALUE_HEADER_BYTES + layout.page_bytes(page_size), shape, SUPPORTED_DTYPES[layout.dtype]
 
 
-def encode_header(layout: KVLayout, page_size: int, check: bytes) -> bytes:
+def payload_hash(payload: bytes | memoryview) -> int:
+    """The xxh3-64 of a page's tensor bytes, as its value header records it."""
+    return xxhash.xxh3_64_intdigest(payload)
+
+
+def encode_header(layout: KVLayout, page_size: int, check: bytes, content_hash: int) -> bytes:
+    """The value header of a page whose tensor bytes hash to ``content_hash`` (:func:`payload_hash`)."""
     _, shape, dtype_code = _page_format(layout, page_size)
-    return _VALUE_HEADER.pack(VALUE_MAGIC, FORMAT_VERSION, dtype_code, *shape, check)
+    return _VALUE_HEADER.pack(VALUE_MAGIC, FORMAT_VERSION, dtype_code, *shape, check, content_hash)
 
 
 _ROW_JOIN_BYTES = 64 * 1024
@@ -90,14 +101,19 @@ def page_payload(page: torch.Tensor) -> memoryview:
 
 def encode_value(layout: KVLayout, page_size: int, check: bytes, page: torch.Tensor) -> bytes:
     """Header and tensor bytes as one ``bytes``; a large page's bytes are copied once, straight in."""
-    header = encode_header(layout, page_size, check)
     array = _raw_array(page)
     if array.flags.c_contiguous:
-        return header + array.data.cast("B")
+        payload = array.data.cast("B")
+        return encode_header(layout, page_size, check, payload_hash(payload)) + payload
     rows = _rows(array) if array.nbytes >= _ROW_JOIN_BYTES else None
     if rows is not None:
+        digest = xxhash.xxh3_64()
+        for row in rows:
+            digest.update(row.data)
+        header = encode_header(layout, page_size, check, digest.intdigest())
         return b"".join([header, *(row.data for row in rows)])
-    return header + array.tobytes()
+    raw = array.tobytes()
+    return encode_header(layout, page_size, check, payload_hash(raw)) + raw
 
 
 def decode_value(
@@ -108,13 +124,14 @@ def decode_value(
     if len(buffer) != value_bytes:
         return None
     magic, version, stored_dtype, *rest = _VALUE_HEADER.unpack_from(buffer)
-    shape, stored_check = tuple(rest[:5]), rest[5]
+    shape, stored_check, stored_hash = tuple(rest[:5]), rest[5], rest[6]
     if (
         magic != VALUE_MAGIC
         or version != FORMAT_VERSION
         or stored_dtype != dtype_code
         or shape != expected_shape
         or stored_check != check
+        or payload_hash(memoryview(buffer)[VALUE_HEADER_BYTES:]) != stored_hash
     ):
         return None
     numpy_dtype = _NUMPY_DTYPES.get(layout.dtype)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from store.base import BackendState, KVStore, PageRecord
-from store.codec import VALUE_HEADER_BYTES, decode_value, encode_header, page_payload
+from store.codec import VALUE_HEADER_BYTES, decode_value, encode_header, page_payload, payload_hash
 from store.config import StoreConfig
 from store.header import HEADER_FILE, ensure_header_file
 from store.layout import KVLayout
@@ -174,8 +174,9 @@ class FileStore(KVStore):
             check = plan.checks[index]
             parent = parent_of(plan, index)
             link = _LINK.pack(LINK_MAGIC, index + 1, parent or NO_PARENT)
-            header = encode_header(self.layout, self.page_size, check)
-            self._write_file(self._page_path(check), (link, header, page_payload(page)))
+            payload = page_payload(page)
+            header = encode_header(self.layout, self.page_size, check, payload_hash(payload))
+            self._write_file(self._page_path(check), (link, header, payload))
             self._index.add(check, PageEntry(self._file_bytes, index + 1, parent))
         self._index.touch_written(records)
 

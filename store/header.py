@@ -38,7 +38,13 @@ def check_header(stored: Any, expected: dict[str, Any], path: Path | None) -> No
             f"{path} was written by a newer kvtune (format {stored['format_version']} > "
             f"{FORMAT_VERSION}); upgrade kvtune or use another path"
         )
-    for field in ("format_version", "page_size", "layout"):
+    if stored.get("format_version", 0) < FORMAT_VERSION:
+        raise IncompatibleStoreError(
+            f"{path} was written by an older kvtune (format {stored.get('format_version', 0)} < "
+            f"{FORMAT_VERSION}, whose pages this version cannot verify): it is a cache, so delete it "
+            "or use another path"
+        )
+    for field in ("page_size", "layout"):
         if stored.get(field) != expected[field]:
             raise IncompatibleStoreError(
                 f"{path} holds a store with {field}={stored.get(field)!r}, but it was opened with "
