@@ -117,7 +117,20 @@ class KVStore(ABC):
         return self.layout.page_bytes(self.page_size)
 
     def plan(self, tokens: Any) -> PagePlan:
-        """The page plan (chained digests) of ``tokens``; validates the token ids."""
+        """The page plan (chained digests) of ``tokens``; validates the token ids.
+
+        Every method that takes ``tokens`` also takes this plan instead, so a caller hashes a request's
+        pages once for its probe, read and write. A plan made for another namespace or page size
+        raises ``ValueError``.
+        """
+        if isinstance(tokens, PagePlan):
+            if (tokens.namespace, tokens.page_size) != (self.namespace, self.page_size):
+                raise ValueError(
+                    f"the plan was made for namespace {tokens.namespace!r} and page_size {tokens.page_size}; "
+                    f"this store has {self.namespace!r} and {self.page_size}: "
+                    "make it with this store's plan()"
+                )
+            return tokens
         return plan_pages(tokens, self.page_size, self.namespace)
 
     def put_batch(self, tokens: Any, kv: torch.Tensor) -> int:
@@ -166,8 +179,8 @@ class KVStore(ABC):
             raise ValueError(f"n_pages must be a non-negative int, got {n_pages!r}")
         if n_pages > plan.n_pages:
             raise ValueError(
-                f"n_pages={n_pages} exceeds the {plan.n_pages} full pages in {len(as_token_array(tokens))} "
-                f"tokens (page_size={self.page_size}); ask for at most probe(tokens) pages"
+                f"n_pages={n_pages} exceeds the {plan.n_pages} full pages of the prompt "
+                f"(page_size={self.page_size}); ask for at most probe(tokens) pages"
             )
         started = time.perf_counter()
         out = torch.empty(self.layout.page_shape(self.page_size * n_pages), dtype=self.layout.dtype)
@@ -280,8 +293,12 @@ class KVStore(ABC):
             raise StoreClosedError(f"the {self.kind} store at {self.path} is closed; open it again to use it")
 
     def _prepare_put(self, tokens: Any, kv: torch.Tensor) -> PutRequest:
-        array = as_token_array(tokens)
-        plan = plan_pages(array, self.page_size, self.namespace)
+        n_tokens: int | None = None
+        if isinstance(tokens, PagePlan):
+            plan = self.plan(tokens)
+        else:
+            array = as_token_array(tokens)
+            plan, n_tokens = plan_pages(array, self.page_size, self.namespace), array.size
         expected = self.layout.page_shape(self.page_size)
         if not isinstance(kv, torch.Tensor):
             raise ValueError(f"kv must be a torch.Tensor, got {type(kv).__name__}")
@@ -306,9 +323,9 @@ class KVStore(ABC):
                 f"kv covers {n_positions} positions but tokens hold {plan.n_pages} full pages "
                 f"({plan.n_pages * self.page_size} positions): pass the KV of every full page"
             )
-        if n_positions > array.size:
+        if n_tokens is not None and n_positions > n_tokens:
             raise ValueError(
-                f"kv covers {n_positions} positions but only {array.size} tokens were given: "
+                f"kv covers {n_positions} positions but only {n_tokens} tokens were given: "
                 "pass the tokens the KV was computed from"
             )
         return PutRequest(plan=plan, kv=kv.detach().to("cpu"))

@@ -208,12 +208,12 @@ class _StoreParticipant(_Participant):
             hit = int(rng.integers(0, pages + 1))
             stored = self.tokens(0, int(rng.integers(0, self.n_prompts)))
             fresh = self.tokens(2, round_index * 1_000_003 + i)
-            work.append((np.concatenate([stored[: hit * size], fresh[hit * size :]]), hit))
+            work.append((store.plan(np.concatenate([stored[: hit * size], fresh[hit * size :]])), hit))
         latencies, answers = [], []
         started = time.perf_counter()
-        for tokens, _ in work:
+        for plan, _ in work:
             call = time.perf_counter()
-            answers.append(store.probe(tokens))
+            answers.append(store.probe(plan))
             latencies.append(time.perf_counter() - call)
         seconds = time.perf_counter() - started
         wrong = [(hit, got) for (_, hit), got in zip(work, answers, strict=True) if got != hit]
@@ -243,21 +243,21 @@ class _StoreParticipant(_Participant):
             )
             ids = [int(i) for i in rng.choice(self.n_prompts, size=count, replace=False)]
         pages = self.scenario.prompt_pages
-        work = [self.tokens(0, i) for i in ids]
+        work = [store.plan(self.tokens(0, i)) for i in ids]
         evict = 0.0
         if cold:
             evict_started = time.perf_counter()
             evict_page_cache(self.path)
             evict = time.perf_counter() - evict_started
         else:
-            for tokens in work:
-                store.get_batch(tokens, pages)
+            for plan in work:
+                store.get_batch(plan, pages)
         latencies = []
         first = None
         started = time.perf_counter()
-        for tokens in work:
+        for plan in work:
             call = time.perf_counter()
-            out = store.get_batch(tokens, pages)
+            out = store.get_batch(plan, pages)
             latencies.append(time.perf_counter() - call)
             if first is None:
                 first = out
