@@ -17,8 +17,8 @@ Method (what the numbers mean):
   work a put leaves (RocksDB flushes/compactions) is waited for, untimed, before the next kind runs.
 - **Probe** asks for a prompt of ``prompt_pages`` pages whose first ``h`` pages are stored, ``h`` uniform
   in ``0..prompt_pages``; every answer is checked. Probes and gets take the prompt's precomputed
-  ``PagePlan`` (hashed once per request, untimed, as SGLang passes its page hashes); puts take tokens. Each kind uses its own implementation (the file kind
-  its per-page existence checks).
+  ``PagePlan`` (hashed once per request, untimed, as SGLang passes its page hashes); puts take tokens.
+  Each kind uses its own implementation (the file kind its per-page existence checks).
 - **Get** reads whole prompts with ``get_batch``. ``warm``: the prompts were read once, untimed, so they
   are in the page cache. ``cold``: ``os.sync()`` then ``posix_fadvise(DONTNEED)`` on every file in the
   store directory (SST, blob, segment or page files); process-internal caches (RocksDB's block cache,
