@@ -150,7 +150,7 @@ def report_tables(result: BenchResult) -> list[ReportTable]:
     )
     tables.append(
         ReportTable(
-            "Targets (issue 2 §4)",
+            "Targets (issues 2 and 9)",
             ("status", "target", "measured", "threshold", "detail"),
             [
                 (

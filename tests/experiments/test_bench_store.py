@@ -204,8 +204,10 @@ def test_tiny_run_reports_targets_footprint_machine_and_a_png(tiny_run: TinyRun)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 20_000
     names = [t.name for t in result.targets]
-    assert any("lsm put >= 70% of raw write" in n for n in names)
-    assert any("probe >= 10x file" in n for n in names)
+    assert any("lsm put >= 85% of raw write" in n for n in names)
+    assert any("probe >= 3x file" in n for n in names)
+    assert any("cold reopen >= 100x applog" in n for n in names)
+    assert sum("0.9x applog" in n for n in names) == 6
     assert any("RSS" in n for n in names)
     assert all(t.status in ("PASS", "MISS", "N/A") for t in result.targets)
     for key in ("nproc", "memory", "cpu", "kernel", "date"):
