@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import struct
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +80,7 @@ BACKGROUND_PROPERTIES = (
 _COUNTERS = struct.Struct("<QQQ")
 _ACCESS = struct.Struct(">QH")
 _TICKER = re.compile(r"^(rocksdb\.[\w.]+) COUNT : (\d+)$", re.MULTILINE)
+_RAW_KEY_SIZE = re.compile(r"raw key size=(\d+)")
 
 
 def prefix_successor(prefix: bytes) -> bytes:
@@ -574,6 +576,14 @@ class LSMStore(KVStore):
         with self._lock:
             self._check_open()
             return any(self._db.property_int_value(name) for name in BACKGROUND_PROPERTIES)
+
+    def key_bytes_per_page(self) -> float:
+        """Key bytes in the SST files per stored page: RocksDB's raw key size (every key space, the
+        8-byte internal suffix and not yet compacted versions included) over the pages stored."""
+        with self._lock:
+            self._check_open()
+            found = _RAW_KEY_SIZE.search(self._db.property_value("rocksdb.aggregated-table-properties") or "")
+            return int(found.group(1)) / self._pages if found and self._pages else math.nan
 
     def statistics_tickers(self) -> dict[str, int]:
         """RocksDB's statistics tickers (``rocksdb.*`` counters), cumulative since open."""

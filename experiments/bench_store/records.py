@@ -29,6 +29,7 @@ class OpResult:
     evict_s: float
     p50_ms: float
     p99_ms: float
+    block_cache_hit_rate: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Snapshot:
     inodes: int = 0
     disk_bytes: int = 0
     rss_trimmed_bytes: float = math.nan
+    key_bytes_per_page: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Measurement:
     pages_per_s: float
     p50_ms: float
     p99_ms: float
+    block_cache_hit_rate: float
     elapsed_s: float
 
 
@@ -85,6 +88,7 @@ class Footprint:
     rss_bytes: int
     rss_peak_bytes: int
     rss_trimmed_bytes: float
+    key_bytes_per_page: float
     fill_s: float
 
 

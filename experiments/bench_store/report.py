@@ -148,6 +148,7 @@ def report_tables(result: BenchResult) -> list[ReportTable]:
             foot_rows,
         )
     )
+    tables.append(_lsm_key_table(result))
     tables.append(
         ReportTable(
             "Targets (issues 2 and 9)",
@@ -170,6 +171,35 @@ def report_tables(result: BenchResult) -> list[ReportTable]:
     )
     tables.append(ReportTable("Machine", ("", ""), [(k, v) for k, v in result.machine.items()]))
     return tables
+
+
+def _lsm_key_table(result: BenchResult) -> ReportTable:
+    """Per small-page level: the lsm probe's block-cache hit rate and the key bytes stored per page."""
+    rows = []
+    for level in sorted({m.level for m in result.measurements if m.scenario == "small"}):
+        rates = [
+            m.block_cache_hit_rate
+            for m in result.measurements
+            if (m.scenario, m.level, m.kind, m.op) == ("small", level, "lsm", "probe")
+            and not math.isnan(m.block_cache_hit_rate)
+        ]
+        keys = [
+            f.key_bytes_per_page
+            for f in result.footprints
+            if (f.scenario, f.level, f.kind, f.stage) == ("small", level, "lsm", "end")
+        ]
+        rows.append(
+            (
+                f"{level:,}",
+                _fmt(float(np.median(rates)) * 100 if rates else math.nan),
+                _fmt(keys[0] if keys else math.nan, 0),
+            )
+        )
+    return ReportTable(
+        "lsm probe: block-cache hit rate (median over rounds) and SST key bytes per stored page",
+        ("stored pages", "block-cache hit %", "key bytes / page"),
+        rows,
+    )
 
 
 def _markdown(tables: Sequence[ReportTable], result: BenchResult) -> str:

@@ -305,6 +305,7 @@ class _Runner:
             pages_per_s=pages_per_s,
             p50_ms=result.p50_ms,
             p99_ms=result.p99_ms,
+            block_cache_hit_rate=result.block_cache_hit_rate,
             elapsed_s=time.perf_counter() - self.started,
         )
         self.measurements.append(row)
@@ -328,6 +329,7 @@ class _Runner:
                 rss_bytes=snapshot.rss_bytes,
                 rss_peak_bytes=snapshot.rss_peak_bytes,
                 rss_trimmed_bytes=snapshot.rss_trimmed_bytes,
+                key_bytes_per_page=snapshot.key_bytes_per_page,
                 fill_s=fill_s,
             )
         )

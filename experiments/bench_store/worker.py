@@ -210,12 +210,14 @@ class _StoreParticipant(_Participant):
             fresh = self.tokens(2, round_index * 1_000_003 + i)
             work.append((store.plan(np.concatenate([stored[: hit * size], fresh[hit * size :]])), hit))
         latencies, answers = [], []
+        tickers = store.statistics_tickers() if isinstance(store, LSMStore) else {}
         started = time.perf_counter()
         for plan, _ in work:
             call = time.perf_counter()
             answers.append(store.probe(plan))
             latencies.append(time.perf_counter() - call)
         seconds = time.perf_counter() - started
+        hit_rate = _block_cache_hit_rate(store, tickers) if isinstance(store, LSMStore) else math.nan
         wrong = [(hit, got) for (_, hit), got in zip(work, answers, strict=True) if got != hit]
         if wrong:
             raise BenchError(
@@ -228,6 +230,7 @@ class _StoreParticipant(_Participant):
             calls=len(work),
             pages=sum(h for _, h in work),
             nbytes=0,
+            block_cache_hit_rate=hit_rate,
         )
 
     def op_get(self, round_index: int, cold: bool) -> OpResult | None:
@@ -304,6 +307,7 @@ class _StoreParticipant(_Participant):
         stats = store.stats()
         files, inodes = count_inodes(self.path) if self.disk else (0, 0)
         rss, peak = rss_bytes()
+        keys = store.key_bytes_per_page() if isinstance(store, LSMStore) else math.nan
         return Snapshot(
             rss_bytes=rss,
             rss_peak_bytes=peak,
@@ -312,6 +316,7 @@ class _StoreParticipant(_Participant):
             inodes=inodes,
             disk_bytes=stats.disk_bytes,
             rss_trimmed_bytes=rss_bytes()[0] if trim and trim_heap() else math.nan,
+            key_bytes_per_page=keys,
         )
 
     def op_close(self) -> None:
@@ -441,6 +446,7 @@ def _result(
     nbytes: int,
     sync_s: float = 0.0,
     evict_s: float = 0.0,
+    block_cache_hit_rate: float = math.nan,
 ) -> OpResult:
     p50, p99 = _latency_ms(latencies)
     return OpResult(
@@ -453,7 +459,16 @@ def _result(
         evict_s=evict_s,
         p50_ms=p50,
         p99_ms=p99,
+        block_cache_hit_rate=block_cache_hit_rate,
     )
+
+
+def _block_cache_hit_rate(store: LSMStore, before: dict[str, int]) -> float:
+    """Block-cache hits / lookups since the ``before`` tickers (NaN if there were none)."""
+    after = store.statistics_tickers()
+    hits = after.get("rocksdb.block.cache.hit", 0) - before.get("rocksdb.block.cache.hit", 0)
+    misses = after.get("rocksdb.block.cache.miss", 0) - before.get("rocksdb.block.cache.miss", 0)
+    return hits / (hits + misses) if hits + misses else math.nan
 
 
 def worker_main(conn: multiprocessing.connection.Connection, spec: WorkerSpec) -> None:

@@ -66,6 +66,7 @@ def _row(kind: str, round_index: int, rate: float, level: int = 1000, op: str = 
         pages_per_s=rate,
         p50_ms=1.0,
         p99_ms=1.0,
+        block_cache_hit_rate=math.nan,
         elapsed_s=0.0,
     )
 
@@ -217,6 +218,8 @@ def test_tiny_run_reports_targets_footprint_machine_and_a_png(tiny_run: TinyRun)
     lsm_end = foot[(foot["kind"] == "lsm") & (foot["stage"] == "end") & (foot["scenario"] == "small")]
     assert (lsm_end["pages_stored"] >= lsm_end["level"]).all()
     assert (lsm_end["files"] > 0).all() and (lsm_end["rss_bytes"] > 0).all()
+    assert (lsm_end["key_bytes_per_page"] > 8 + 8).all()  # at least the namespace and one digest
+    assert "block-cache hit rate" in Path(result.files["report"]).read_text()
     assert "## Targets" in Path(result.files["report"]).read_text()
     dones = [done for done, _ in steps]
     assert dones == sorted(dones) and steps[-1][0] == steps[-1][1]  # the progress bar ends full
