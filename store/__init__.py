@@ -2,7 +2,13 @@
 
 from store.base import KVStore
 from store.config import KnobSpec, StoreConfig
-from store.errors import IncompatibleStoreError, PageMissingError, StoreClosedError, StoreError
+from store.errors import (
+    IncompatibleStoreError,
+    PageMissingError,
+    StoreClosedError,
+    StoreError,
+    StoreFullError,
+)
 from store.layout import KVLayout
 from store.registry import STORE_KINDS, open_store
 from store.stats import LatencySummary, StoreStats
@@ -18,6 +24,7 @@ __all__ = [
     "StoreClosedError",
     "StoreConfig",
     "StoreError",
+    "StoreFullError",
     "StoreStats",
     "open_store",
 ]

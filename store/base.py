@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from store.config import StoreConfig
-from store.errors import PageMissingError, StoreClosedError
+from store.errors import PageMissingError, StoreClosedError, disk_full_error
 from store.layout import KVLayout
 from store.pages import PagePlan, as_token_array, plan_pages
 from store.stats import OpCounters, StoreStats
@@ -104,7 +104,9 @@ class KVStore(ABC):
         self._lock = threading.RLock()
         self._counters = OpCounters()
         self._closed = False
-        self._writer = AsyncPageWriter(self._store_requests, config, self._count_dropped)
+        self._writer = AsyncPageWriter(
+            self._store_requests, config, self._count_dropped, self._count_failed_async, self._closed_error
+        )
 
     # ------------------------------------------------------------------ public surface
 
@@ -255,14 +257,13 @@ class KVStore(ABC):
         return evicted
 
     def close(self) -> None:
-        if self._closed:
-            return
-        try:
-            self._writer.close()
-        finally:
-            with self._lock:
-                self._closed = True
-                self._close()
+        """Write every accepted ``put_async`` request, then close; later calls raise ``StoreClosedError``."""
+        self._writer.close()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._close()
 
     def __enter__(self) -> KVStore:
         return self
@@ -275,9 +276,12 @@ class KVStore(ABC):
 
     # ------------------------------------------------------------------ shared machinery
 
+    def _closed_error(self) -> StoreClosedError:
+        return StoreClosedError(f"the {self.kind} store at {self.path} is closed; open it again to use it")
+
     def _check_open(self) -> None:
         if self._closed:
-            raise StoreClosedError(f"the {self.kind} store at {self.path} is closed; open it again to use it")
+            raise self._closed_error()
 
     def _prepare_put(self, tokens: Any, kv: torch.Tensor) -> PutRequest:
         array = as_token_array(tokens)
@@ -329,13 +333,25 @@ class KVStore(ABC):
                     page = request.kv[:, :, index * self.page_size : (index + 1) * self.page_size]
                     records.append(PageRecord(plan, index, page))
             if records:
-                self._write_records(records)
-                self._enforce_budget()
+                try:
+                    self._write_records(records)
+                    self._enforce_budget()
+                except Exception as error:
+                    self._counters.add(write_errors=1)
+                    self._recover_from_write_error()
+                    full = disk_full_error(self.path, error)
+                    if full is None:
+                        raise
+                    raise full from error
         self._counters.add(puts=1, pages_written=len(records), bytes_written=len(records) * self.page_bytes)
         self._counters.record("put", time.perf_counter() - started)
         return len(records)
 
     def _count_dropped(self, pages: int) -> None:
+        self._counters.add(dropped_pages=pages)
+
+    def _count_failed_async(self, pages: int) -> None:
+        """A failed background write: its pages are dropped (``write_errors`` was counted by the write)."""
         self._counters.add(dropped_pages=pages)
 
     # ------------------------------------------------------------------ backend hooks (called under lock)
@@ -373,3 +389,6 @@ class KVStore(ABC):
 
     def _flush_durable(self) -> None:  # noqa: B027 (a hook with nothing to do for most kinds)
         """Make every write so far survive a crash of this process (most kinds already do)."""
+
+    def _recover_from_write_error(self) -> None:  # noqa: B027 (most kinds stay usable by themselves)
+        """Make the store usable again after a failed write (reads and evictions must keep working)."""
