@@ -338,7 +338,10 @@ class KVStore(ABC):
                     self._enforce_budget()
                 except Exception as error:
                     self._counters.add(write_errors=1)
-                    self._recover_from_write_error()
+                    try:
+                        self._recover_from_write_error()
+                    except Exception:
+                        logger.exception("%r could not recover from a failed write", self)
                     full = disk_full_error(self.path, error)
                     if full is None:
                         raise

@@ -168,15 +168,22 @@ class FileStore(KVStore):
     def _write_records(self, records: list[PageRecord]) -> None:
         """Write each page to a temp file and rename it into place, parents first.
 
-        A crash mid-batch leaves a prefix of the batch: whole pages whose parents are stored.
+        A crash mid-batch leaves a prefix of the batch: whole pages whose parents are stored. A write
+        that fails (a full disk) takes back the pages it wrote, so a failed put stores nothing.
         """
-        for plan, index, page in records:
-            check = plan.checks[index]
-            parent = parent_of(plan, index)
-            link = _LINK.pack(LINK_MAGIC, index + 1, parent or NO_PARENT)
-            header = encode_header(self.layout, self.page_size, check)
-            self._write_file(self._page_path(check), (link, header, page_payload(page)))
-            self._index.add(check, PageEntry(self._file_bytes, index + 1, parent))
+        written: list[bytes] = []
+        try:
+            for plan, index, page in records:
+                check = plan.checks[index]
+                parent = parent_of(plan, index)
+                link = _LINK.pack(LINK_MAGIC, index + 1, parent or NO_PARENT)
+                header = encode_header(self.layout, self.page_size, check)
+                self._write_file(self._page_path(check), (link, header, page_payload(page)))
+                self._index.add(check, PageEntry(self._file_bytes, index + 1, parent))
+                written.append(check)
+        except BaseException:
+            self._drop(written[::-1])
+            raise
         self._index.touch_written(records)
 
     def _write_file(self, path: str, parts: tuple[bytes, bytes, memoryview]) -> None:
