@@ -5,6 +5,7 @@ from store.config import KnobSpec, StoreConfig
 from store.errors import (
     IncompatibleStoreError,
     PageMissingError,
+    StoreBusyError,
     StoreClosedError,
     StoreError,
     StoreFullError,
@@ -21,6 +22,7 @@ __all__ = [
     "KnobSpec",
     "LatencySummary",
     "PageMissingError",
+    "StoreBusyError",
     "StoreClosedError",
     "StoreConfig",
     "StoreError",

@@ -43,6 +43,7 @@ import torch
 from store.base import BackendState, KVStore, PageRecord
 from store.codec import VALUE_HEADER_BYTES, decode_value, encode_header, page_payload
 from store.config import MiB, StoreConfig
+from store.dirlock import lock_directory, unlock
 from store.errors import disk_full_error
 from store.header import HEADER_FILE, ensure_header_file
 from store.layout import KVLayout
@@ -177,7 +178,14 @@ class AppendLogStore(KVStore):
         self._record_bytes = HEADER_BYTES + self._value_bytes
         self._written_bytes = 0
         self._read_bytes = 0
-        self._open(config)
+        self._fds: dict[int, int] = {}
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._dir_lock = lock_directory(self.path, self.kind)
+        try:
+            self._open(config)
+        except BaseException:
+            self._close()
+            raise
 
     # ------------------------------------------------------------------ open / close
 
@@ -187,9 +195,9 @@ class AppendLogStore(KVStore):
     def _open(self, config: StoreConfig) -> None:
         assert self.path is not None
         self.path.mkdir(parents=True, exist_ok=True)
-        ensure_header_file(self.path, self.layout, self.page_size)
+        ensure_header_file(self.path, self.layout, self.page_size, self.kind)
         self._header_bytes = os.stat(self.path / HEADER_FILE).st_size
-        self._fds: dict[int, int] = {}
+        self._fds = {}
         self._sizes: dict[int, int] = {}
         self._members: dict[int, set[bytes]] = {}
         self._tombstones: dict[int, list[Tombstone]] = {}
@@ -289,13 +297,17 @@ class AppendLogStore(KVStore):
                 del self._where[tombstone.check]
                 del pages[tombstone.check]
 
-    def _close(self) -> None:
+    def _close_segments(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
         self._fds = {}
 
+    def _close(self) -> None:
+        self._close_segments()
+        unlock(self._dir_lock)
+
     def _reopen(self, config: StoreConfig) -> None:
-        self._close()
+        self._close_segments()
         self._open(config)
 
     def _apply_live(self, config: StoreConfig) -> None:

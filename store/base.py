@@ -95,6 +95,12 @@ class KVStore(ABC):
             raise ValueError(f"config must be a StoreConfig, got {type(config).__name__}")
         if not isinstance(namespace, str) or not namespace or "\x00" in namespace:
             raise ValueError(f"namespace must be a non-empty string without NUL, got {namespace!r}")
+        try:
+            namespace.encode()
+        except UnicodeEncodeError as error:
+            raise ValueError(
+                f"namespace {namespace!r} is not encodable as UTF-8 ({error.reason}): use valid text"
+            ) from None
         self.path = Path(path) if path is not None else None
         self.layout = layout
         self.page_size = page_size
@@ -289,6 +295,9 @@ class KVStore(ABC):
         expected = self.layout.page_shape(self.page_size)
         if not isinstance(kv, torch.Tensor):
             raise ValueError(f"kv must be a torch.Tensor, got {type(kv).__name__}")
+        if kv.layout != torch.strided or kv.is_meta:
+            where = "on the meta device" if kv.is_meta else f"with layout {kv.layout}"
+            raise ValueError(f"kv is a tensor {where}, which holds no values: pass a dense tensor with data")
         if kv.dtype != self.layout.dtype:
             raise ValueError(
                 f"kv has dtype {kv.dtype}; this store holds {self.layout.dtype}: convert it first"

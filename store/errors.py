@@ -15,6 +15,10 @@ class StoreClosedError(StoreError):
     """The store was closed; open it again with :func:`store.open_store`."""
 
 
+class StoreBusyError(StoreError):
+    """Another handle (in this or another process) has the store's directory open."""
+
+
 class IncompatibleStoreError(StoreError, ValueError):
     """The directory holds a store written with another page size, layout, namespace kind or format."""
 

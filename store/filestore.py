@@ -25,6 +25,7 @@ import torch
 from store.base import BackendState, KVStore, PageRecord
 from store.codec import VALUE_HEADER_BYTES, decode_value, encode_header, page_payload
 from store.config import StoreConfig
+from store.dirlock import lock_directory, unlock
 from store.header import HEADER_FILE, ensure_header_file
 from store.layout import KVLayout
 from store.pages import CHECK_BYTES, PagePlan
@@ -71,14 +72,20 @@ class FileStore(KVStore):
         self._file_bytes = _LINK.size + VALUE_HEADER_BYTES + self.page_bytes
         self._written_bytes = 0
         self._read_bytes = 0
-        self._open(config)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._dir_lock = lock_directory(self.path, self.kind)
+        try:
+            self._open(config)
+        except BaseException:
+            unlock(self._dir_lock)
+            raise
 
     # ------------------------------------------------------------------ open
 
     def _open(self, config: StoreConfig) -> None:
         assert self.path is not None
         self.path.mkdir(parents=True, exist_ok=True)
-        ensure_header_file(self.path, self.layout, self.page_size)
+        ensure_header_file(self.path, self.layout, self.page_size, self.kind)
         self._header_bytes = os.stat(self.path / HEADER_FILE).st_size
         self._index = RecencyIndex(config.eviction_order)
         orphans = self._index.load(self._scan())
@@ -247,3 +254,4 @@ class FileStore(KVStore):
 
     def _close(self) -> None:
         self._index = RecencyIndex(self._config.eviction_order)
+        unlock(self._dir_lock)

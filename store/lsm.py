@@ -44,8 +44,8 @@ from store.base import BackendState, KVStore, PageRecord
 from store.codec import PageMeta, decode_value, encode_value
 from store.config import StoreConfig
 from store.diskusage import directory_usage
-from store.errors import StoreFullError, free_bytes
-from store.header import check_header, encode_header_record, expected_header
+from store.errors import StoreBusyError, StoreFullError, free_bytes
+from store.header import check_header, encode_header_record, expected_header, refuse_other_kind
 from store.layout import KVLayout
 from store.pages import KEY_DIGEST_BYTES, PagePlan
 
@@ -116,6 +116,24 @@ def _options(config: StoreConfig) -> Options:
     return options
 
 
+def _open_database(path: Path, options: Options) -> Rdict:
+    """Open RocksDB at ``path``; another open handle on it is a :class:`StoreBusyError`.
+
+    ``column_families={}`` opens the default column family with these options. With None, rocksdict
+    reloads the column family options of an existing database from its OPTIONS file and silently ignores
+    the passed ones, so a reopen (or apply() of a reopen knob) would keep the old knobs.
+    """
+    try:
+        return Rdict(str(path), options, column_families={})
+    except Exception as error:
+        if "lock" not in str(error).lower():
+            raise
+        raise StoreBusyError(
+            f"the lsm store at {path} is already open (in this or another process): close that handle "
+            f"first, or give each tenant its own directory ({error})"
+        ) from error
+
+
 class LSMStore(KVStore):
     """Pages in RocksDB: prefix-preserving keys, metadata records, tensors in blob files."""
 
@@ -140,11 +158,9 @@ class LSMStore(KVStore):
     def _open(self, config: StoreConfig) -> None:
         assert self.path is not None
         self.path.mkdir(parents=True, exist_ok=True)
+        refuse_other_kind(self.path, self.kind)
         self._options = _options(config)
-        # column_families={}: open the default column family with these options. With None, rocksdict
-        # reloads the column family options of an existing database from its OPTIONS file and silently
-        # ignores the passed ones, so a reopen (or apply() of a reopen knob) would keep the old knobs.
-        self._db = Rdict(str(self.path), self._options, column_families={})
+        self._db = _open_database(self.path, self._options)
         try:
             self._check_header()
         except BaseException:
