@@ -21,7 +21,7 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEB
     )
 
 
-from experiments import bench_cmd  # noqa: E402, F401  (registers `kvtune bench store`)
+from experiments import bench_cmd, stress_cmd  # noqa: E402, F401  (register `kvtune bench store`, `stress`)
 from experiments.replay_cmd import replay_command  # noqa: E402
 
 app.command("replay")(replay_command)

@@ -2,7 +2,14 @@
 
 from store.base import KVStore
 from store.config import KnobSpec, StoreConfig
-from store.errors import IncompatibleStoreError, PageMissingError, StoreClosedError, StoreError
+from store.errors import (
+    IncompatibleStoreError,
+    PageMissingError,
+    StoreBusyError,
+    StoreClosedError,
+    StoreError,
+    StoreFullError,
+)
 from store.layout import KVLayout
 from store.registry import STORE_KINDS, open_store
 from store.stats import LatencySummary, StoreStats
@@ -15,9 +22,11 @@ __all__ = [
     "KnobSpec",
     "LatencySummary",
     "PageMissingError",
+    "StoreBusyError",
     "StoreClosedError",
     "StoreConfig",
     "StoreError",
+    "StoreFullError",
     "StoreStats",
     "open_store",
 ]

@@ -43,6 +43,8 @@ import torch
 from store.base import BackendState, KVStore, PageRecord
 from store.codec import VALUE_HEADER_BYTES, decode_value, encode_header, page_payload, payload_hash
 from store.config import MiB, StoreConfig
+from store.dirlock import lock_directory, unlock
+from store.errors import disk_full_error
 from store.header import HEADER_FILE, ensure_header_file
 from store.layout import KVLayout
 from store.pages import CHECK_BYTES, PagePlan
@@ -176,7 +178,14 @@ class AppendLogStore(KVStore):
         self._record_bytes = HEADER_BYTES + self._value_bytes
         self._written_bytes = 0
         self._read_bytes = 0
-        self._open(config)
+        self._fds: dict[int, int] = {}
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._dir_lock = lock_directory(self.path, self.kind)
+        try:
+            self._open(config)
+        except BaseException:
+            self._close()
+            raise
 
     # ------------------------------------------------------------------ open / close
 
@@ -186,9 +195,9 @@ class AppendLogStore(KVStore):
     def _open(self, config: StoreConfig) -> None:
         assert self.path is not None
         self.path.mkdir(parents=True, exist_ok=True)
-        ensure_header_file(self.path, self.layout, self.page_size)
+        ensure_header_file(self.path, self.layout, self.page_size, self.kind)
         self._header_bytes = os.stat(self.path / HEADER_FILE).st_size
-        self._fds: dict[int, int] = {}
+        self._fds = {}
         self._sizes: dict[int, int] = {}
         self._members: dict[int, set[bytes]] = {}
         self._tombstones: dict[int, list[Tombstone]] = {}
@@ -288,13 +297,17 @@ class AppendLogStore(KVStore):
                 del self._where[tombstone.check]
                 del pages[tombstone.check]
 
-    def _close(self) -> None:
+    def _close_segments(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
         self._fds = {}
 
+    def _close(self) -> None:
+        self._close_segments()
+        unlock(self._dir_lock)
+
     def _reopen(self, config: StoreConfig) -> None:
-        self._close()
+        self._close_segments()
         self._open(config)
 
     def _apply_live(self, config: StoreConfig) -> None:
@@ -447,10 +460,10 @@ class AppendLogStore(KVStore):
         evicted = 0
         while True:
             evicted += self._evict_down_to(target)
-            self._collect_garbage()
+            collected = self._collect_garbage()
             overshoot = self._disk_bytes() - budget
-            if overshoot <= 0 or not len(self._index):
-                break
+            if overshoot <= 0 or not len(self._index) or not collected:
+                break  # (not collected: the disk is too full to copy; evicting more would not help)
             target = self._index.live_bytes - overshoot
         if evicted:
             logger.debug("applog store evicted %d pages to stay within %d bytes", evicted, budget)
@@ -478,23 +491,33 @@ class AppendLogStore(KVStore):
         needed = sum(self._needed(tombstone) for tombstone in self._tombstones.get(seq, ()))
         return self._sizes[seq] - len(self._members[seq]) * self._record_bytes - needed * TOMBSTONE_BYTES
 
-    def _collect_garbage(self) -> None:
-        """Collect sealed segments under the live fraction, then, over budget, the most garbage first."""
-        for seq in sorted(self._fds):
-            size = self._sizes[seq]
-            if (
-                seq != self._active
-                and size
-                and len(self._members[seq]) * self._record_bytes < GC_LIVE_FRACTION * size
-            ):
-                self._collect(seq)
-        if self.budget_bytes is None:
-            return
-        while self._disk_bytes() > self.budget_bytes:  # each collection shrinks the disk use
-            seq = max(self._fds, key=self._garbage)
-            if self._garbage(seq) <= 0:
-                return
-            self._collect(seq)
+    def _collect_garbage(self) -> bool:
+        """Collect sealed segments under the live fraction, then, over budget, the most garbage first.
+
+        Segments with the fewest live records go first: they free the most for the least copying. A
+        collection the file system has no room for is left for later (its partial copies are garbage);
+        returns False then, True if every collection ran.
+        """
+        try:
+            for seq in sorted(self._fds, key=lambda seq: (len(self._members[seq]), seq)):
+                size = self._sizes.get(seq, 0)
+                if (
+                    seq != self._active
+                    and size
+                    and len(self._members[seq]) * self._record_bytes < GC_LIVE_FRACTION * size
+                ):
+                    self._collect(seq)
+            while self.budget_bytes is not None and self._disk_bytes() > self.budget_bytes:
+                seq = max(self._fds, key=self._garbage)
+                if self._garbage(seq) <= 0:
+                    break
+                self._collect(seq)  # each collection shrinks the disk use
+        except OSError as error:
+            if disk_full_error(self.path, error) is None:
+                raise
+            logger.warning("%s: garbage collection waits for free space: %s", self.path, error)
+            return False
+        return True
 
     def _collect(self, seq: int) -> None:
         """Copy segment ``seq``'s live records and still-needed tombstones forward, then delete it."""

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from store.config import StoreConfig
-from store.errors import PageMissingError, StoreClosedError
+from store.errors import PageMissingError, StoreClosedError, disk_full_error
 from store.layout import KVLayout
 from store.pages import PagePlan, as_token_array, plan_pages
 from store.stats import OpCounters, StoreStats
@@ -95,6 +95,12 @@ class KVStore(ABC):
             raise ValueError(f"config must be a StoreConfig, got {type(config).__name__}")
         if not isinstance(namespace, str) or not namespace or "\x00" in namespace:
             raise ValueError(f"namespace must be a non-empty string without NUL, got {namespace!r}")
+        try:
+            namespace.encode()
+        except UnicodeEncodeError as error:
+            raise ValueError(
+                f"namespace {namespace!r} is not encodable as UTF-8 ({error.reason}): use valid text"
+            ) from None
         self.path = Path(path) if path is not None else None
         self.layout = layout
         self.page_size = page_size
@@ -104,7 +110,9 @@ class KVStore(ABC):
         self._lock = threading.RLock()
         self._counters = OpCounters()
         self._closed = False
-        self._writer = AsyncPageWriter(self._store_requests, config, self._count_dropped)
+        self._writer = AsyncPageWriter(
+            self._store_requests, config, self._count_dropped, self._count_failed_async, self._closed_error
+        )
 
     # ------------------------------------------------------------------ public surface
 
@@ -268,14 +276,13 @@ class KVStore(ABC):
         return evicted
 
     def close(self) -> None:
-        if self._closed:
-            return
-        try:
-            self._writer.close()
-        finally:
-            with self._lock:
-                self._closed = True
-                self._close()
+        """Write every accepted ``put_async`` request, then close; later calls raise ``StoreClosedError``."""
+        self._writer.close()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._close()
 
     def __enter__(self) -> KVStore:
         return self
@@ -288,9 +295,12 @@ class KVStore(ABC):
 
     # ------------------------------------------------------------------ shared machinery
 
+    def _closed_error(self) -> StoreClosedError:
+        return StoreClosedError(f"the {self.kind} store at {self.path} is closed; open it again to use it")
+
     def _check_open(self) -> None:
         if self._closed:
-            raise StoreClosedError(f"the {self.kind} store at {self.path} is closed; open it again to use it")
+            raise self._closed_error()
 
     def _prepare_put(self, tokens: Any, kv: torch.Tensor) -> PutRequest:
         n_tokens: int | None = None
@@ -302,6 +312,9 @@ class KVStore(ABC):
         expected = self.layout.page_shape(self.page_size)
         if not isinstance(kv, torch.Tensor):
             raise ValueError(f"kv must be a torch.Tensor, got {type(kv).__name__}")
+        if kv.layout != torch.strided or kv.is_meta:
+            where = "on the meta device" if kv.is_meta else f"with layout {kv.layout}"
+            raise ValueError(f"kv is a tensor {where}, which holds no values: pass a dense tensor with data")
         if kv.dtype != self.layout.dtype:
             raise ValueError(
                 f"kv has dtype {kv.dtype}; this store holds {self.layout.dtype}: convert it first"
@@ -346,13 +359,28 @@ class KVStore(ABC):
                     page = request.kv[:, :, index * self.page_size : (index + 1) * self.page_size]
                     records.append(PageRecord(plan, index, page))
             if records:
-                self._write_records(records)
-                self._enforce_budget()
+                try:
+                    self._write_records(records)
+                    self._enforce_budget()
+                except Exception as error:
+                    self._counters.add(write_errors=1)
+                    try:
+                        self._recover_from_write_error()
+                    except Exception:
+                        logger.exception("%r could not recover from a failed write", self)
+                    full = disk_full_error(self.path, error)
+                    if full is None:
+                        raise
+                    raise full from error
         self._counters.add(puts=1, pages_written=len(records), bytes_written=len(records) * self.page_bytes)
         self._counters.record("put", time.perf_counter() - started)
         return len(records)
 
     def _count_dropped(self, pages: int) -> None:
+        self._counters.add(dropped_pages=pages)
+
+    def _count_failed_async(self, pages: int) -> None:
+        """A failed background write: its pages are dropped (``write_errors`` was counted by the write)."""
         self._counters.add(dropped_pages=pages)
 
     # ------------------------------------------------------------------ backend hooks (called under lock)
@@ -390,3 +418,6 @@ class KVStore(ABC):
 
     def _flush_durable(self) -> None:  # noqa: B027 (a hook with nothing to do for most kinds)
         """Make every write so far survive a crash of this process (most kinds already do)."""
+
+    def _recover_from_write_error(self) -> None:  # noqa: B027 (most kinds stay usable by themselves)
+        """Make the store usable again after a failed write (reads and evictions must keep working)."""

@@ -25,6 +25,7 @@ import torch
 from store.base import BackendState, KVStore, PageRecord
 from store.codec import VALUE_HEADER_BYTES, decode_value, encode_header, page_payload, payload_hash
 from store.config import StoreConfig
+from store.dirlock import lock_directory, unlock
 from store.header import HEADER_FILE, ensure_header_file
 from store.layout import KVLayout
 from store.pages import CHECK_BYTES, PagePlan
@@ -71,14 +72,20 @@ class FileStore(KVStore):
         self._file_bytes = _LINK.size + VALUE_HEADER_BYTES + self.page_bytes
         self._written_bytes = 0
         self._read_bytes = 0
-        self._open(config)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._dir_lock = lock_directory(self.path, self.kind)
+        try:
+            self._open(config)
+        except BaseException:
+            unlock(self._dir_lock)
+            raise
 
     # ------------------------------------------------------------------ open
 
     def _open(self, config: StoreConfig) -> None:
         assert self.path is not None
         self.path.mkdir(parents=True, exist_ok=True)
-        ensure_header_file(self.path, self.layout, self.page_size)
+        ensure_header_file(self.path, self.layout, self.page_size, self.kind)
         self._header_bytes = os.stat(self.path / HEADER_FILE).st_size
         self._index = RecencyIndex(config.eviction_order)
         orphans = self._index.load(self._scan())
@@ -168,16 +175,23 @@ class FileStore(KVStore):
     def _write_records(self, records: list[PageRecord]) -> None:
         """Write each page to a temp file and rename it into place, parents first.
 
-        A crash mid-batch leaves a prefix of the batch: whole pages whose parents are stored.
+        A crash mid-batch leaves a prefix of the batch: whole pages whose parents are stored. A write
+        that fails (a full disk) takes back the pages it wrote, so a failed put stores nothing.
         """
-        for plan, index, page in records:
-            check = plan.checks[index]
-            parent = parent_of(plan, index)
-            link = _LINK.pack(LINK_MAGIC, index + 1, parent or NO_PARENT)
-            payload = page_payload(page)
-            header = encode_header(self.layout, self.page_size, check, payload_hash(payload))
-            self._write_file(self._page_path(check), (link, header, payload))
-            self._index.add(check, PageEntry(self._file_bytes, index + 1, parent))
+        written: list[bytes] = []
+        try:
+            for plan, index, page in records:
+                check = plan.checks[index]
+                parent = parent_of(plan, index)
+                link = _LINK.pack(LINK_MAGIC, index + 1, parent or NO_PARENT)
+                payload = page_payload(page)
+                header = encode_header(self.layout, self.page_size, check, payload_hash(payload))
+                self._write_file(self._page_path(check), (link, header, payload))
+                self._index.add(check, PageEntry(self._file_bytes, index + 1, parent))
+                written.append(check)
+        except BaseException:
+            self._drop(written[::-1])
+            raise
         self._index.touch_written(records)
 
     def _write_file(self, path: str, parts: tuple[bytes, bytes, memoryview]) -> None:
@@ -241,3 +255,4 @@ class FileStore(KVStore):
 
     def _close(self) -> None:
         self._index = RecencyIndex(self._config.eviction_order)
+        unlock(self._dir_lock)

@@ -18,6 +18,8 @@ from store.errors import IncompatibleStoreError
 from store.layout import KVLayout
 
 HEADER_FILE = "kvtune-header.json"
+ROCKSDB_MARKER = "CURRENT"
+"""Every RocksDB database has this file (it names the current MANIFEST)."""
 
 
 def expected_header(layout: KVLayout, page_size: int) -> dict[str, Any]:
@@ -52,9 +54,10 @@ def check_header(stored: Any, expected: dict[str, Any], path: Path | None) -> No
             )
 
 
-def ensure_header_file(directory: Path, layout: KVLayout, page_size: int) -> None:
+def ensure_header_file(directory: Path, layout: KVLayout, page_size: int, kind: str) -> None:
     """Check ``directory``'s header file, or write one (temp file + rename) if there is none yet."""
-    expected = expected_header(layout, page_size)
+    refuse_other_kind(directory, kind)
+    expected = {**expected_header(layout, page_size), "kind": kind}
     header_path = directory / HEADER_FILE
     try:
         raw = header_path.read_bytes()
@@ -63,10 +66,39 @@ def ensure_header_file(directory: Path, layout: KVLayout, page_size: int) -> Non
         temporary.write_bytes(encode_header_record(expected))
         os.replace(temporary, header_path)
         return
+    check_header(_parse_header_file(header_path, raw), expected, directory)
+
+
+def _parse_header_file(header_path: Path, raw: bytes) -> Any:
     try:
-        stored = json.loads(raw)
+        return json.loads(raw)
     except ValueError as error:
         raise IncompatibleStoreError(
             f"{header_path} is not a kvtune store header ({error}); use another path"
         ) from error
-    check_header(stored, expected, directory)
+
+
+def stored_kind(directory: Path) -> str | None:
+    """The kind of store ``directory`` holds, as far as its files tell (None: empty, or written before
+    headers named their kind)."""
+    if (directory / ROCKSDB_MARKER).exists():
+        return "lsm"
+    header_path = directory / HEADER_FILE
+    try:
+        raw = header_path.read_bytes()
+    except FileNotFoundError:
+        return None
+    stored = _parse_header_file(header_path, raw)
+    kind = stored.get("kind") if isinstance(stored, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def refuse_other_kind(directory: Path, kind: str) -> None:
+    """Raise :class:`IncompatibleStoreError` if ``directory`` holds a store of another kind: each kind
+    would read the other's files as garbage, or delete them."""
+    found = stored_kind(directory)
+    if found is not None and found != kind:
+        raise IncompatibleStoreError(
+            f"{directory} holds a {found!r} store, but it was opened as {kind!r}: open it as {found!r} "
+            "or use another path"
+        )

@@ -18,6 +18,7 @@ one (its page gone or re-stamped) is skipped and removed when the capacity manag
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -46,7 +47,8 @@ from store.base import BackendState, KVStore, PageRecord
 from store.codec import PageMeta, decode_value, encode_value
 from store.config import StoreConfig
 from store.diskusage import directory_usage
-from store.header import check_header, encode_header_record, expected_header
+from store.errors import StoreBusyError, StoreFullError, free_bytes
+from store.header import check_header, encode_header_record, expected_header, refuse_other_kind
 from store.layout import KVLayout
 from store.pages import KEY_DIGEST_BYTES, PagePlan
 
@@ -77,6 +79,9 @@ BACKGROUND_PROPERTIES = (
     "rocksdb.mem-table-flush-pending",
     "rocksdb.compaction-pending",
 )
+SPACE_RESERVE_BYTES = 4 * 1024 * 1024
+"""Free space a write leaves on the file system beyond what its own flush needs: room for the MANIFEST,
+OPTIONS and info log files a reopen writes, and for evictions' small delete records."""
 _COUNTERS = struct.Struct("<QQQ")
 _ACCESS = struct.Struct(">QH")
 _TICKER = re.compile(r"^(rocksdb\.[\w.]+) COUNT : (\d+)$", re.MULTILINE)
@@ -129,6 +134,24 @@ def _options(config: StoreConfig) -> Options:
     return options
 
 
+def _open_database(path: Path, options: Options) -> Rdict:
+    """Open RocksDB at ``path``; another open handle on it is a :class:`StoreBusyError`.
+
+    ``column_families={}`` opens the default column family with these options. With None, rocksdict
+    reloads the column family options of an existing database from its OPTIONS file and silently ignores
+    the passed ones, so a reopen (or apply() of a reopen knob) would keep the old knobs.
+    """
+    try:
+        return Rdict(str(path), options, column_families={})
+    except Exception as error:
+        if "lock" not in str(error).lower():
+            raise
+        raise StoreBusyError(
+            f"the lsm store at {path} is already open (in this or another process): close that handle "
+            f"first, or give each tenant its own directory ({error})"
+        ) from error
+
+
 class LSMStore(KVStore):
     """Pages in RocksDB: prefix-preserving keys, metadata records, tensors in blob files."""
 
@@ -158,11 +181,9 @@ class LSMStore(KVStore):
     def _open(self, config: StoreConfig) -> None:
         assert self.path is not None
         self.path.mkdir(parents=True, exist_ok=True)
+        refuse_other_kind(self.path, self.kind)
         self._options = _options(config)
-        # column_families={}: open the default column family with these options. With None, rocksdict
-        # reloads the column family options of an existing database from its OPTIONS file and silently
-        # ignores the passed ones, so a reopen (or apply() of a reopen knob) would keep the old knobs.
-        self._db = Rdict(str(self.path), self._options, column_families={})
+        self._db = _open_database(self.path, self._options)
         try:
             self._check_header()
         except BaseException:
@@ -376,6 +397,8 @@ class LSMStore(KVStore):
                     first_new[key] = (record.plan, record.index)
             for plan, index in first_new.values():
                 self._restamp(batch, plan, index, self._stamp)
+        counted = (self._pages, self._live_bytes)
+        written = 0
         for record in records:
             plan, index = record.plan, record.index
             value = encode_value(self.layout, self.page_size, plan.checks[index], record.page)
@@ -386,8 +409,14 @@ class LSMStore(KVStore):
             batch.put(self._access_key(self._stamp, index + 1, body), b"")
             self._pages += 1
             self._live_bytes += len(value)
+            written += len(value)
         batch.put(*self._counter_record())
-        self._db.write(batch, self._write_options)
+        try:
+            self._check_room(written)
+            self._db.write(batch, self._write_options)
+        except BaseException:
+            self._pages, self._live_bytes = counted  # the batch is all or nothing
+            raise
         self._counters.add(device_ops=1)
 
     def _count_subtree(self, iterator: RdictIter, body: bytes, counted: set[bytes]) -> tuple[int, int]:
@@ -434,6 +463,36 @@ class LSMStore(KVStore):
         self._delete_range(batch, body)
         self._commit_eviction(batch, pages, nbytes)
         return pages
+
+    def _check_room(self, value_bytes: int) -> None:
+        """Refuse a write the file system has no room for, before RocksDB meets a full disk.
+
+        A write RocksDB cannot append turns the database read-only until a reopen, and the reopen must
+        flush the memtables the WAL holds: so a write needs room for its values twice (WAL, then blob or
+        table file), for the memtables not yet flushed, and :data:`SPACE_RESERVE_BYTES`. Before the room
+        left gets that tight, the memtables are flushed, which frees their WAL copy.
+        """
+        assert self.path is not None
+        unflushed = self._db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0
+        needed = 2 * value_bytes + unflushed + SPACE_RESERVE_BYTES
+        free = free_bytes(self.path)
+        if unflushed and free < needed + unflushed:
+            self._db.flush()
+            unflushed = self._db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0
+            needed = 2 * value_bytes + unflushed + SPACE_RESERVE_BYTES
+            free = free_bytes(self.path)
+        if free < needed:
+            raise StoreFullError(
+                self.path, free, OSError(errno.ENOSPC, f"a write needs {needed} bytes free, {free} are")
+            )
+
+    def _recover_from_write_error(self) -> None:
+        """Reopen the database if a failed write left it read-only (RocksDB's background error state)."""
+        try:
+            self._db.put(b"M" + self._ns, b"", self._write_options)
+        except Exception:
+            logger.warning("%s: reopening the database after a failed write", self.path)
+            self._reopen(self._config)
 
     def _disk_bytes(self) -> int:
         assert self.path is not None

@@ -56,6 +56,8 @@ class StoreStats:
     blob_live_bytes: int = 0
     blob_garbage_bytes: int = 0
     writer_queue_depth: int = 0
+    write_errors: int = 0
+    """Writes that raised (put_batch, or a background write whose pages then count as dropped)."""
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -76,6 +78,7 @@ class OpCounters:
     pages_missed: int = 0
     dropped_pages: int = 0
     evicted_pages: int = 0
+    write_errors: int = 0
     device_ops: int = 0
     latencies: dict[str, deque[float]] = field(
         default_factory=lambda: {op: deque(maxlen=LATENCY_SAMPLES) for op in ("put", "probe", "get")}
@@ -119,6 +122,7 @@ class OpCounters:
                     "pages_missed",
                     "dropped_pages",
                     "evicted_pages",
+                    "write_errors",
                 )
             }
         plain.update(

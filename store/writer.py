@@ -2,20 +2,26 @@
 
 Each drain merges up to ``writer_batch_size`` queued put requests into one store write. When the queue
 is full, ``writer_overflow="block"`` makes the caller wait and ``"drop"`` discards the request; dropped
-pages are counted, since each one is a later cache miss.
+pages are counted, since each one is a later cache miss. A background write that fails (a full disk,
+say) is logged and its pages are counted as dropped and failed: the writer keeps serving the queue.
+
+Closing is race-free: once :meth:`AsyncPageWriter.close` starts, every later or still-waiting
+:meth:`~AsyncPageWriter.submit` raises the store's closed error, and every request already accepted is
+written before ``close`` returns.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
 
 from store.config import StoreConfig
+from store.errors import StoreClosedError
 from store.pages import PagePlan
 
 logger = logging.getLogger(__name__)
@@ -27,101 +33,100 @@ class PutRequest(NamedTuple):
 
 
 class AsyncPageWriter:
-    """Writes queued :class:`PutRequest` batches through ``write`` on a daemon thread (started lazily)."""
+    """Writes queued :class:`PutRequest` batches through ``write`` on a daemon thread (started lazily).
+
+    ``on_drop(pages)`` counts pages a full queue discarded; ``on_failure(pages)`` counts pages whose
+    background write raised; ``closed_error()`` is the error a submit after close raises.
+    """
 
     def __init__(
         self,
         write: Callable[[Sequence[PutRequest]], int],
         config: StoreConfig,
         on_drop: Callable[[int], None],
+        on_failure: Callable[[int], None],
+        closed_error: Callable[[], StoreClosedError],
     ) -> None:
         self._write = write
         self._on_drop = on_drop
+        self._on_failure = on_failure
+        self._closed_error = closed_error
         self._batch_size = config.writer_batch_size
         self._overflow = config.writer_overflow
-        self._queue: queue.Queue[PutRequest | None] = queue.Queue(maxsize=config.writer_queue_depth)
+        self._depth = config.writer_queue_depth
+        self._pending: deque[tuple[PutRequest, int]] = deque()
+        self._in_flight = 0
+        self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-        self._error: BaseException | None = None
         self._closed = False
 
     def reconfigure(self, config: StoreConfig) -> None:
         """Take the live writer knobs; a new queue depth takes effect once the queue has drained."""
-        self._batch_size = config.writer_batch_size
-        self._overflow = config.writer_overflow
-        if config.writer_queue_depth != self._queue.maxsize:
+        if config.writer_queue_depth != self._depth:
             self.flush()
-            self._queue.maxsize = config.writer_queue_depth
+        with self._changed:
+            self._batch_size = config.writer_batch_size
+            self._overflow = config.writer_overflow
+            self._depth = config.writer_queue_depth
+            self._changed.notify_all()
 
     def queued(self) -> int:
-        return self._queue.qsize()
+        with self._changed:
+            return len(self._pending)
 
     def submit(self, request: PutRequest, missing_pages: int) -> bool:
         """Queue ``request``; False if the queue was full and the overflow policy dropped it."""
-        if self._closed:
-            raise RuntimeError("the writer is closed")
-        self._raise_background_error()
-        self._ensure_thread()
-        if self._overflow == "drop":
-            try:
-                self._queue.put_nowait(request)
-            except queue.Full:
+        with self._changed:
+            while not self._closed and len(self._pending) >= self._depth and self._overflow == "block":
+                self._changed.wait()
+            if self._closed:
+                raise self._closed_error()
+            if len(self._pending) >= self._depth:
                 self._on_drop(missing_pages)
                 return False
-        else:
-            self._queue.put(request)
-        return True
-
-    def flush(self) -> None:
-        if self._thread is not None:
-            self._queue.join()
-        self._raise_background_error()
-
-    def close(self) -> None:
-        """Drain everything queued, then stop the thread."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-        self._raise_background_error()
-
-    def _ensure_thread(self) -> None:
-        with self._start_lock:
+            self._pending.append((request, missing_pages))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="kvtune-writer", daemon=True)
                 self._thread.start()
+            self._changed.notify_all()
+        return True
 
-    def _raise_background_error(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise RuntimeError(f"the background writer failed: {error}") from error
+    def flush(self) -> None:
+        """Wait until every request queued so far has been written (or counted as failed)."""
+        with self._changed:
+            while self._pending or self._in_flight:
+                self._changed.wait()
+
+    def close(self) -> None:
+        """Refuse new requests, write everything accepted, then stop the thread."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _next_batch(self) -> list[tuple[PutRequest, int]] | None:
+        """The next batch to write, or None once closed and drained."""
+        with self._changed:
+            while not self._pending and not self._closed:
+                self._changed.wait()
+            if not self._pending:
+                return None
+            batch = [self._pending.popleft() for _ in range(min(self._batch_size, len(self._pending)))]
+            self._in_flight = len(batch)
+            self._changed.notify_all()  # room in the queue for blocked submitters
+            return batch
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            batch: list[PutRequest] = []
-            stop = first is None
-            if first is not None:
-                batch.append(first)
-            while not stop and len(batch) < self._batch_size:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                else:
-                    batch.append(item)
+        while (batch := self._next_batch()) is not None:
             try:
-                if batch:
-                    self._write(batch)
-            except BaseException as error:  # surfaced to the caller on its next submit/flush
-                logger.exception("background write of %d requests failed", len(batch))
-                self._error = error
+                self._write([request for request, _ in batch])
+            except Exception:
+                pages = sum(missing for _, missing in batch)
+                logger.exception("background write of %d requests (%d pages) failed", len(batch), pages)
+                self._on_failure(pages)
             finally:
-                for _ in range(len(batch) + (1 if stop else 0)):
-                    self._queue.task_done()
-            if stop:
-                return
+                with self._changed:
+                    self._in_flight = 0
+                    self._changed.notify_all()
