@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -91,6 +90,8 @@ def store(
     ] = None,
 ) -> None:
     """Compare every store kind side by side with a raw-disk reference: put, probe, get, reopen, memory."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from experiments.bench_store import BenchConfig, BenchError, report_tables, run_bench
 
     console = Console()

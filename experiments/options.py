@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
-import yaml
 
 if TYPE_CHECKING:
     from env import EnvConfig
@@ -29,6 +28,8 @@ REWARD_PREFIX = "reward."
 def parse_assignments(pairs: list[str], flag: str) -> dict[str, Any]:
     """``["a=1", "b=[0.1, 0.5]"]`` -> ``{"a": 1, "b": (0.1, 0.5)}``: values read as YAML, lists as tuples
     (configs are frozen dataclasses, so a sequence value must be hashable)."""
+    import yaml
+
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from experiments.options import parse_assignments
@@ -109,6 +108,7 @@ def replay_command(
 ) -> None:
     """Replay a workload against a store: hit ratio, TTFT, I/O on both clocks, per request and window."""
     import yaml
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from store import STORE_KINDS, StoreConfig
     from workloads import (
