@@ -61,7 +61,7 @@ class EnvOptions:
         typer.Option(
             "--env",
             help="EnvConfig field NAME=VALUE (repeatable), e.g. profile_scale=128, device=nvme-pcie4, "
-            "memory_tier_bytes=67108864, action_knobs=[disable_wal], reward.ttft_weight=2.",
+            "memory_tier_bytes=67108864, action_knobs=\\[disable_wal], reward.ttft_weight=2.",
         ),
     ] = field(default_factory=list)
     store: Annotated[str, typer.Option("--store", help="Store kind: lsm | file | applog | memory.")] = "lsm"
