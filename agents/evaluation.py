@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,23 +38,72 @@ class EpisodeResult:
         }
 
 
-def run_episode(policy: Policy, config: EnvConfig, seed: int, label: str | None = None) -> EpisodeResult:
-    """One episode of ``policy`` on a fresh env seeded with ``seed`` (so the workload is fixed by it)."""
+@dataclass(frozen=True)
+class EvalResult:
+    """One evaluation during training: the agent's episode against the ``default`` policy's, same seed."""
+
+    timesteps: int
+    agent_reward: float
+    default_reward: float
+    agent_mean_ttft_s: float
+    agent_hit_token_ratio: float
+
+    def metrics(self) -> dict[str, float]:
+        """The MLflow metrics of this evaluation, namespaced ``eval/``."""
+        return {
+            "eval/agent_reward": self.agent_reward,
+            "eval/default_reward": self.default_reward,
+            "eval/agent_mean_ttft_s": self.agent_mean_ttft_s,
+            "eval/agent_hit_token_ratio": self.agent_hit_token_ratio,
+        }
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    """What an episode's observer sees after each window."""
+
+    index: int
+    reward: float
+    total_reward: float
+    """The reward summed over the windows so far, this one included."""
+    window: dict[str, float]
+    terminated: bool
+
+
+WindowObserver = Callable[[WindowReport], bool]
+"""Called after each window; returning False ends the episode there (e.g. a pruned study trial)."""
+
+
+def run_episode(
+    policy: Policy,
+    config: EnvConfig,
+    seed: int,
+    label: str | None = None,
+    on_window: WindowObserver | None = None,
+) -> EpisodeResult:
+    """One episode of ``policy`` on a fresh env seeded with ``seed`` (so the workload is fixed by it).
+
+    The result covers the windows run, which are all of them unless ``on_window`` stopped the episode.
+    """
     env = KVCacheTuningEnv(config)
     try:
         observation, _ = env.reset(seed=seed)
-        total, windows, ttfts, hit_tokens, prompt_tokens, dropped = 0.0, [], [], 0, 0, 0
+        windows: list[dict[str, float]] = []
+        total, ttfts, hit_tokens, prompt_tokens, dropped = 0.0, [], 0, 0, 0
         terminated = False
         while not terminated:
             chosen = policy.decide(observation, env.current_config)
             observation, reward, terminated, _, info = env.step_config(chosen)
             total += reward
             window = info["window"]
-            windows.append({**window, "reward": reward})
             ttfts.extend(info["ttft_s"])
             hit_tokens += int(window["hit_tokens"])
             prompt_tokens += int(window["prompt_tokens"])
             dropped += int(window["dropped_pages"])
+            report = WindowReport(len(windows), float(reward), total, dict(window), bool(terminated))
+            windows.append({**window, "reward": reward})
+            if on_window is not None and not on_window(report):
+                break
     finally:
         env.close()
     samples = np.asarray(ttfts, dtype=float)

@@ -1,4 +1,5 @@
-"""Policies: observation -> :class:`store.StoreConfig`, behind one interface and a name registry.
+"""Policies: observation -> :class:`store.StoreConfig`, behind one interface (built by name in
+:mod:`agents.registry`).
 
 ``default`` keeps StoreConfig's defaults (RocksDB's own, tensors in blob files); ``static:FILE`` a fixed
 config from a JSON/YAML file (e.g. the best an Optuna study found); ``heuristic`` rules in the spirit of
@@ -127,21 +128,3 @@ class HeuristicPolicy(Policy):
 def _grow(value: int, grown: int, cap: int) -> int:
     """``grown`` capped at ``cap``, but never below ``value``."""
     return max(value, min(grown, cap))
-
-
-def make_policy(spec: str) -> Policy:
-    """``default`` | ``heuristic`` | ``static:FILE`` | a learned bundle path (directory or .zip)."""
-    if spec == "default":
-        return DefaultPolicy()
-    if spec == "heuristic":
-        return HeuristicPolicy()
-    if spec.startswith("static:"):
-        return StaticPolicy.load(spec.removeprefix("static:"))
-    path = Path(spec)
-    if path.exists():
-        from agents.bundle import load_policy_bundle
-
-        return load_policy_bundle(path)
-    raise ValueError(
-        f"unknown policy {spec!r}: use default, heuristic, static:FILE or the path of a learned policy bundle"
-    )

@@ -20,7 +20,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList, Check
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents.bundle import ALGORITHMS, LearnedPolicy, PolicyCard, algorithm_class, save_policy_bundle
-from agents.evaluation import run_episode
+from agents.evaluation import EvalResult, run_episode
 from agents.policies import DefaultPolicy
 from agents.tracking import log_metrics
 from env import ENV_ID, EnvConfig
@@ -94,8 +94,8 @@ class WindowMetricsCallback(BaseCallback):
         return True
 
 
-EvaluationHook = Callable[[int, dict[str, float]], bool]
-"""Called with (timesteps, evaluation row) after each evaluation; returning False stops training."""
+EvaluationHook = Callable[[EvalResult], bool]
+"""Called with each evaluation; returning False stops training."""
 
 
 class CompareWithDefaultCallback(BaseCallback):
@@ -116,7 +116,7 @@ class CompareWithDefaultCallback(BaseCallback):
         self.every = every
         self.on_evaluation = on_evaluation
         self.default_reward: float | None = None
-        self.history: list[dict[str, float]] = []
+        self.history: list[EvalResult] = []
 
     def _eval_env_config(self) -> EnvConfig:
         return dataclasses.replace(self.config.env, root_dir=str(self.run_dir / "envs" / "eval"))
@@ -130,21 +130,22 @@ class CompareWithDefaultCallback(BaseCallback):
         card = PolicyCard.for_mapper(self.config.algo, self.mapper, self._levels(), {})
         agent = LearnedPolicy(self.model, card, self.mapper)
         episode = run_episode(agent, self._eval_env_config(), seed)
-        row = {
-            "eval/agent_reward": episode.total_reward,
-            "eval/default_reward": self.default_reward,
-            "eval/agent_mean_ttft_s": episode.mean_ttft_s,
-            "eval/agent_hit_token_ratio": episode.hit_token_ratio,
-        }
-        self.history.append(row)
-        log_metrics(row, step=self.num_timesteps)
+        result = EvalResult(
+            timesteps=self.num_timesteps,
+            agent_reward=episode.total_reward,
+            default_reward=self.default_reward,
+            agent_mean_ttft_s=episode.mean_ttft_s,
+            agent_hit_token_ratio=episode.hit_token_ratio,
+        )
+        self.history.append(result)
+        log_metrics(result.metrics(), step=self.num_timesteps)
         logger.info(
             "step %d: agent reward %.4f vs default %.4f",
             self.num_timesteps,
-            row["eval/agent_reward"],
-            self.default_reward,
+            result.agent_reward,
+            result.default_reward,
         )
-        return self.on_evaluation is None or self.on_evaluation(self.num_timesteps, row)
+        return self.on_evaluation is None or self.on_evaluation(result)
 
     def _levels(self) -> int:
         return self.config.discrete_levels if self.config.algo == "dqn" else 0
@@ -155,7 +156,7 @@ def train(
 ) -> Path:
     """Train an agent; return the policy bundle directory. Call inside an active MLflow run.
 
-    ``on_evaluation`` sees every evaluation row (an Optuna study reports and prunes from it).
+    ``on_evaluation`` sees every evaluation (an Optuna study reports and prunes from it).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     mapper = ActionMapper(select_knobs(config.env.action_knobs))
@@ -190,7 +191,7 @@ def train(
         final = compare.history[-1]
         logger.info(
             "final evaluation: agent %.4f vs default %.4f",
-            final["eval/agent_reward"],
-            final["eval/default_reward"],
+            final.agent_reward,
+            final.default_reward,
         )
     return bundle

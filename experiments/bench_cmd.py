@@ -9,15 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
-from experiments.cli import bench_app
 
 if TYPE_CHECKING:
     from store.config import StoreConfig
 
 logger = logging.getLogger(__name__)
+app = typer.Typer(help="Benchmarks that compare store kinds side by side.", no_args_is_help=True)
 
 
 def _int_list(text: str, option: str) -> tuple[int, ...]:
@@ -59,7 +57,7 @@ def _store_config(assignments: list[str]) -> StoreConfig:
         raise typer.BadParameter(str(error)) from None
 
 
-@bench_app.command("store")
+@app.command("store")
 def store(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Directory for the CSVs, the PNG and report.md.")] = Path(
@@ -92,6 +90,8 @@ def store(
     ] = None,
 ) -> None:
     """Compare every store kind side by side with a raw-disk reference: put, probe, get, reopen, memory."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from experiments.bench_store import BenchConfig, BenchError, report_tables, run_bench
 
     console = Console()

@@ -1,4 +1,8 @@
-"""``kvtune``: the command line. Each command group lives in its own module and registers here."""
+"""``kvtune``: the command line. Each command module owns its typer app; this module assembles them.
+
+Command modules import the heavy libraries (torch, the store, MLflow, Optuna, Stable-Baselines3) inside
+their command functions, so ``kvtune --help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,25 @@ import logging
 
 import typer
 
+from experiments import (
+    bench_cmd,
+    help_bench_cmd,
+    model_check_cmd,
+    replay_cmd,
+    run_cmd,
+    stress_cmd,
+    study_cmd,
+    train_cmd,
+)
+
 app = typer.Typer(
     help="kvtune: an LSM-tree KV-cache store for LLM serving, and RL that tunes it.", no_args_is_help=True
 )
-bench_app = typer.Typer(help="Benchmarks that compare store kinds side by side.", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
+for module in (replay_cmd, train_cmd, study_cmd, run_cmd, model_check_cmd):
+    app.add_typer(module.app)
+app.add_typer(bench_cmd.app, name="bench")
+for bench_module in (help_bench_cmd, stress_cmd):
+    bench_cmd.app.add_typer(bench_module.app)
 
 
 @app.callback()
@@ -21,21 +39,5 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEB
     )
 
 
-from experiments import bench_cmd, stress_cmd  # noqa: E402, F401  (register `kvtune bench store`, `stress`)
-from experiments.replay_cmd import replay_command  # noqa: E402
-
-app.command("replay")(replay_command)
-from experiments.train_cmd import evaluate_command, sweep_command, train_command  # noqa: E402
-
-app.command("train")(train_command)
-app.command("evaluate")(evaluate_command)
-app.command("sweep")(sweep_command)
-from experiments.study_cmd import study_app  # noqa: E402
-
-app.add_typer(study_app, name="study")
-from experiments.run_cmd import run_command  # noqa: E402
-
-app.command("run")(run_command)
-from experiments.model_check_cmd import model_check_command  # noqa: E402
-
-app.command("model-check")(model_check_command)
+if __name__ == "__main__":
+    app()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -9,23 +10,30 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from experiments.model_check import ModelSpec, check_prefix_reuse
-
 console = Console()
+app = typer.Typer()
 
 
+@app.command("model-check")
 def model_check_command(
     kinds: str = typer.Option("lsm,file,applog,memory", "--kinds", help="Store kinds, comma-separated."),
     prompt_tokens: int = typer.Option(2048, "--prompt-tokens"),
     shared_tokens: int = typer.Option(1536, "--shared-tokens", help="Tokens prompt B shares with prompt A."),
     page_size: int = typer.Option(64, "--page-size"),
-    layers: int = typer.Option(ModelSpec.layers, "--layers"),
-    hidden_size: int = typer.Option(ModelSpec.hidden_size, "--hidden-size"),
+    layers: int | None = typer.Option(None, "--layers", help="Decoder layers (default: ModelSpec's)."),
+    hidden_size: int | None = typer.Option(None, "--hidden-size", help="Hidden size (default: ModelSpec's)."),
 ) -> None:
     """Prefill prompt A, store its KV, prefill prompt B from the stored prefix: logits must match."""
-    spec = ModelSpec(layers=layers, hidden_size=hidden_size, intermediate_size=hidden_size * 11 // 4)
+    from experiments.model_check import ModelSpec, check_prefix_reuse
+
+    spec = ModelSpec()
+    spec = dataclasses.replace(
+        spec, layers=layers or spec.layers, hidden_size=hidden_size or spec.hidden_size
+    )
+    spec = dataclasses.replace(spec, intermediate_size=spec.hidden_size * 11 // 4)
     table = Table(
-        title=f"Llama-architecture model, random weights ({layers} layers, hidden {hidden_size}), CPU"
+        title=f"Llama-architecture model, random weights ({spec.layers} layers, "
+        f"hidden {spec.hidden_size}), CPU"
     )
     for column in (
         "store",

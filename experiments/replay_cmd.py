@@ -4,33 +4,28 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from store import STORE_KINDS, StoreConfig
-from workloads import (
-    CLOCKS,
-    DEVICE_PROFILES,
-    MODEL_PROFILES,
-    PREFETCH_POLICIES,
-    WORKLOADS,
-    WRITE_POLICIES,
-    ReplayConfig,
-    WindowMetrics,
-    get_device_profile,
-    get_profile,
-    load_mooncake,
-    make_workload,
-    replay,
-)
-from workloads.replay import SUMMARY_JSON
+from experiments.options import parse_assignments
 
-_GENERATED = ", ".join(name for name in WORKLOADS if name != "mooncake")
+if TYPE_CHECKING:
+    from workloads import WindowMetrics
+
+# The choices below are help text only (importing the registries would import torch at `kvtune --help`);
+# tests/experiments/test_replay_cmd.py checks they list every registered name, and the command validates
+# each value against the registry itself.
+HELP_STORE_KINDS = "lsm, file, applog, memory"
+HELP_GENERATED = "staged, chat, rag, mixed"
+HELP_MODEL_PROFILES = "llama-3.1-8b, qwen2.5-7b, glm-4-9b, tiny"
+HELP_DEVICE_PROFILES = "this-machine, nvme-pcie4"
+HELP_CLOCKS = "counters, measured"
+HELP_PREFETCH_POLICIES = "wait_complete, timeout"
+HELP_WRITE_POLICIES = "write_through, write_back"
+app = typer.Typer()
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
 _UNITS = {
     "": 1,
@@ -62,51 +57,38 @@ def parse_bytes(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
-def parse_params(items: list[str]) -> dict[str, Any]:
-    """``["phase_requests=20", "targets=[0.1, 0.7]"]`` -> options, values read as YAML."""
-    options: dict[str, Any] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise typer.BadParameter(f"--param {item!r} must look like name=value")
-        parsed = yaml.safe_load(value)
-        options[name.strip()] = tuple(parsed) if isinstance(parsed, list) else parsed
-    return options
-
-
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> str:
     if value not in valid:
         raise typer.BadParameter(f"{value!r} is not valid; choose one of {', '.join(valid)}", param_hint=name)
     return value
 
 
+@app.command("replay")
 def replay_command(
     *,
     out: Annotated[
         Path, typer.Option("--out", help="Directory for requests.csv, windows.csv, summary.json.")
     ],
     trace: Annotated[Path | None, typer.Option("--trace", help="A Mooncake-format JSONL trace.")] = None,
-    workload: Annotated[str | None, typer.Option("--workload", help=f"A workload: {_GENERATED}.")] = None,
+    workload: Annotated[str | None, typer.Option("--workload", help=f"A workload: {HELP_GENERATED}.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Replay the first N requests.")] = None,
-    store: Annotated[str, typer.Option("--store", help=f"Store kind: {', '.join(STORE_KINDS)}.")] = "lsm",
+    store: Annotated[str, typer.Option("--store", help=f"Store kind: {HELP_STORE_KINDS}.")] = "lsm",
     budget_bytes: Annotated[
         str | None, typer.Option("--budget-bytes", help="Disk budget, e.g. 2GiB (default: unlimited).")
     ] = None,
-    profile: Annotated[str, typer.Option("--profile", help=f"Model: {', '.join(MODEL_PROFILES)}.")] = "tiny",
+    profile: Annotated[str, typer.Option("--profile", help=f"Model: {HELP_MODEL_PROFILES}.")] = "tiny",
     device: Annotated[
-        str, typer.Option("--device", help=f"Device of the counters clock: {', '.join(DEVICE_PROFILES)}.")
+        str, typer.Option("--device", help=f"Device of the counters clock: {HELP_DEVICE_PROFILES}.")
     ] = "this-machine",
     scale: Annotated[int, typer.Option("--scale", min=1, help="Shrink the KV tensors by this factor.")] = 1,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the workload and KV tensors.")] = 0,
     param: Annotated[list[str] | None, typer.Option("--param", help="Workload option name=value.")] = None,
     memory_bytes: Annotated[str, typer.Option("--memory-bytes", help="Host-memory tier size.")] = "64MiB",
     page_size: Annotated[int, typer.Option("--page-size", min=1, help="Tokens per page.")] = 64,
-    clock: Annotated[str, typer.Option("--clock", help=f"I/O clock: {', '.join(CLOCKS)}.")] = "counters",
-    prefetch: Annotated[str, typer.Option("--prefetch", help=", ".join(PREFETCH_POLICIES))] = "wait_complete",
+    clock: Annotated[str, typer.Option("--clock", help=f"I/O clock: {HELP_CLOCKS}.")] = "counters",
+    prefetch: Annotated[str, typer.Option("--prefetch", help=HELP_PREFETCH_POLICIES)] = "wait_complete",
     prefetch_timeout: Annotated[float, typer.Option("--prefetch-timeout", help="Deadline (s).")] = 0.1,
-    write_policy: Annotated[
-        str, typer.Option("--write-policy", help=", ".join(WRITE_POLICIES))
-    ] = "write_through",
+    write_policy: Annotated[str, typer.Option("--write-policy", help=HELP_WRITE_POLICIES)] = "write_through",
     write_back_hits: Annotated[int, typer.Option("--write-back-hits", min=0, help="Hits to write back.")] = 1,
     blocking_writes: Annotated[bool, typer.Option("--blocking-writes", help="Write synchronously.")] = False,
     window: Annotated[int, typer.Option("--window", min=1, help="Requests per window.")] = 64,
@@ -125,6 +107,23 @@ def replay_command(
     ] = None,
 ) -> None:
     """Replay a workload against a store: hit ratio, TTFT, I/O on both clocks, per request and window."""
+    import yaml
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from store import STORE_KINDS, StoreConfig
+    from workloads import (
+        CLOCKS,
+        PREFETCH_POLICIES,
+        WRITE_POLICIES,
+        ReplayConfig,
+        get_device_profile,
+        get_profile,
+        load_mooncake,
+        make_workload,
+        replay,
+    )
+    from workloads.replay import SUMMARY_JSON
+
     if (trace is None) == (workload is None):
         raise typer.BadParameter("pass exactly one of --trace FILE or --workload NAME")
     _choice("--store", store, STORE_KINDS)
@@ -133,7 +132,7 @@ def replay_command(
     _choice("--write-policy", write_policy, WRITE_POLICIES)
     console = Console()
     try:
-        options = parse_params(param or [])
+        options = parse_assignments(param or [], "--param")
         if trace is not None:
             requests = load_mooncake(
                 trace, limit=limit, time_scale=time_scale, max_input_tokens=max_input_tokens, **options

@@ -1,113 +1,98 @@
 """``kvtune run``: a quick end-to-end run on embedded defaults (RocksDB, SQLite, local MLflow).
 
-It runs the documented commands in order, in this process: a replay of the staged workload on every
-store kind, a short PPO training run, a small static Optuna study, and one evaluation of default,
-heuristic, the study's best static config and the learned policy on the same workload and seed.
+It runs, in this process and through the same library functions as the documented commands: a replay of
+the staged workload on every store kind, a short PPO training run, a small static Optuna study, and one
+evaluation of default, heuristic, the study's best static config and the learned policy on the same
+workload and seed.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from typer.main import get_command
 
 logger = logging.getLogger(__name__)
 console = Console()
+app = typer.Typer()
 
-QUICK_WORKLOAD = ["--param", "phase_requests=8"]
+QUICK_WORKLOAD_OPTIONS = {"phase_requests": 8}
+QUICK_WORKLOAD = "staged"
+REPLAY_KINDS = ("memory", "file", "applog", "lsm")
 
 
+@app.command("run")
 def run_command(
-    out: Path = typer.Option(Path("runs/quick"), "--out", help="Run directory (one folder per step)."),
-    seed: int = typer.Option(0, "--seed"),
-    timesteps: int = typer.Option(128, "--timesteps", help="PPO training steps."),
-    trials: int = typer.Option(6, "--trials", help="Static-study trials."),
+    out: Annotated[Path, typer.Option("--out", help="Run directory (one folder per step).")] = Path(
+        "runs/quick"
+    ),
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    timesteps: Annotated[int, typer.Option("--timesteps", help="PPO training steps.")] = 128,
+    trials: Annotated[int, typer.Option("--trials", help="Static-study trials.")] = 6,
 ) -> None:
     """Replay, train, study and evaluate end to end on small defaults (a few minutes on 2 cores)."""
-    from experiments.cli import app
+    from agents.registry import PolicySpec
+    from agents.studies import (
+        BEST_STATIC_FILE,
+        StaticObjective,
+        StudyOptions,
+        default_storage,
+        run_study,
+        static_search_space,
+    )
+    from agents.tracking import default_tracking_uri
+    from agents.training import TrainConfig
+    from env import EnvConfig
+    from experiments.jobs import evaluate_job, train_job
+    from experiments.replay_cmd import summary_table
+    from experiments.train_cmd import results_table
+    from workloads import ReplayConfig, make_workload, replay
 
-    cli = get_command(app)
-    steps: list[tuple[str, list[str]]] = [
-        *[
-            (
-                f"replay on {kind}",
-                [
-                    "replay",
-                    "--workload",
-                    "staged",
-                    "--param",
-                    "phase_requests=8",
-                    "--store",
-                    kind,
-                    "--seed",
-                    str(seed),
-                    "--out",
-                    str(out / f"replay-{kind}"),
-                ],
-            )
-            for kind in ("memory", "file", "applog", "lsm")
-        ],
-        (
-            "train PPO",
-            [
-                "train",
-                "--algo",
-                "ppo",
-                "--timesteps",
-                str(timesteps),
-                "--n-envs",
-                "2",
-                "--eval-every",
-                str(max(timesteps // 2, 2)),
-                "--seed",
-                str(seed),
-                *QUICK_WORKLOAD,
-                "--out",
-                str(out / "train"),
-            ],
+    requests = make_workload(QUICK_WORKLOAD, seed=seed, **QUICK_WORKLOAD_OPTIONS)
+    for kind in REPLAY_KINDS:
+        console.rule(f"[bold]replay on {kind}[/bold]")
+        result = replay(requests, ReplayConfig(store_kind=kind, seed=seed), out_dir=out / f"replay-{kind}")
+        console.print(summary_table(result.summary))
+
+    environment = EnvConfig(workload=QUICK_WORKLOAD, workload_options=dict(QUICK_WORKLOAD_OPTIONS))
+    console.rule("[bold]train PPO[/bold]")
+    train = TrainConfig(
+        algo="ppo",
+        timesteps=timesteps,
+        n_envs=2,
+        eval_every=max(timesteps // 2, 2),
+        seed=seed,
+        env=environment,
+    )
+    trained = train_job(train, out / "train", f"train-ppo-{QUICK_WORKLOAD}")
+    console.print(f"policy bundle: {trained.bundle}")
+
+    console.rule("[bold]static study[/bold]")
+    study_dir = out / "study"
+    study = run_study(
+        StaticObjective(environment, static_search_space(environment.action_knobs), seed),
+        StudyOptions(
+            study_name="quick-static",
+            storage=default_storage(study_dir),
+            n_trials=trials,
+            out=study_dir.resolve(),
+            tracking_uri=default_tracking_uri(study_dir),
         ),
-        (
-            "static study",
-            [
-                "study",
-                "static",
-                "--n-trials",
-                str(trials),
-                "--study-name",
-                "quick-static",
-                "--seed",
-                str(seed),
-                *QUICK_WORKLOAD,
-                "--out",
-                str(out / "study"),
-            ],
-        ),
-        (
-            "evaluate",
-            [
-                "evaluate",
-                "--policy",
-                "default",
-                "--policy",
-                "heuristic",
-                "--policy",
-                f"static:{out / 'study' / 'best_static.json'}",
-                "--policy",
-                str(out / "train" / "policy"),
-                "--seed",
-                str(seed),
-                *QUICK_WORKLOAD,
-                "--out",
-                str(out / "evaluate"),
-            ],
-        ),
+    )
+    console.print(f"study: best trial {study.best_number}, objective {study.best_value}")
+
+    console.rule("[bold]evaluate[/bold]")
+    specs = [
+        PolicySpec("default"),
+        PolicySpec("heuristic"),
+        PolicySpec("static", study_dir / BEST_STATIC_FILE),
+        PolicySpec("learned", trained.bundle),
     ]
-    for title, args in steps:
-        console.rule(f"[bold]{title}[/bold]: kvtune {' '.join(args)}")
-        cli.main(args, prog_name="kvtune", standalone_mode=False)
+    evaluated = evaluate_job(specs, environment, seed, out / "evaluate", f"evaluate-{QUICK_WORKLOAD}")
+    console.print(results_table(evaluated.results))
     console.rule("done")
     console.print(
         f"everything is under {out}; MLflow: mlflow ui --backend-store-uri sqlite:///{out}/train/mlflow.db"

@@ -11,12 +11,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from experiments.cli import bench_app
-
+app = typer.Typer()
 MiB = 1 << 20
 
 
-@bench_app.command("stress")
+@app.command("stress")
 def stress(
     kind: Annotated[str, typer.Option(help="Store kind: lsm, file, applog or memory.")] = "lsm",
     threads: Annotated[int, typer.Option(min=1, help="Threads running the operation mix.")] = 8,

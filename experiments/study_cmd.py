@@ -3,96 +3,46 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from agents.studies import (
-    AgentObjective,
-    StaticObjective,
-    StudyObjective,
-    StudyOptions,
-    StudyResult,
-    agent_search_space,
-    default_storage,
-    load_space_file,
-    run_study,
-    static_search_space,
-)
-from agents.tracking import default_tracking_uri
-from agents.training import TrainConfig
-from experiments.options import EnvOptionList, OptionList, TraceOption, WorkloadOption, env_config
-from experiments.train_cmd import (
-    BudgetOption,
-    ClockOption,
-    ProfileOption,
-    StoreOption,
-    TrackingOption,
-    WindowOption,
-)
-from store import StoreConfig
+from experiments.options import EnvOptions, StudyRunOptions, TrackingOptions, with_option_groups
+
+if TYPE_CHECKING:
+    from agents.studies import StudyObjective, StudyOptions, StudyResult
 
 console = Console()
+app = typer.Typer()
 study_app = typer.Typer(
     help="Optuna studies: the best static store config for a workload, or agent hyperparameters.",
     no_args_is_help=True,
 )
-
-NTrialsOption = typer.Option(
-    ..., "--n-trials", help="Trials this command adds to the study (split on workers)."
-)
-StorageOption = typer.Option(
-    None,
-    "--storage",
-    help="Optuna storage URL (default: sqlite:///OUT/optuna.db); PostgreSQL for many hosts.",
-)
-StudyNameOption = typer.Option(..., "--study-name", help="Study to create, or to resume if it exists.")
-WorkersOption = typer.Option(1, "--workers", help="Worker processes sharing the study on this machine.")
-SeedOption = typer.Option(0, "--seed", help="Seed of the workload every trial replays (and of the sampler).")
-TimeoutOption = typer.Option(None, "--timeout", help="Seconds after which workers start no new trial.")
-StartupOption = typer.Option(5, "--startup-trials", help="Completed trials before the median pruner acts.")
-StaticOutOption = typer.Option(Path("runs/study-static"), "--out", help="Run directory.")
-SpaceOption = typer.Option(
-    None, "--space", help="YAML overriding the search space: knob: {low: L, high: H} or {choices: [...]}."
-)
-WarmupWindowsOption = typer.Option(
-    2, "--warmup-steps", help="Windows a trial replays before it may be pruned."
-)
-AlgoOption = typer.Option("ppo", "--algo", help="ppo | sac.")
-AgentOutOption = typer.Option(Path("runs/study-agent"), "--out", help="Run directory.")
-TimestepsOption = typer.Option(128, "--timesteps", help="Environment steps each trial trains for.")
-EvalEveryOption = typer.Option(32, "--eval-every", help="Steps between a trial's evaluations (its reports).")
-NEnvsOption = typer.Option(1, "--n-envs", help="Vectorised environments per trial.")
-WarmupEvaluationsOption = typer.Option(1, "--warmup-steps", help="Evaluations before a trial may be pruned.")
+app.add_typer(study_app, name="study")
 
 
-def _options(
-    *,
-    study_name: str,
-    storage: str | None,
-    n_trials: int,
-    out: Path,
-    tracking_uri: str | None,
-    workers: int,
-    timeout: float | None,
-    startup_trials: int,
-    warmup_steps: int,
-) -> StudyOptions:
+def _options(run: StudyRunOptions, out: Path, tracking: TrackingOptions, warmup_steps: int) -> StudyOptions:
+    from agents.studies import StudyOptions, default_storage
+    from agents.tracking import default_tracking_uri
+
     return StudyOptions(
-        study_name=study_name,
-        storage=storage or default_storage(out),
-        n_trials=n_trials,
+        study_name=run.study_name,
+        storage=run.storage or default_storage(out),
+        n_trials=run.n_trials,
         out=out.resolve(),
-        tracking_uri=tracking_uri or default_tracking_uri(out),
-        workers=workers,
-        timeout_s=timeout,
-        startup_trials=startup_trials,
+        tracking_uri=tracking.tracking_uri or default_tracking_uri(out),
+        workers=run.workers,
+        timeout_s=run.timeout,
+        startup_trials=run.startup_trials,
         warmup_steps=warmup_steps,
     )
 
 
 def _run(objective: StudyObjective, options: StudyOptions) -> StudyResult:
+    from agents.studies import run_study
+
     try:
         return run_study(objective, options)
     except ValueError as error:
@@ -125,50 +75,34 @@ def _report(result: StudyResult, defaults: dict[str, object]) -> None:
 
 
 @study_app.command("static")
+@with_option_groups
 def static_command(
-    *,
-    workload: str = WorkloadOption,
-    trace: Path | None = TraceOption,
-    workload_option: list[str] = OptionList,
-    env_option: list[str] = EnvOptionList,
-    n_trials: int = NTrialsOption,
-    storage: str | None = StorageOption,
-    study_name: str = StudyNameOption,
-    workers: int = WorkersOption,
-    out: Path = StaticOutOption,
-    seed: int = SeedOption,
-    timeout: float | None = TimeoutOption,
-    tracking_uri: str | None = TrackingOption,
-    space: Path | None = SpaceOption,
-    startup_trials: int = StartupOption,
-    warmup_steps: int = WarmupWindowsOption,
-    store: str = StoreOption,
-    profile: str = ProfileOption,
-    budget_bytes: int | None = BudgetOption,
-    requests_per_window: int = WindowOption,
-    clock: str = ClockOption,
+    env: EnvOptions,
+    run: StudyRunOptions,
+    tracking: TrackingOptions,
+    out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("runs/study-static"),
+    space: Annotated[
+        Path | None,
+        typer.Option(
+            "--space", help="YAML overriding the search space: knob: {low: L, high: H} or {choices: [...]}."
+        ),
+    ] = None,
+    warmup_steps: Annotated[
+        int, typer.Option("--warmup-steps", help="Windows a trial replays before it may be pruned.")
+    ] = 2,
 ) -> None:
     """Search the best static StoreConfig for a workload; export it as OUT/best_static.json."""
-    environment = env_config(
-        workload, trace, workload_option, store, profile, budget_bytes, requests_per_window, clock, env_option
-    )
+    from agents.studies import StaticObjective, load_space_file, static_search_space
+    from store import StoreConfig
+
+    environment = env.to_config()
     try:
         overrides = load_space_file(space) if space is not None else None
         search_space = static_search_space(
             environment.action_knobs, overrides, source=str(space or "search space")
         )
-        objective = StaticObjective(environment, search_space, seed)
-        options = _options(
-            study_name=study_name,
-            storage=storage,
-            n_trials=n_trials,
-            out=out,
-            tracking_uri=tracking_uri,
-            workers=workers,
-            timeout=timeout,
-            startup_trials=startup_trials,
-            warmup_steps=warmup_steps,
-        )
+        objective = StaticObjective(environment, search_space, run.seed)
+        options = _options(run, out, tracking, warmup_steps)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     result = _run(objective, options)
@@ -176,52 +110,40 @@ def static_command(
 
 
 @study_app.command("agent")
+@with_option_groups
 def agent_command(
-    *,
-    algo: str = AlgoOption,
-    workload: str = WorkloadOption,
-    trace: Path | None = TraceOption,
-    workload_option: list[str] = OptionList,
-    env_option: list[str] = EnvOptionList,
-    n_trials: int = NTrialsOption,
-    storage: str | None = StorageOption,
-    study_name: str = StudyNameOption,
-    workers: int = WorkersOption,
-    out: Path = AgentOutOption,
-    seed: int = SeedOption,
-    timeout: float | None = TimeoutOption,
-    tracking_uri: str | None = TrackingOption,
-    timesteps: int = TimestepsOption,
-    eval_every: int = EvalEveryOption,
-    n_envs: int = NEnvsOption,
-    startup_trials: int = StartupOption,
-    warmup_steps: int = WarmupEvaluationsOption,
-    store: str = StoreOption,
-    profile: str = ProfileOption,
-    budget_bytes: int | None = BudgetOption,
-    requests_per_window: int = WindowOption,
-    clock: str = ClockOption,
+    env: EnvOptions,
+    run: StudyRunOptions,
+    tracking: TrackingOptions,
+    algo: Annotated[str, typer.Option("--algo", help="ppo | sac.")] = "ppo",
+    out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("runs/study-agent"),
+    timesteps: Annotated[
+        int, typer.Option("--timesteps", help="Environment steps each trial trains for.")
+    ] = 128,
+    eval_every: Annotated[
+        int, typer.Option("--eval-every", help="Steps between a trial's evaluations (its reports).")
+    ] = 32,
+    n_envs: Annotated[int, typer.Option("--n-envs", help="Vectorised environments per trial.")] = 1,
+    warmup_steps: Annotated[
+        int, typer.Option("--warmup-steps", help="Evaluations before a trial may be pruned.")
+    ] = 1,
 ) -> None:
     """Search PPO/SAC hyperparameters with short training runs; copy the best policy to OUT/best_policy."""
-    environment = env_config(
-        workload, trace, workload_option, store, profile, budget_bytes, requests_per_window, clock, env_option
-    )
+    from agents.studies import AgentObjective, agent_search_space
+    from agents.training import TrainConfig
+
+    environment = env.to_config()
     try:
         train = TrainConfig(
-            algo=algo, timesteps=timesteps, n_envs=n_envs, seed=seed, eval_every=eval_every, env=environment
+            algo=algo,
+            timesteps=timesteps,
+            n_envs=n_envs,
+            seed=run.seed,
+            eval_every=eval_every,
+            env=environment,
         )
         objective = AgentObjective(train, agent_search_space(algo))
-        options = _options(
-            study_name=study_name,
-            storage=storage,
-            n_trials=n_trials,
-            out=out,
-            tracking_uri=tracking_uri,
-            workers=workers,
-            timeout=timeout,
-            startup_trials=startup_trials,
-            warmup_steps=warmup_steps,
-        )
+        options = _options(run, out, tracking, warmup_steps)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     result = _run(objective, options)

@@ -22,7 +22,7 @@ from agents.bundle import (
     load_policy_bundle,
     save_policy_bundle,
 )
-from agents.policies import make_policy
+from agents.registry import make_policy
 from env import ACTION_SCHEMA_VERSION, OBSERVATION_SCHEMA_VERSION, DiscreteKnobActions, KVCacheTuningEnv
 from env.actions import ActionMapper
 from env.observation import observation_names

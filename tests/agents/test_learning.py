@@ -34,6 +34,14 @@ admission a window chooses costs hits in the next one), and a reward of TTFT onl
 outweigh SAC's entropy bonus and the actor commits to the corner instead of hovering near the middle
 (with ``ttft_scale_s`` = 1 ms it often stopped at admission 1). Training runs inside a real MLflow run
 on SQLite, as `kvtune train` does.
+
+What this test proves, and what it does not: it proves that the whole pipeline (env, SB3 training,
+policy bundle, learned policy on held-out workload seeds) can learn: with training seed 0 and this
+reward scale, the trained agent lands in the only config that beats ``default`` by the margin, which
+an untrained one does not. It does not prove that learning is robust to the training seed or to the
+reward scale: the reward scale was chosen so that SAC commits on seed 0, and the runs with training
+seeds 1-3 quoted above were checked by hand, not here (each costs one more training run; the suite's
+time budget keeps one).
 """
 
 from __future__ import annotations

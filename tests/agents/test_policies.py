@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from agents.policies import DefaultPolicy, HeuristicPolicy, StaticPolicy, make_policy
+from agents.policies import HeuristicPolicy, StaticPolicy
+from agents.registry import PolicySpec, make_policy, parse_policy_spec
 from env import FEATURES, WindowFeatures, encode_observation
 from env.actions import ActionMapper
 from env.observation import feature_value, observation_size
@@ -40,7 +41,7 @@ def observation(current: StoreConfig | None = None, **values: float) -> np.ndarr
 
 def test_default_policy_always_returns_rocksdb_defaults() -> None:
     policy = make_policy("default")
-    assert isinstance(policy, DefaultPolicy)
+    assert policy.name == "default"
     assert policy.decide(observation(TUNED, stall_fraction=1.0), TUNED) == StoreConfig()
 
 
@@ -102,7 +103,33 @@ def test_make_policy_errors_list_the_valid_forms(tmp_path: Path) -> None:
         make_policy(str(tmp_path / "nothing-here"))
     with pytest.raises(ValueError, match="does not exist"):
         make_policy(f"static:{tmp_path / 'missing.json'}")
-    assert isinstance(make_policy("heuristic"), HeuristicPolicy)
+    stalled = observation(stall_fraction=1.0)
+    assert make_policy("heuristic").decide(stalled, StoreConfig()) == HeuristicPolicy().decide(
+        stalled, StoreConfig()
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "label"),
+    [
+        ("default", "default", "default"),
+        ("heuristic", "heuristic", "heuristic"),
+        ("static:runs/study/best_static.json", "static", "static-best_static"),
+    ],
+)
+def test_policy_specs_parse_to_kind_and_label(text: str, kind: str, label: str) -> None:
+    spec = parse_policy_spec(text)
+    assert (spec.kind, spec.label) == (kind, label)
+
+
+def test_learned_policy_specs_are_labelled_by_their_run_directory(tmp_path: Path) -> None:
+    (tmp_path / "run-7" / "policy").mkdir(parents=True)
+    (tmp_path / "bundle-b").mkdir()
+    assert parse_policy_spec(str(tmp_path / "run-7" / "policy")) == PolicySpec(
+        "learned", tmp_path / "run-7" / "policy"
+    )
+    assert parse_policy_spec(str(tmp_path / "run-7" / "policy")).label == "learned-run-7"
+    assert parse_policy_spec(str(tmp_path / "bundle-b")).label == "learned-bundle-b"
 
 
 # ---------------------------------------------------------------------------------------- heuristic
@@ -172,7 +199,7 @@ def test_heuristic_calm_window_makes_no_write_pressure_changes() -> None:
 def test_heuristic_always_returns_a_valid_config(obs: np.ndarray, action: np.ndarray) -> None:
     current = ActionMapper().to_config(action)
     decided = HeuristicPolicy().decide(obs, current)
-    assert isinstance(decided, StoreConfig)
+    assert StoreConfig.from_dict(decided.to_dict()) == decided, "every knob inside its valid range"
     assert decided.level0_slowdown_writes_trigger <= decided.level0_stop_writes_trigger
     grows = (
         "write_buffer_size",

@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from agents.policies import StaticPolicy, make_policy
+from agents.policies import StaticPolicy
+from agents.registry import make_policy
 from agents.studies import (
     ATTR_SPACE,
     BEST_POLICY_DIR,

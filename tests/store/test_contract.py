@@ -332,12 +332,17 @@ def _check_budget_run(make_store: MakeStore, kind: str, config: StoreConfig) -> 
     assert stats.pages_stored == len(pages)  # the capacity manager's count is the truth
 
 
-def test_budget_holds(make_store: MakeStore, kind: str) -> None:
-    _check_budget_run(make_store, kind, StoreConfig())
-
-
-def test_budget_holds_lsm_default_config(make_store: MakeStore) -> None:
-    _check_budget_run(make_store, "lsm", StoreConfig())
+@pytest.mark.parametrize("order", ["lru", "fifo"])
+def test_budget_holds(make_store: MakeStore, kind: str, order: str, request: pytest.FixtureRequest) -> None:
+    if (kind, order) == ("lsm", "fifo"):
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="known bug: after FIFO evictions the LSM store counts fewer pages_stored than "
+                "probe reaches (141 vs 178 here); found when this case joined the contract",
+            )
+        )
+    _check_budget_run(make_store, kind, StoreConfig(eviction_order=order))
 
 
 @pytest.mark.parametrize("order", ["lru", "fifo"])
@@ -389,6 +394,20 @@ def test_reopen_keeps_every_page(make_store: MakeStore, disk_kind: str, tmp_path
         live_bytes.append(after.live_bytes)
         s.close()
     assert live_bytes[0] == live_bytes[1]
+
+
+def test_an_eviction_survives_reopen(make_store: MakeStore, disk_kind: str, tmp_path: Path) -> None:
+    path = tmp_path / "evicted"
+    s = make_store(disk_kind, path=path)
+    kept, gone = make_tokens(700, 4 * PAGE_SIZE), make_tokens(701, 4 * PAGE_SIZE)
+    s.put_batch(kept, prefix_kv(kept))
+    s.put_batch(gone, prefix_kv(gone))
+    assert s.evict(gone, 1) == 3
+    s.close()
+    s = make_store(disk_kind, path=path)
+    assert (s.probe(kept), s.probe(gone)) == (4, 1)
+    assert_bit_exact(s.get_batch(kept, 4), prefix_kv(kept))
+    assert s.stats().pages_stored == 5
 
 
 def test_stats_count_a_known_script_exactly(make_store: MakeStore, kind: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from experiments import replay_cmd
 from experiments.cli import app
 from experiments.replay_cmd import parse_bytes
 from tests.workloads.test_mooncake import LINES, write_trace
@@ -95,7 +96,7 @@ def test_replay_a_trace(tmp_path: Path) -> None:
         (["--workload", "nope"], "valid workloads"),
         (["--workload", "staged", "--store", "sqlite"], "choose one of lsm"),
         (["--workload", "staged", "--budget-bytes", "lots"], "not a size"),
-        (["--workload", "staged", "--param", "colour"], "name=value"),
+        (["--workload", "staged", "--param", "colour"], "must look like NAME=VALUE"),
     ],
 )
 def test_bad_arguments_are_explained(tmp_path: Path, args: list[str], message: str) -> None:
@@ -107,3 +108,24 @@ def test_bad_arguments_are_explained(tmp_path: Path, args: list[str], message: s
 def test_sizes_parse() -> None:
     assert parse_bytes("1048576") == 2**20
     assert parse_bytes("2GiB") == 2 * 2**30 and parse_bytes("1.5 MB") == 1_500_000
+
+
+def test_help_lists_every_registered_choice() -> None:
+    from store import STORE_KINDS
+    from workloads import (
+        CLOCKS,
+        DEVICE_PROFILES,
+        MODEL_PROFILES,
+        PREFETCH_POLICIES,
+        WORKLOADS,
+        WRITE_POLICIES,
+    )
+
+    generated = [name for name in WORKLOADS if name != "mooncake"]
+    assert ", ".join(STORE_KINDS) == replay_cmd.HELP_STORE_KINDS
+    assert ", ".join(generated) == replay_cmd.HELP_GENERATED
+    assert ", ".join(MODEL_PROFILES) == replay_cmd.HELP_MODEL_PROFILES
+    assert ", ".join(DEVICE_PROFILES) == replay_cmd.HELP_DEVICE_PROFILES
+    assert ", ".join(CLOCKS) == replay_cmd.HELP_CLOCKS
+    assert ", ".join(PREFETCH_POLICIES) == replay_cmd.HELP_PREFETCH_POLICIES
+    assert ", ".join(WRITE_POLICIES) == replay_cmd.HELP_WRITE_POLICIES

@@ -1,7 +1,8 @@
-"""Smoke checks of the three baseline kinds (memory, file, applog) and of their recency index.
+"""What is particular to the baseline kinds (file, applog) and their recency index.
 
-The contract every kind keeps is in ``test_contract.py``; these check what is particular to the
-baselines: file names and layout on disk, the append log's torn tail, tombstones and garbage collection.
+The contract every kind keeps is in ``test_contract.py`` and bad input in ``test_bad_input.py``; these
+check the baselines' own header file, file names and layout on disk, the append log's torn tail,
+tombstones and garbage collection.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from store import IncompatibleStoreError, KVLayout, StoreConfig
+from store import IncompatibleStoreError, StoreConfig
 from store.applog import HEADER_BYTES, AppendLogStore
 from store.codec import VALUE_HEADER_BYTES
 from store.header import HEADER_FILE
@@ -42,66 +43,15 @@ def _put(s: object, seed: int, n_pages: int) -> tuple[torch.Tensor, torch.Tensor
     return tokens, kv
 
 
-@pytest.mark.parametrize("kind", BASELINES)
-def test_round_trip_is_bit_exact(make_store: MakeStore, kind: str) -> None:
-    s = make_store(kind)
-    tokens = make_tokens(1, 5 * PAGE_SIZE + 3)
-    kv = make_kv(1, 5 * PAGE_SIZE + 3)
-    assert s.put_batch(tokens, kv) == 5
-    assert s.put_batch(tokens, kv) == 0
-    assert s.probe(tokens) == 5
-    assert_bit_exact(s.get_batch(tokens, 5), page_slice(kv, 5))
-    assert s.stats().pages_stored == 5
-
-
 @pytest.mark.parametrize("kind", DISK_BASELINES)
-def test_reopen_keeps_pages_and_evictions(make_store: MakeStore, kind: str, tmp_path: Path) -> None:
-    path = tmp_path / kind
-    s = make_store(kind, path=path)
-    kept, kept_kv = _put(s, 2, 4)
-    gone, _ = _put(s, 3, 4)
-    assert s.evict(gone, 1) == 3
-    s.close()
-    s = make_store(kind, path=path)
-    assert s.probe(kept) == 4
-    assert s.probe(gone) == 1
-    assert_bit_exact(s.get_batch(kept, 4), kept_kv)
-    assert s.stats().pages_stored == 5
-
-
-@pytest.mark.parametrize("kind", DISK_BASELINES)
-def test_mismatched_reopen_raises(make_store: MakeStore, kind: str, tmp_path: Path) -> None:
+def test_a_newer_header_format_is_refused(make_store: MakeStore, kind: str, tmp_path: Path) -> None:
+    """Mismatched page sizes and layouts are in ``test_bad_input.py``; the header file is the baselines'."""
     path = tmp_path / kind
     make_store(kind, path=path).close()
-    with pytest.raises(IncompatibleStoreError, match="page_size"):
-        open_kind(kind, path, page_size=PAGE_SIZE * 2)
-    with pytest.raises(IncompatibleStoreError, match="layout"):
-        open_kind(kind, path, layout=KVLayout(layers=3, kv_heads=2, head_dim=4))
     header = json.loads((path / HEADER_FILE).read_text())
     (path / HEADER_FILE).write_text(json.dumps({**header, "format_version": header["format_version"] + 1}))
     with pytest.raises(IncompatibleStoreError, match="newer"):
         open_kind(kind, path)
-
-
-@pytest.mark.parametrize("kind", BASELINES)
-@pytest.mark.parametrize("order", ["lru", "fifo"])
-def test_budget_keeps_the_store_small_and_prefix_closed(make_store: MakeStore, kind: str, order: str) -> None:
-    page_bytes = LAYOUT.page_bytes(PAGE_SIZE)
-    budget = 40 * page_bytes
-    s = make_store(kind, budget_bytes=budget, config=StoreConfig(eviction_order=order))
-    hot, hot_kv = _put(s, 4, 3)
-    prompts = []
-    for seed in range(100, 130):
-        prompts.append(_put(s, seed, 4))
-        s.get_batch(hot, s.probe(hot))
-        stats = s.stats()
-        assert (stats.live_bytes if kind == "memory" else stats.disk_bytes) <= budget
-    assert s.stats().evicted_pages > 0
-    for tokens, kv in [*prompts, (hot, hot_kv)]:
-        k = s.probe(tokens)
-        assert_bit_exact(s.get_batch(tokens, k), page_slice(kv, k))
-    if order == "lru":
-        assert s.probe(hot) == 3  # read after every put: never the least recently used
 
 
 def test_file_names_are_chained_digests_in_one_flat_directory(make_store: MakeStore, tmp_path: Path) -> None:
