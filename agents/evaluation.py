@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from agents.policies import Policy
-from env import EnvConfig, KVCacheTuningEnv
+from env import EnvConfig, KVCacheTuningEnv, step_info
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +48,12 @@ def run_episode(policy: Policy, config: EnvConfig, seed: int, label: str | None 
             chosen = policy.decide(observation, env.current_config)
             observation, reward, terminated, _, info = env.step_config(chosen)
             total += reward
-            window = info["window"]
-            windows.append({**window, "reward": reward})
-            ttfts.extend(info["ttft_s"])
-            hit_tokens += int(window["hit_tokens"])
-            prompt_tokens += int(window["prompt_tokens"])
-            dropped += int(window["dropped_pages"])
+            step = step_info(info)
+            windows.append({**step.metrics(), "reward": reward})
+            ttfts.extend(step.ttft_s)
+            hit_tokens += step.hit_tokens
+            prompt_tokens += step.prompt_tokens
+            dropped += step.window.dropped_pages
     finally:
         env.close()
     samples = np.asarray(ttfts, dtype=float)

@@ -54,7 +54,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from agents.policies import StaticPolicy
 from agents.tracking import ensure_experiment, flatten, log_metrics, tracked_run
-from env import EnvConfig, KVCacheTuningEnv
+from env import EnvConfig, KVCacheTuningEnv, step_info
 from env.actions import ActionMapper, select_knobs
 from store import StoreConfig
 
@@ -360,11 +360,12 @@ class StaticObjective(StudyObjective):
             while not terminated:
                 _, reward, terminated, _, info = env.step_config(config)
                 total += reward
-                ttfts.extend(info["ttft_s"])
-                hit_tokens += info["window"]["hit_tokens"]
-                prompt_tokens += info["window"]["prompt_tokens"]
+                step = step_info(info)
+                ttfts.extend(step.ttft_s)
+                hit_tokens += step.hit_tokens
+                prompt_tokens += step.prompt_tokens
                 log_metrics(
-                    {**info["window"], "reward": reward, "objective": total}, step=windows, prefix="window/"
+                    {**step.metrics(), "reward": reward, "objective": total}, step=windows, prefix="window/"
                 )
                 trial.report(total, windows)
                 windows += 1
