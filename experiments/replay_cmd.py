@@ -28,6 +28,7 @@ from workloads import (
     make_workload,
     replay,
 )
+from workloads.host_ram import check_store_ram
 from workloads.metrics import ReplaySummary
 from workloads.replay import SUMMARY_JSON
 
@@ -181,6 +182,8 @@ def replay_command(
             window_requests=window,
             seed=seed,
         )
+        if config.host_ram_bytes is not None:
+            check_store_ram(store, knobs or StoreConfig(), config.budget_bytes, config.host_ram_bytes)
     except (ValueError, TypeError) as error:
         raise typer.BadParameter(str(error)) from error
     columns = (

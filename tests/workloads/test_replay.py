@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from store import STORE_KINDS, StoreConfig
+from store.config import MiB
 from tests.workloads.helpers import ideal_hit_tokens, ideal_ratio
 from workloads import ReplayConfig, ReplaySession, Request, mixed, replay, staged
+from workloads.replay import full_prefill_utilization, scale_to_utilization
 
 PAGE = 16
 SEGMENTS = (
@@ -220,3 +222,45 @@ def test_bad_configs_say_what_is_valid(workload: list[Request]) -> None:
         ReplaySession(list(reversed(workload)), config())
     with pytest.raises(ValueError, match="empty"):
         ReplaySession([], config())
+
+
+def test_host_ram_shrinks_the_tier_by_exactly_the_store_share(workload: list[Request]) -> None:
+    page_bytes = config().page_bytes
+    assert page_bytes == 4096
+    knobs = StoreConfig(write_buffer_size=MiB, max_write_buffer_number=2, block_cache_bytes=MiB)
+    host_ram = 4 * MiB + 5 * page_bytes
+    with ReplaySession(workload, config(host_ram_bytes=host_ram), knobs) as session:
+        window = session.run_window(4)
+    assert (window.host_ram_bytes, window.store_ram_bytes) == (host_ram, 3 * MiB)
+    assert window.memory_tier_pages == MiB // page_bytes + 5
+    with ReplaySession(workload, config(store_kind="file", host_ram_bytes=host_ram)) as session:
+        assert session.run_window(4).memory_tier_pages == 4 * MiB // page_bytes + 5
+
+
+def test_a_store_config_over_the_host_ram_is_refused_or_clamped(
+    workload: list[Request], caplog: pytest.LogCaptureFixture
+) -> None:
+    too_big = StoreConfig(write_buffer_size=4 * MiB, max_write_buffer_number=4, block_cache_bytes=MiB)
+    with pytest.raises(ValueError, match="write_buffer_size x max_write_buffer_number"):
+        ReplaySession(workload, config(host_ram_bytes=8 * MiB), too_big)
+    small = StoreConfig(write_buffer_size=MiB, block_cache_bytes=MiB)
+    with ReplaySession(workload, config(host_ram_bytes=8 * MiB), small) as session:
+        session.apply(too_big)
+        applied = session.store.config
+        assert "clamped write_buffer_size=2097152, max_write_buffer_number=2" in caplog.text
+        assert (applied.write_buffer_size, applied.max_write_buffer_number) == (2 * MiB, 2)
+        assert session.store_ram_bytes == 5 * MiB
+
+
+def test_target_utilization_scales_trace_time(
+    workload: list[Request], caplog: pytest.LogCaptureFixture
+) -> None:
+    target = config(servers=2, target_utilization=0.25)
+    scaled = scale_to_utilization(workload, target)
+    assert full_prefill_utilization(scaled, target) == pytest.approx(0.25)
+    assert [r.tokens is s.tokens for r, s in zip(workload, scaled, strict=True)] == [True] * len(workload)
+    burst = [Request(0.0, r.tokens, r.output_len) for r in workload[:3]] + [
+        Request(1e-3, workload[3].tokens, 1)
+    ]
+    replay(burst, config())
+    assert "--target-utilization" in caplog.text
