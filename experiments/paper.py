@@ -284,7 +284,7 @@ def write_report(rows: list[dict[str, Any]], out: Path) -> None:
         json.dumps([{k: v for k, v in row.items() if k != "ttft_s"} for row in rows], indent=2) + "\n"
     )
     lines = [
-        "| cell | phase | hit ratio | mean TTFT ms | p99 TTFT ms | late | dropped | disk read MB |",
+        "| cell | phase | hit ratio | mean TTFT ms | p99 TTFT ms | late | dropped | read MB (all: device) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
