@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from agents.policies import Policy
-from env import EnvConfig, KVCacheTuningEnv
+from env import EnvConfig, KVCacheTuningEnv, step_info
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +95,14 @@ def run_episode(
             chosen = policy.decide(observation, env.current_config)
             observation, reward, terminated, _, info = env.step_config(chosen)
             total += reward
-            window = info["window"]
-            ttfts.extend(info["ttft_s"])
-            hit_tokens += int(window["hit_tokens"])
-            prompt_tokens += int(window["prompt_tokens"])
-            dropped += int(window["dropped_pages"])
-            report = WindowReport(len(windows), float(reward), total, dict(window), bool(terminated))
-            windows.append({**window, "reward": reward})
+            step = step_info(info)
+            metrics = step.metrics()
+            windows.append({**metrics, "reward": reward})
+            ttfts.extend(step.ttft_s)
+            hit_tokens += step.hit_tokens
+            prompt_tokens += step.prompt_tokens
+            dropped += step.window.dropped_pages
+            report = WindowReport(len(windows) - 1, float(reward), total, metrics, bool(terminated))
             if on_window is not None and not on_window(report):
                 break
     finally:

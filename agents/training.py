@@ -23,7 +23,7 @@ from agents.bundle import ALGORITHMS, LearnedPolicy, PolicyCard, algorithm_class
 from agents.evaluation import EvalResult, run_episode
 from agents.policies import DefaultPolicy
 from agents.tracking import log_metrics
-from env import ENV_ID, EnvConfig
+from env import ENV_ID, EnvConfig, step_info
 from env.actions import ActionMapper, select_knobs
 from env.wrappers import DiscreteKnobActions
 
@@ -87,7 +87,7 @@ class WindowMetricsCallback(BaseCallback):
         infos = self.locals.get("infos", [])
         rewards = self.locals.get("rewards", [])
         for index, info in enumerate(infos):
-            metrics = dict(info.get("window", {}))
+            metrics = step_info(info).metrics()
             if len(rewards) > index:
                 metrics["reward"] = float(rewards[index])
             log_metrics(metrics, step=self.num_timesteps, prefix=f"window/env{index}/")

@@ -8,6 +8,7 @@ import gymnasium
 from env.actions import ACTION_SCHEMA_VERSION, DEFAULT_ACTION_KNOBS, ActionKnob, ActionMapper
 from env.config import EnvConfig, RewardConfig
 from env.observation import FEATURES, OBSERVATION_SCHEMA_VERSION, WindowFeatures, encode_observation
+from env.step_info import StepInfo, step_info
 from env.tuning_env import KVCacheTuningEnv, build_requests
 from env.wrappers import DiscreteKnobActions
 
@@ -30,7 +31,9 @@ __all__ = [
     "EnvConfig",
     "KVCacheTuningEnv",
     "RewardConfig",
+    "StepInfo",
     "WindowFeatures",
     "build_requests",
     "encode_observation",
+    "step_info",
 ]

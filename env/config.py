@@ -50,6 +50,11 @@ class EnvConfig:
     """Device profile pricing the ``counters`` clock (see :data:`workloads.profiles.DEVICE_PROFILES`)."""
     budget_bytes: int | None = None
     memory_tier_bytes: int = 1024 * 1024
+    host_ram_bytes: int | None = None
+    """One budget for the memory tier and the store's RAM (``None``: the tier is ``memory_tier_bytes``
+    and the store's RAM is free); a policy's config that does not fit is clamped, logged."""
+    servers: int = 1
+    prefetch: str = "wait_complete"
     page_size: int = 64
     pace: float | None = None
     clock: Literal["counters", "measured"] = "counters"

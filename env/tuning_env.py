@@ -16,6 +16,7 @@ import numpy as np
 from env.actions import ActionMapper, select_knobs
 from env.config import EnvConfig
 from env.observation import FEATURES, WindowFeatures, encode_observation, observation_size
+from env.step_info import STEP_INFO_KEY, StepInfo
 from store import StoreConfig
 from workloads.metrics import WindowMetrics
 from workloads.profiles import get_device_profile, get_profile
@@ -49,7 +50,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
     One episode replays one workload (fixed by the reset seed) through the replay engine: a host-memory
     tier in front of a real store of ``store_kind`` in its own directory. One step is one control window:
     the action's knobs are applied to the live store (live where RocksDB allows it, by a reopen whose cost
-    is reported in ``info["window"]["reopen_s"]`` otherwise), the next ``requests_per_window`` requests are
+    is reported in ``info["step"].window.reopen_s`` otherwise), the next ``requests_per_window`` requests are
     replayed, and the window's metrics become the observation and the reward.
 
     ## Action Space
@@ -72,7 +73,9 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Rewards
     Per window (see :class:`env.config.RewardConfig`): ``hit_weight * hit_token_ratio - ttft_weight *
     mean_ttft_s / ttft_scale_s - budget_weight * max(0, disk/budget - 1) - drop_weight * dropped_fraction``.
-    TTFT comes from the replay's ``counters`` clock by default (``clock="measured"`` on request).
+    TTFT comes from the replay's ``counters`` clock by default (``clock="measured"`` on request). With
+    ``host_ram_bytes``, the store's RAM (memtables, block cache) is taken from the memory tier, so a
+    config that holds more RAM loses tier hits, and one that does not fit is clamped (logged).
 
     ## Starting State
     The store starts empty with :class:`store.StoreConfig` defaults; the first observation holds zero
@@ -118,6 +121,9 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
             page_size=self.config.page_size,
             budget_bytes=self.config.budget_bytes,
             memory_tier_bytes=self.config.memory_tier_bytes,
+            host_ram_bytes=self.config.host_ram_bytes,
+            servers=self.config.servers,
+            prefetch=self.config.prefetch,
             clock=self.config.clock,
             pace=self.config.pace,
             seed=workload_seed,
@@ -135,8 +141,9 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         """A step that applies ``config`` directly (policies that choose configs, not actions)."""
         if self._session is None:
             raise RuntimeError("call reset() before step()")
-        changed = self.current_config.changed(config)
         self._session.apply(config)
+        config = self._session.store.config
+        changed = self.current_config.changed(config)
         self.current_config = config
         window = self._session.run_window(self.config.requests_per_window)
         features = self.features(window)
@@ -147,15 +154,15 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
             dropped_fraction=features.dropped_fraction,
         )
         records = self._session.records[window.first_request : window.first_request + window.requests]
-        info = {
-            "window": {
-                **{k: float(v) for k, v in window.to_dict().items() if isinstance(v, int | float)},
-                "hit_tokens": float(sum(r.hit_tokens for r in records)),
-                "prompt_tokens": float(sum(r.prompt_tokens for r in records)),
-            },
-            "ttft_s": [r.ttft_s for r in records],
-            "changed_knobs": changed,
-        }
+        record = StepInfo(
+            window=window,
+            hit_tokens=sum(r.hit_tokens for r in records),
+            prompt_tokens=sum(r.prompt_tokens for r in records),
+            ttft_s=[r.ttft_s for r in records],
+            applied=config,
+            changed_knobs=changed,
+        )
+        info: dict[str, Any] = {STEP_INFO_KEY: record}
         observation = encode_observation(features, config)
         return observation, float(reward), self._session.done, False, info
 
@@ -189,6 +196,9 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
             writer_queue_fill=window.writer_queue_depth / self.current_config.writer_queue_depth,
             dropped_fraction=window.dropped_pages / offered if offered > 0 else 0.0,
             mean_ttft_s=window.mean_ttft_s if math.isfinite(window.mean_ttft_s) else 0.0,
+            store_ram_fraction=window.store_ram_bytes / window.host_ram_bytes
+            if window.host_ram_bytes
+            else 0.0,
         )
 
     def _close_session(self) -> None:

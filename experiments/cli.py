@@ -14,6 +14,7 @@ from experiments import (
     bench_cmd,
     help_bench_cmd,
     model_check_cmd,
+    paper_cmd,
     replay_cmd,
     run_cmd,
     stress_cmd,
@@ -27,6 +28,7 @@ app = typer.Typer(
 for module in (replay_cmd, train_cmd, study_cmd, run_cmd, model_check_cmd):
     app.add_typer(module.app)
 app.add_typer(bench_cmd.app, name="bench")
+app.add_typer(paper_cmd.app, name="experiment")
 for bench_module in (help_bench_cmd, stress_cmd):
     bench_cmd.app.add_typer(bench_module.app)
 

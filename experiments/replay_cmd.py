@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +14,7 @@ from experiments.options import parse_assignments
 
 if TYPE_CHECKING:
     from workloads import WindowMetrics
+    from workloads.metrics import ReplaySummary
 
 # The choices below are help text only (importing the registries would import torch at `kvtune --help`);
 # tests/experiments/test_replay_cmd.py checks they list every registered name, and the command validates
@@ -23,7 +24,7 @@ HELP_GENERATED = "staged, chat, rag, mixed"
 HELP_MODEL_PROFILES = "llama-3.1-8b, qwen2.5-7b, glm-4-9b, tiny"
 HELP_DEVICE_PROFILES = "this-machine, nvme-pcie4"
 HELP_CLOCKS = "counters, measured"
-HELP_PREFETCH_POLICIES = "wait_complete, timeout"
+HELP_PREFETCH_POLICIES = "wait_complete, timeout, best_effort"
 HELP_WRITE_POLICIES = "write_through, write_back"
 app = typer.Typer()
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
@@ -83,7 +84,22 @@ def replay_command(
     scale: Annotated[int, typer.Option("--scale", min=1, help="Shrink the KV tensors by this factor.")] = 1,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the workload and KV tensors.")] = 0,
     param: Annotated[list[str] | None, typer.Option("--param", help="Workload option name=value.")] = None,
-    memory_bytes: Annotated[str, typer.Option("--memory-bytes", help="Host-memory tier size.")] = "64MiB",
+    memory_bytes: Annotated[
+        str, typer.Option("--memory-bytes", help="Host-memory tier size (without --host-ram-bytes).")
+    ] = "64MiB",
+    host_ram_bytes: Annotated[
+        str | None,
+        typer.Option("--host-ram-bytes", help="Host RAM shared by the tier and the store, e.g. 1GiB."),
+    ] = None,
+    servers: Annotated[int, typer.Option("--servers", min=1, help="GPU servers running prefill FIFO.")] = 1,
+    target_utilization: Annotated[
+        float | None,
+        typer.Option("--target-utilization", help="Scale trace time so the GPUs alone would be this busy."),
+    ] = None,
+    backup_queue_pages: Annotated[
+        int | None,
+        typer.Option("--backup-queue-pages", min=0, help="Bound the backup queue (drops when full)."),
+    ] = None,
     page_size: Annotated[int, typer.Option("--page-size", min=1, help="Tokens per page.")] = 64,
     clock: Annotated[str, typer.Option("--clock", help=f"I/O clock: {HELP_CLOCKS}.")] = "counters",
     prefetch: Annotated[str, typer.Option("--prefetch", help=HELP_PREFETCH_POLICIES)] = "wait_complete",
@@ -122,6 +138,7 @@ def replay_command(
         make_workload,
         replay,
     )
+    from workloads.host_ram import check_store_ram
     from workloads.replay import SUMMARY_JSON
 
     if (trace is None) == (workload is None):
@@ -150,6 +167,10 @@ def replay_command(
             page_size=page_size,
             budget_bytes=parse_bytes(budget_bytes) if budget_bytes is not None else None,
             memory_tier_bytes=parse_bytes(memory_bytes),
+            host_ram_bytes=parse_bytes(host_ram_bytes) if host_ram_bytes is not None else None,
+            servers=servers,
+            target_utilization=target_utilization,
+            backup_queue_pages=backup_queue_pages,
             clock=clock,
             prefetch=prefetch,
             prefetch_timeout_s=prefetch_timeout,
@@ -160,6 +181,8 @@ def replay_command(
             window_requests=window,
             seed=seed,
         )
+        if config.host_ram_bytes is not None:
+            check_store_ram(store, knobs or StoreConfig(), config.budget_bytes, config.host_ram_bytes)
     except (ValueError, TypeError) as error:
         raise typer.BadParameter(str(error)) from error
     columns = (
@@ -186,28 +209,31 @@ def replay_command(
     console.print(f"wrote {out / SUMMARY_JSON} and the per-request and per-window tables beside it")
 
 
-def summary_table(summary: dict[str, Any]) -> Table:
+def summary_table(summary: ReplaySummary) -> Table:
     """The headline figures of a replay, then one row per phase."""
-    table = Table(title=f"replay on {summary['store_kind']} ({summary['clock']} clock)")
+    table = Table(title=f"replay on {summary.store_kind} ({summary.clock} clock)")
     for column in ("phase", "requests", "hit ratio", "ideal", "mean TTFT ms", "p50 ms", "p99 ms"):
         table.add_column(column, justify="left" if column == "phase" else "right")
-    rows = [("all", summary), *sorted(summary["phases"].items())]
+    rows = [("all", summary.overall), *sorted(summary.phases.items())]
     for name, row in rows:
         table.add_row(
             name,
-            str(row["requests"]),
-            f"{row['hit_token_ratio']:.3f}",
-            f"{row['ideal_hit_token_ratio']:.3f}",
-            f"{row['mean_ttft_s'] * 1e3:.2f}",
-            f"{row['p50_ttft_s'] * 1e3:.2f}",
-            f"{row['p99_ttft_s'] * 1e3:.2f}",
+            str(row.requests),
+            f"{row.hit_token_ratio:.3f}",
+            f"{row.ideal_hit_token_ratio:.3f}",
+            f"{row.mean_ttft_s * 1e3:.2f}",
+            f"{row.p50_ttft_s * 1e3:.2f}",
+            f"{row.p99_ttft_s * 1e3:.2f}",
         )
-    clocks, engine = summary["clocks"], summary["engine"]
+    clocks, engine = summary.clocks, summary.engine
     table.caption = (
-        f"dropped pages {summary['dropped_pages']}, evicted {summary['evicted_pages']}; I/O s counters "
+        f"backup pages late {summary.backup_late_pages}, dropped {summary.backup_dropped_pages}; "
+        f"GPU {summary.gpu_utilization:.1%} / disk {summary.disk_utilization:.1%} busy; host RAM "
+        f"{summary.host_ram_bytes} B of which store {summary.store_ram_bytes} B; writer dropped pages "
+        f"{summary.dropped_pages}, evicted {summary.evicted_pages}; I/O s counters "
         f"{clocks['io_s_counters']:.3f} / measured {clocks['io_s_measured']:.3f}; engine overhead "
         f"{engine['overhead_s']:.2f} s ({engine['overhead_fraction']:.1%} of {engine['wall_s']:.2f} s wall); "
-        f"mean queue / load / prefill ms {summary['mean_queue_s'] * 1e3:.2f} / "
-        f"{summary['mean_load_s'] * 1e3:.2f} / {summary['mean_prefill_s'] * 1e3:.2f}"
+        f"mean queue / load / prefill ms {summary.mean_queue_s * 1e3:.2f} / "
+        f"{summary.mean_load_s * 1e3:.2f} / {summary.mean_prefill_s * 1e3:.2f}"
     )
     return table

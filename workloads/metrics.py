@@ -15,8 +15,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """What happened to one request. Times are seconds of trace time; ``load_s`` and ``ttft_s`` are on
-    the replay's clock, ``disk_load_s_counters`` / ``disk_load_s_measured`` give the disk part on both."""
+    """What happened to one request. Times are seconds of trace time on the replay's clock:
+    ``ttft_s = queue_s + load_s + prefill_s``, where ``queue_s`` is the wait for a server and for the
+    prefetch policy, ``load_s`` the host-to-device copy of the hit pages. ``disk_load_s_counters`` /
+    ``disk_load_s_measured`` are the device time of its prefetch on both clocks (overlapping the queue).
+    ``backup_late_pages``: stored pages it missed because their backup had not completed at its arrival;
+    ``backup_dropped_pages``: pages of its backup the bounded queue dropped."""
 
     index: int
     window: int
@@ -32,6 +36,9 @@ class RequestRecord:
     hit_tokens: int
     disk_read_bytes: int
     pages_written: int
+    backup_late_pages: int
+    backup_dropped_pages: int
+    server: int
     disk_load_s_counters: float
     disk_load_s_measured: float
     load_s: float
@@ -51,6 +58,10 @@ class WindowMetrics:
     window's requests; ``read_bytes`` / ``write_bytes`` are page bytes the store read and wrote.
     ``engine_overhead_s`` is the engine's own wall time in the window: everything
     but store calls and pacing sleeps (compute is modelled, so it costs no wall time).
+    ``gpu_utilization`` / ``disk_utilization`` are busy time inside the window's trace span over the span
+    (GPU: over all servers); ``host_ram_bytes`` is the budget, ``store_ram_bytes`` the store's share of it,
+    ``memory_tier_pages`` the tier's capacity after it, ``pending_backup_pages`` the backups queued at the
+    window's last arrival (pinned in host RAM).
     """
 
     index: int
@@ -90,6 +101,14 @@ class WindowMetrics:
     store_call_s: float
     engine_overhead_s: float
     reopen_s: float
+    gpu_utilization: float
+    disk_utilization: float
+    host_ram_bytes: int
+    store_ram_bytes: int
+    memory_tier_pages: int
+    pending_backup_pages: int
+    backup_late_pages: int
+    backup_dropped_pages: int
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -101,18 +120,106 @@ def token_ratio(records: Sequence[RequestRecord], field: str) -> float:
     return sum(getattr(r, field) for r in records) / total if total else 0.0
 
 
-def ttft_summary(records: Sequence[RequestRecord]) -> dict[str, float]:
-    """Hit ratio and TTFT statistics of ``records``."""
+@dataclass(frozen=True)
+class PhaseSummary:
+    """Hits, TTFT, backups and disk reads of a set of requests (a phase, or all of them)."""
+
+    requests: int
+    hit_token_ratio: float
+    ideal_hit_token_ratio: float
+    mean_ttft_s: float
+    p50_ttft_s: float
+    p99_ttft_s: float
+    backup_late_pages: int
+    backup_dropped_pages: int
+    disk_read_bytes: int
+
+
+def ttft_summary(records: Sequence[RequestRecord]) -> PhaseSummary:
+    """Hit ratio, TTFT statistics, late and dropped backup pages and bytes read of ``records``."""
     ttft = np.array([r.ttft_s for r in records], dtype=float)
     p50, p99 = np.percentile(ttft, [50, 99]) if ttft.size else (math.nan, math.nan)
-    return {
-        "requests": len(records),
-        "hit_token_ratio": token_ratio(records, "hit_tokens"),
-        "ideal_hit_token_ratio": token_ratio(records, "ideal_hit_tokens"),
-        "mean_ttft_s": float(ttft.mean()) if ttft.size else math.nan,
-        "p50_ttft_s": float(p50),
-        "p99_ttft_s": float(p99),
-    }
+    return PhaseSummary(
+        requests=len(records),
+        hit_token_ratio=token_ratio(records, "hit_tokens"),
+        ideal_hit_token_ratio=token_ratio(records, "ideal_hit_tokens"),
+        mean_ttft_s=float(ttft.mean()) if ttft.size else math.nan,
+        p50_ttft_s=float(p50),
+        p99_ttft_s=float(p99),
+        backup_late_pages=sum(r.backup_late_pages for r in records),
+        backup_dropped_pages=sum(r.backup_dropped_pages for r in records),
+        disk_read_bytes=sum(r.disk_read_bytes for r in records),
+    )
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    """What ``summary.json`` holds: the figures over all requests (``overall``'s fields at the top level
+    of the JSON), per phase, the resources' use, and the configuration that produced them."""
+
+    overall: PhaseSummary
+    memory_hit_token_ratio: float
+    disk_hit_token_ratio: float
+    mean_queue_s: float
+    mean_load_s: float
+    mean_prefill_s: float
+    dropped_pages: int
+    evicted_pages: int
+    stall_s: float
+    device_write_bytes: int
+    device_read_bytes: int
+    device_ops: int
+    gpu_utilization: float
+    disk_utilization: float
+    host_ram_bytes: int
+    store_ram_bytes: int
+    windows: int
+    clock: str
+    clocks: dict[str, float]
+    engine: dict[str, float]
+    phases: dict[str, PhaseSummary]
+    store_kind: str
+    config: dict[str, Any]
+    store_config: dict[str, Any]
+    store_stats: dict[str, Any]
+
+    @property
+    def requests(self) -> int:
+        return self.overall.requests
+
+    @property
+    def hit_token_ratio(self) -> float:
+        return self.overall.hit_token_ratio
+
+    @property
+    def mean_ttft_s(self) -> float:
+        return self.overall.mean_ttft_s
+
+    @property
+    def p99_ttft_s(self) -> float:
+        return self.overall.p99_ttft_s
+
+    @property
+    def backup_late_pages(self) -> int:
+        return self.overall.backup_late_pages
+
+    @property
+    def backup_dropped_pages(self) -> int:
+        return self.overall.backup_dropped_pages
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: ``overall``'s fields first, then the rest (NaN and infinities become None)."""
+        values = dataclasses.asdict(self)
+        overall = values.pop("overall")
+        return _jsonable({**overall, **values})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def clock_agreement(windows: Sequence[WindowMetrics]) -> dict[str, float]:

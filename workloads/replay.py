@@ -1,26 +1,28 @@
 """The replay engine: a workload served by a host-memory tier in front of a real store, in trace time.
 
-Per request, in arrival order:
+Per request, in arrival order, modelled on SGLang HiCache (the mechanisms and where the model simplifies
+them are in :mod:`workloads.timeline`):
 
 1. the memory tier (:class:`~workloads.memory_tier.HostMemoryTier`) matches the leading pages it holds;
-2. the store is probed, and if it holds more, the prefix is loaded with ``get_batch`` — all of it
-   (``wait_complete``) or only the pages expected before ``prefetch_timeout_s`` at the store's price of
-   the previous window (``timeout``: a slow store loses hits). The store reads a prefix from its first
-   page, so pages the memory tier already holds are read again; they count as disk bytes, not hits;
-3. the pages go into the memory tier; new pages are written to the store through its asynchronous
-   writer — at once (``write_through``) or when the memory tier evicts them after at least
-   ``write_back_hits`` hits (``write_back``). The store's ``write_admission_hits`` knob admits to disk
-   only pages requested at least that many times before (0: every page; SGLang's selective
-   write-through). A writer that cannot keep up drops pages (with the store's
-   ``writer_overflow="drop"``): later misses. ``blocking_writes`` writes synchronously instead.
+2. the store is probed; of the pages it holds, those whose backup completed before the arrival are
+   visible (the others count as ``backup_late_pages``). The visible pages past the memory match are
+   prefetched from the arrival on the disk timeline, and read for real with ``get_batch`` (which reads
+   the prefix from its first page: pages the tier already holds are read again, counted as disk bytes,
+   not hits);
+3. the request starts when a server is free and the prefetch policy (``wait_complete``, ``timeout``,
+   ``best_effort``) allows; pages not loaded by then are recomputed. ``ttft = queue + load + prefill``:
+   ``load`` copies the hit pages host-to-device, ``prefill`` computes the missed tokens (at least one);
+4. the pages go into the memory tier (whose capacity is what the host-RAM budget leaves after the store
+   and the pinned backups); when compute ends, new pages are backed up through the backup queue
+   (``write_through``) or when the tier evicts them after ``write_back_hits`` hits (``write_back``), and
+   written for real through the store's asynchronous writer. The store's ``write_admission_hits`` knob
+   admits to disk only pages requested that many times before (SGLang's selective write-through).
 
-Store I/O is real; compute is modelled. A window ends with the writer drained and a stats snapshot; the
-window's I/O time on each clock (:mod:`workloads.clocks`) is spread over the bytes the store moved in the
-window, so a request's disk load time is its bytes read times that price. TTFT then comes from a
-single-server FIFO queue in trace time: ``ttft = queue + load + prefill``, where ``load`` adds the
-host-to-device copy of every hit page and ``prefill`` computes the missed tokens (at least one: the
-server always computes the last position). Knobs therefore change TTFT only through what the store
-really did — bytes, operations, stalls, drops, evictions under the budget — never through a formula.
+Store I/O is real; compute and time are modelled. A window ends with the writer drained and a stats
+snapshot; the window's device time on each clock (:mod:`workloads.clocks`) prices the next window's
+reads and writes per page, so the store's own amplification (WAL, flush, compaction, blob GC, stalls,
+cache hits that never reach the device) sets how fast its prefetches and backups go. Knobs therefore
+change TTFT only through what the store really did, never through a formula that encodes the answer.
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ import numpy as np
 import torch
 
 from store import STORE_KINDS, KVStore, PageMissingError, StoreConfig, open_store
-from workloads.clocks import CLOCKS, WindowCounters
+from workloads.clocks import CLOCKS, IOCounters, WindowCounters
+from workloads.host_ram import check_store_ram, clamp_store_ram, store_ram_bytes
 from workloads.memory_tier import HostMemoryTier, TierPage
 from workloads.metrics import (
+    ReplaySummary,
     RequestRecord,
     WindowMetrics,
     clock_agreement,
@@ -53,14 +57,16 @@ from workloads.metrics import (
 )
 from workloads.profiles import MODEL_PROFILES, THIS_MACHINE, DeviceProfile, ModelProfile
 from workloads.requests import Request
+from workloads.timeline import PREFETCH_POLICIES, STORAGE_BATCH_PAGES, ServingTimeline
 
 logger = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-PREFETCH_POLICIES = ("wait_complete", "timeout")
 WRITE_POLICIES = ("write_through", "write_back")
 MIN_SPAN_S = 1e-3
 """Floor of a window's trace span when computing its arrival rate (requests may share a timestamp)."""
+OVERLOAD_UTILIZATION = 0.95
+"""GPU utilization with an empty store above which the replay warns that queueing will dominate TTFT."""
 REQUESTS_CSV = "requests.csv"
 WINDOWS_CSV = "windows.csv"
 SUMMARY_JSON = "summary.json"
@@ -84,10 +90,20 @@ class ReplayConfig:
 
     - ``store_kind``: one of :data:`store.STORE_KINDS`; ``budget_bytes``: the store's disk budget
       (``None``: unlimited); ``page_size``: tokens per page.
-    - ``memory_tier_bytes``: the host-memory tier in front of the store (0: none).
+    - ``memory_tier_bytes``: the host-memory tier in front of the store (0: none), used when
+      ``host_ram_bytes`` is ``None``. ``host_ram_bytes``: one budget for the tier and the store's RAM
+      (:mod:`workloads.host_ram`): the tier gets what the store leaves; a store config that does not
+      fit is refused (``ValueError`` naming the knobs) at start, clamped (logged) by
+      :meth:`ReplaySession.apply`.
     - ``clock``: ``counters`` (default) or ``measured``, see :mod:`workloads.clocks`; ``device`` prices
       the ``counters`` clock.
-    - ``prefetch``: ``wait_complete`` or ``timeout`` (with ``prefetch_timeout_s``).
+    - ``servers``: GPU servers running prefill FIFO; ``target_utilization``: scale trace time so the
+      servers alone (every prompt computed in full) would be this busy (``None``: trace time as given).
+    - ``prefetch``: ``wait_complete``, ``timeout`` (deadline ``prefetch_timeout_s`` after the first
+      moment a server could take the request) or ``best_effort``; ``storage_batch_pages``: pages per
+      storage read or write batch (SGLang's 128).
+    - ``backup_queue_pages``: the backup queue's capacity in pages (``None``: unbounded, SGLang's);
+      backups that do not fit are dropped.
     - ``write_policy``: ``write_through`` or ``write_back`` (pages evicted from the memory tier after at
       least ``write_back_hits`` hits); ``blocking_writes`` uses ``put_batch`` instead of the async writer.
     - ``pace``: trace seconds per wall second (``None``: as fast as possible); with a pace, the async
@@ -101,9 +117,14 @@ class ReplayConfig:
     page_size: int = 64
     budget_bytes: int | None = None
     memory_tier_bytes: int = 64 * MiB
+    host_ram_bytes: int | None = None
     clock: str = "counters"
+    servers: int = 1
+    target_utilization: float | None = None
     prefetch: str = "wait_complete"
     prefetch_timeout_s: float = 0.1
+    storage_batch_pages: int = STORAGE_BATCH_PAGES
+    backup_queue_pages: int | None = None
     write_policy: str = "write_through"
     write_back_hits: int = 1
     blocking_writes: bool = False
@@ -128,7 +149,13 @@ class ReplayConfig:
         _check_int("page_size", self.page_size, 1)
         if self.budget_bytes is not None:
             _check_int("budget_bytes", self.budget_bytes, 1)
+        if self.host_ram_bytes is not None:
+            _check_int("host_ram_bytes", self.host_ram_bytes, 0)
+        if self.backup_queue_pages is not None:
+            _check_int("backup_queue_pages", self.backup_queue_pages, 0)
         _check_int("memory_tier_bytes", self.memory_tier_bytes, 0)
+        _check_int("servers", self.servers, 1)
+        _check_int("storage_batch_pages", self.storage_batch_pages, 1)
         _check_int("write_back_hits", self.write_back_hits, 0)
         _check_int("window_requests", self.window_requests, 1)
         _check_int("seed", self.seed, 0)
@@ -136,6 +163,10 @@ class ReplayConfig:
             raise ValueError(f"prefetch_timeout_s must be > 0, got {self.prefetch_timeout_s!r}")
         if self.pace is not None and not self.pace > 0:
             raise ValueError(f"pace must be > 0 trace seconds per wall second, or None, got {self.pace!r}")
+        if self.target_utilization is not None and not 0 < self.target_utilization <= 1:
+            raise ValueError(
+                f"target_utilization must be in (0, 1] (GPU busy fraction), got {self.target_utilization!r}"
+            )
 
     @property
     def page_bytes(self) -> int:
@@ -148,9 +179,57 @@ class ReplayConfig:
         return values
 
 
+def full_prefill_utilization(requests: Sequence[Request], config: ReplayConfig) -> float:
+    """How busy the servers would be computing every prompt in full over the trace's span."""
+    work = sum(config.profile.prefill_seconds(r.prompt_tokens) for r in requests)
+    span = max(requests[-1].arrival_s - requests[0].arrival_s, MIN_SPAN_S)
+    return work / (config.servers * span)
+
+
+def scale_to_utilization(requests: Sequence[Request], config: ReplayConfig) -> list[Request]:
+    """``requests`` with trace time stretched so :func:`full_prefill_utilization` is
+    ``config.target_utilization`` (unchanged when it is ``None``)."""
+    if config.target_utilization is None:
+        return list(requests)
+    factor = full_prefill_utilization(requests, config) / config.target_utilization
+    origin = requests[0].arrival_s
+    return [dataclasses.replace(r, arrival_s=origin + (r.arrival_s - origin) * factor) for r in requests]
+
+
+@dataclass(frozen=True)
+class PagePrices:
+    """Device seconds per page the store reads and writes, on one clock."""
+
+    read_s: float
+    write_s: float
+
+    @classmethod
+    def of_window(
+        cls, delta: IOCounters, clock: str, config: ReplayConfig, previous: PagePrices
+    ) -> PagePrices:
+        """The window's prices: on ``counters``, device read time over pages read, and everything else
+        (device writes, operations, stalls: the store's background work) over pages written; on
+        ``measured``, the store's time over pages moved. A direction that moved nothing keeps ``previous``."""
+        scale, device, page_bytes = config.profile.scale, config.device, config.page_bytes
+        read_pages, written_pages = delta.bytes_read / page_bytes, delta.bytes_written / page_bytes
+        if clock == "measured":
+            moved = read_pages + written_pages
+            price = delta.store_op_s / moved if moved else None
+            return cls(
+                read_s=price if price is not None else previous.read_s,
+                write_s=price if price is not None else previous.write_s,
+            )
+        read_time = delta.device_read_bytes * scale / device.read_bytes_per_s
+        other_time = delta.seconds("counters", device, scale) - read_time
+        return cls(
+            read_s=read_time / read_pages if read_pages else previous.read_s,
+            write_s=other_time / written_pages if written_pages else previous.write_s,
+        )
+
+
 @dataclass(frozen=True)
 class _Served:
-    """What serving one request did, before the window's I/O is priced."""
+    """What serving one request did, before its record is written."""
 
     request: Request
     index: int
@@ -159,13 +238,20 @@ class _Served:
     disk_pages: int
     read_pages: int
     pages_written: int
+    late_pages: int
+    dropped_pages: int
+    server: int
+    queue_s: float
+    load_s: float
+    prefill_s: float
+    ttft_s: float
 
 
 @dataclass(frozen=True)
 class ReplayResult:
     """A finished replay: ``summary`` is what ``summary.json`` holds."""
 
-    summary: dict[str, Any]
+    summary: ReplaySummary
     records: list[RequestRecord]
     windows: list[WindowMetrics]
 
@@ -192,7 +278,20 @@ class ReplaySession:
         if np.any(np.diff(arrivals) < 0):
             raise ValueError("requests must be in arrival order: sort them by arrival_s")
         self.config = config
-        self._requests = list(requests)
+        self._requests = scale_to_utilization(requests, config)
+        knobs = store_config or StoreConfig()
+        self._store_ram = (
+            check_store_ram(config.store_kind, knobs, config.budget_bytes, config.host_ram_bytes)
+            if config.host_ram_bytes is not None
+            else store_ram_bytes(config.store_kind, knobs, config.budget_bytes or 0)
+        )
+        utilization = full_prefill_utilization(self._requests, config)
+        if utilization > OVERLOAD_UTILIZATION:
+            logger.warning(
+                "the GPU would be %.0f%% busy with the store empty (every prompt computed): queueing will "
+                "dominate TTFT; pass more servers or a target_utilization (--servers, --target-utilization)",
+                100 * utilization,
+            )
         self._owned_dir: Path | None = None
         if path is None and config.store_kind != "memory":
             self._owned_dir = Path(tempfile.mkdtemp(prefix="kvtune-replay-"))
@@ -210,15 +309,30 @@ class ReplaySession:
         except BaseException:
             self._remove_owned_dir()
             raise
-        self._tier = HostMemoryTier(config.memory_tier_bytes // config.page_bytes)
+        self._tier = HostMemoryTier(self._tier_pages(0))
+        profile = config.profile
+        self._timeline = ServingTimeline(
+            servers=config.servers,
+            policy=config.prefetch,
+            timeout_s=config.prefetch_timeout_s,
+            page_size=config.page_size,
+            prefill_seconds=profile.prefill_seconds,
+            load_seconds=lambda pages: profile.host_to_device_seconds(
+                pages * config.page_bytes * profile.scale
+            ),
+            batch_pages=config.storage_batch_pages,
+            backup_queue_pages=config.backup_queue_pages,
+        )
         self._page_uses: dict[bytes, int] = {}
         self._kv = torch.empty(config.profile.kv_layout().page_shape(0), dtype=config.profile.dtype)
         self._kv_generator = torch.Generator().manual_seed(config.seed)
         self._counters = WindowCounters(self._store.stats())
-        first_price = 1.0 / config.device.read_bytes_per_s
-        self._price = dict.fromkeys(CLOCKS, first_price)
+        nominal = PagePrices(
+            read_s=config.page_bytes * profile.scale / config.device.read_bytes_per_s,
+            write_s=config.page_bytes * profile.scale / config.device.write_bytes_per_s,
+        )
+        self._prices = dict.fromkeys(CLOCKS, nominal)
         self._next = 0
-        self._server_free_s = 0.0
         self._pace_origin: float | None = None
         self._reopen_s = 0.0
         self._window_store_s = 0.0
@@ -243,11 +357,25 @@ class ReplaySession:
     def remaining(self) -> int:
         return len(self._requests) - self._next
 
+    @property
+    def host_ram_bytes(self) -> int:
+        """The host-RAM budget: ``config.host_ram_bytes``, or the tier plus the store when it is unset."""
+        if self.config.host_ram_bytes is not None:
+            return self.config.host_ram_bytes
+        return self.config.memory_tier_bytes + self._store_ram
+
+    @property
+    def store_ram_bytes(self) -> int:
+        return self._store_ram
+
     def apply(self, config: StoreConfig) -> float:
         """Retune the store (live, or by reopening it); return the wall seconds it took (0 if unchanged).
 
-        The time is reported in the next window's ``reopen_s``; it does not enter TTFT.
+        With a host-RAM budget, a config whose RAM does not fit is clamped (logged) first. The time is
+        reported in the next window's ``reopen_s``; it does not enter TTFT.
         """
+        if self.config.host_ram_bytes is not None and self.config.store_kind == "lsm":
+            config = clamp_store_ram(config, self.config.host_ram_bytes)
         if config == self._store.config:
             return 0.0
         reopen = bool(self._store.config.needs_reopen(config))
@@ -260,6 +388,7 @@ class ReplaySession:
             self._counters.rebase(self._store.stats())
             logger.info("store reopened in %.3f s for %s", elapsed, ", ".join(reopened))
         self._reopen_s += elapsed
+        self._store_ram = store_ram_bytes(self.config.store_kind, config, self.config.budget_bytes or 0)
         return elapsed
 
     def run_window(self, n_requests: int) -> WindowMetrics:
@@ -271,10 +400,10 @@ class ReplaySession:
         self._window_store_s = 0.0
         sleep_s = 0.0
         batch = self._requests[self._next : self._next + n_requests]
-        served = []
+        records = []
         for request in batch:
             sleep_s += self._wait_for(request)
-            served.append(self._serve(request, self._next))
+            records.append(self._record(self._serve(request, self._next)))
             self._next += 1
         queue_depth = self._call(self._store.stats).writer_queue_depth
         self._call(self._store.flush, False)
@@ -284,17 +413,16 @@ class ReplaySession:
         io_s = {
             clock: delta.seconds(clock, self.config.device, self.config.profile.scale) for clock in CLOCKS
         }
-        moved = delta.bytes_read + delta.bytes_written
-        if moved:
-            self._price = {clock: io_s[clock] / moved for clock in CLOCKS}
-        records = [self._record(item) for item in served]
+        self._prices = {
+            clock: PagePrices.of_window(delta, clock, self.config, self._prices[clock]) for clock in CLOCKS
+        }
         self.records.extend(records)
         wall = time.perf_counter() - window_started
         overhead = wall - self._window_store_s - sleep_s
         self.wall_s += wall
         self.engine_overhead_s += overhead
         self.store_call_s += self._window_store_s
-        previous_end = self.windows[-1].trace_end_s if self.windows else 0.0
+        previous_end = self.windows[-1].trace_end_s if self.windows else self._requests[0].arrival_s
         trace_end = batch[-1].arrival_s
         span = trace_end - previous_end
         metrics = WindowMetrics(
@@ -335,6 +463,14 @@ class ReplaySession:
             store_call_s=self._window_store_s,
             engine_overhead_s=overhead,
             reopen_s=self._reopen_s,
+            gpu_utilization=self._timeline.gpu_utilization(previous_end, trace_end),
+            disk_utilization=self._timeline.disk_utilization(previous_end, trace_end),
+            host_ram_bytes=self.host_ram_bytes,
+            store_ram_bytes=self._store_ram,
+            memory_tier_pages=self._tier_pages(0),
+            pending_backup_pages=self._timeline.pending_pages(trace_end),
+            backup_late_pages=sum(r.backup_late_pages for r in records),
+            backup_dropped_pages=sum(r.backup_dropped_pages for r in records),
         )
         self._reopen_s = 0.0
         self.windows.append(metrics)
@@ -348,35 +484,41 @@ class ReplaySession:
         by_phase: dict[str, list[RequestRecord]] = {}
         for record in records:
             by_phase.setdefault(record.phase, []).append(record)
-        summary: dict[str, Any] = {
-            **ttft_summary(records),
-            "memory_hit_token_ratio": token_ratio(records, "memory_hit_tokens"),
-            "disk_hit_token_ratio": token_ratio(records, "disk_hit_tokens"),
-            "mean_queue_s": float(np.mean([r.queue_s for r in records])),
-            "mean_load_s": float(np.mean([r.load_s for r in records])),
-            "mean_prefill_s": float(np.mean([r.prefill_s for r in records])),
-            "dropped_pages": sum(w.dropped_pages for w in self.windows),
-            "evicted_pages": sum(w.evicted_pages for w in self.windows),
-            "stall_s": sum(w.stall_s for w in self.windows),
-            "device_write_bytes": sum(w.device_write_bytes for w in self.windows),
-            "device_read_bytes": sum(w.device_read_bytes for w in self.windows),
-            "device_ops": sum(w.device_ops for w in self.windows),
-            "windows": len(self.windows),
-            "clock": self.config.clock,
-            "clocks": clock_agreement(self.windows),
-            "engine": {
+        first = records[0].arrival_s
+        end = max([first + MIN_SPAN_S, *(r.arrival_s + r.ttft_s for r in records)])
+        summary = ReplaySummary(
+            overall=ttft_summary(records),
+            memory_hit_token_ratio=token_ratio(records, "memory_hit_tokens"),
+            disk_hit_token_ratio=token_ratio(records, "disk_hit_tokens"),
+            mean_queue_s=float(np.mean([r.queue_s for r in records])),
+            mean_load_s=float(np.mean([r.load_s for r in records])),
+            mean_prefill_s=float(np.mean([r.prefill_s for r in records])),
+            dropped_pages=sum(w.dropped_pages for w in self.windows),
+            evicted_pages=sum(w.evicted_pages for w in self.windows),
+            stall_s=sum(w.stall_s for w in self.windows),
+            device_write_bytes=sum(w.device_write_bytes for w in self.windows),
+            device_read_bytes=sum(w.device_read_bytes for w in self.windows),
+            device_ops=sum(w.device_ops for w in self.windows),
+            gpu_utilization=self._timeline.gpu_utilization(first, end),
+            disk_utilization=self._timeline.disk_utilization(first, end),
+            host_ram_bytes=self.host_ram_bytes,
+            store_ram_bytes=self._store_ram,
+            windows=len(self.windows),
+            clock=self.config.clock,
+            clocks=clock_agreement(self.windows),
+            engine={
                 "wall_s": self.wall_s,
                 "store_call_s": self.store_call_s,
                 "overhead_s": self.engine_overhead_s,
                 "overhead_per_request_s": self.engine_overhead_s / len(records),
                 "overhead_fraction": self.engine_overhead_s / self.wall_s if self.wall_s > 0 else 0.0,
             },
-            "phases": {phase: ttft_summary(rows) for phase, rows in by_phase.items() if phase},
-            "store_kind": self.config.store_kind,
-            "config": self.config.to_dict(),
-            "store_config": self._store.config.to_dict(),
-            "store_stats": _jsonable(self._store.stats().to_dict()),
-        }
+            phases={phase: ttft_summary(rows) for phase, rows in by_phase.items() if phase},
+            store_kind=self.config.store_kind,
+            config=self.config.to_dict(),
+            store_config=self._store.config.to_dict(),
+            store_stats=self._store.stats().to_dict(),
+        )
         return ReplayResult(summary=summary, records=list(records), windows=list(self.windows))
 
     def close(self) -> None:
@@ -396,6 +538,14 @@ class ReplaySession:
         self.close()
 
     # ------------------------------------------------------------------ serving
+
+    def _tier_pages(self, pinned_pages: int) -> int:
+        """The tier's capacity: its own bytes, or what the host-RAM budget leaves after the store and
+        ``pinned_pages`` of pending backups."""
+        if self.config.host_ram_bytes is None:
+            return self.config.memory_tier_bytes // self.config.page_bytes
+        free = self.config.host_ram_bytes - self._store_ram - pinned_pages * self.config.page_bytes
+        return max(0, free // self.config.page_bytes)
 
     def _call(self, function: Callable[..., T], *args: Any) -> T:
         started = time.perf_counter()
@@ -418,7 +568,7 @@ class ReplaySession:
         return delay
 
     def _serve(self, request: Request, index: int) -> _Served:
-        tokens = request.tokens
+        tokens, arrival = request.tokens, request.arrival_s
         checks = self._call(self._store.plan, tokens).checks
         ideal = 0
         while ideal < len(checks) and checks[ideal] in self._page_uses:
@@ -429,38 +579,76 @@ class ReplaySession:
             admitted += 1
         for check in checks:
             self._page_uses[check] = self._page_uses.get(check, 0) + 1
+        timeline = self._timeline
         memory = self._tier.match(checks)
         stored = self._call(self._store.probe, tokens)
-        loaded = read = 0
-        if stored > memory:
-            target = stored
-            if self.config.prefetch == "timeout":
-                price = self._price[self.config.clock] * self.config.page_bytes
-                target = min(stored, int(self.config.prefetch_timeout_s / price)) if price > 0 else stored
-            if target > memory:
-                try:
-                    self._call(self._store.get_batch, tokens, target)
-                    loaded, read = target, target
-                except PageMissingError as error:
-                    logger.debug("request %d: %s", index, error)
-        hits = max(memory, loaded)
+        visible = timeline.visible_prefix(checks, arrival, stored)
+        late = sum(
+            1
+            for check in checks[max(memory, visible) : stored]
+            if arrival < timeline.visible_at.get(check, -math.inf) < math.inf
+        )
+        wanted = max(0, visible - memory)
+        if wanted:
+            try:
+                self._call(self._store.get_batch, tokens, visible)
+            except PageMissingError as error:
+                logger.debug("request %d: %s", index, error)
+                wanted = 0
+        prices = self._prices[self.config.clock]
+        timing = timeline.serve(arrival, request.prompt_tokens, memory, wanted, prices.read_s)
+        hits = memory + timing.loaded_pages
+        self._tier.capacity_pages = self._tier_pages(timeline.pending_pages(arrival))
         evicted = self._tier.use(checks, tokens, memory)
-        written = 0
-        if self.config.write_policy == "write_through" and admitted > stored:
-            written += self._write(tokens, admitted)
+        written = dropped = 0
+        if self.config.write_policy == "write_through" and admitted:
+            written, dropped = self._back_up(checks, tokens, admitted, stored, timing.finish_s)
         elif self.config.write_policy == "write_back":
-            written += self._write_back(evicted)
-        return _Served(request, index, ideal, memory, hits - memory, read, written)
+            for page in self._write_back_pages(evicted):
+                page_checks = self._call(self._store.plan, page.tokens).checks
+                page_stored = self._call(self._store.probe, page.tokens)
+                queued, lost = self._back_up(
+                    page_checks, page.tokens, page.index + 1, page_stored, timing.finish_s
+                )
+                written, dropped = written + queued, dropped + lost
+        return _Served(
+            request=request,
+            index=index,
+            ideal_pages=ideal,
+            memory_pages=memory,
+            disk_pages=hits - memory,
+            read_pages=visible if wanted else 0,
+            pages_written=written,
+            late_pages=late,
+            dropped_pages=dropped,
+            server=timing.server,
+            queue_s=timing.queue_s,
+            load_s=timing.load_s,
+            prefill_s=timing.prefill_s,
+            ttft_s=timing.ttft_s,
+        )
 
-    def _write_back(self, evicted: list[TierPage]) -> int:
-        """Write the evicted pages hit often enough, one write per prompt up to its deepest such page."""
+    def _back_up(
+        self, checks: Sequence[bytes], tokens: np.ndarray, n_pages: int, stored: int, queued_s: float
+    ) -> tuple[int, int]:
+        """Back up the first ``n_pages`` pages at ``queued_s`` (those the model has not): queue them on
+        the timeline, write them for real; return pages queued and dropped."""
+        needed = self._timeline.needs_backup(checks[:n_pages], stored, queued_s)
+        if not needed:
+            return 0, 0
+        outcome = self._timeline.backup(queued_s, needed, self._prices[self.config.clock].write_s)
+        self._write(tokens, n_pages)
+        return outcome.queued, outcome.dropped
+
+    def _write_back_pages(self, evicted: list[TierPage]) -> list[TierPage]:
+        """The deepest evicted page hit often enough of each prompt (one write per prompt)."""
         deepest: dict[int, TierPage] = {}
         for page in evicted:
             if page.hits >= self.config.write_back_hits:
                 known = deepest.get(id(page.tokens))
                 if known is None or page.index > known.index:
                     deepest[id(page.tokens)] = page
-        return sum(self._write(page.tokens, page.index + 1) for page in deepest.values())
+        return list(deepest.values())
 
     def _write(self, tokens: np.ndarray, n_pages: int) -> int:
         """Write the first ``n_pages`` pages of ``tokens`` (those the store lacks); return pages queued."""
@@ -479,17 +667,9 @@ class ReplaySession:
         return self._kv[:, :, :positions]
 
     def _record(self, item: _Served) -> RequestRecord:
-        """Price ``item``'s I/O on both clocks and place it in the single-server queue."""
-        config, profile, request = self.config, self.config.profile, item.request
-        page_size, page_bytes = config.page_size, config.page_bytes
-        read_bytes = item.read_pages * page_bytes
-        disk_s = {clock: self._price[clock] * read_bytes for clock in CLOCKS}
+        """The request's record, with its prefetch's device time on both clocks."""
+        page_size, request = self.config.page_size, item.request
         hit_tokens = (item.memory_pages + item.disk_pages) * page_size
-        hit_bytes = (item.memory_pages + item.disk_pages) * page_bytes
-        load_s = disk_s[config.clock] + profile.host_to_device_seconds(hit_bytes * profile.scale)
-        prefill_s = profile.prefill_seconds(max(request.prompt_tokens - hit_tokens, 1))
-        start = max(request.arrival_s, self._server_free_s)
-        self._server_free_s = start + load_s + prefill_s
         return RequestRecord(
             index=item.index,
             window=len(self.windows),
@@ -503,23 +683,18 @@ class ReplaySession:
             memory_hit_tokens=item.memory_pages * page_size,
             disk_hit_tokens=item.disk_pages * page_size,
             hit_tokens=hit_tokens,
-            disk_read_bytes=read_bytes,
+            disk_read_bytes=item.read_pages * self.config.page_bytes,
             pages_written=item.pages_written,
-            disk_load_s_counters=disk_s["counters"],
-            disk_load_s_measured=disk_s["measured"],
-            load_s=load_s,
-            prefill_s=prefill_s,
-            queue_s=start - request.arrival_s,
-            ttft_s=self._server_free_s - request.arrival_s,
+            backup_late_pages=item.late_pages,
+            backup_dropped_pages=item.dropped_pages,
+            server=item.server,
+            disk_load_s_counters=self._prices["counters"].read_s * item.read_pages,
+            disk_load_s_measured=self._prices["measured"].read_s * item.read_pages,
+            load_s=item.load_s,
+            prefill_s=item.prefill_s,
+            queue_s=item.queue_s,
+            ttft_s=item.ttft_s,
         )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def replay(
@@ -547,6 +722,6 @@ def replay(
         out.mkdir(parents=True, exist_ok=True)
         write_table(out / REQUESTS_CSV, result.records)
         write_table(out / WINDOWS_CSV, result.windows)
-        (out / SUMMARY_JSON).write_text(json.dumps(_jsonable(result.summary), indent=2, default=str) + "\n")
+        (out / SUMMARY_JSON).write_text(json.dumps(result.summary.to_dict(), indent=2, default=str) + "\n")
         logger.info("replay of %d requests written to %s", len(result.records), out)
     return result

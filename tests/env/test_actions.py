@@ -13,6 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 from env import DiscreteKnobActions, KVCacheTuningEnv
 from env.actions import DEFAULT_ACTION_KNOBS, ActionKnob, ActionMapper, select_knobs
+from env.step_info import step_info
 from env.wrappers import apply_discrete, discrete_action_count
 from store import StoreConfig
 from store.config import GiB, KiB, MiB
@@ -241,17 +242,17 @@ def test_discrete_wrapper_steps_the_store_config(discrete_env: DiscreteKnobActio
     discrete_env.reset(seed=0)
     *_, info = discrete_env.step(0)
     assert inner.current_config == StoreConfig(), "action 0 keeps every knob"
-    assert info["changed_knobs"] == {}
+    assert step_info(info).changed_knobs == {}
     knob = DEFAULT_ACTION_KNOBS[INDEX["write_buffer_size"]]
     *_, info = discrete_env.step(1 + INDEX["write_buffer_size"] * 5 + 4)  # top level: unit 0.9
     expected = knob.to_value(0.9)
     assert expected == round(1 * MiB * 256**0.9)
-    assert info["changed_knobs"] == {"write_buffer_size": expected}
+    assert step_info(info).changed_knobs == {"write_buffer_size": expected}
     assert inner.current_config == StoreConfig(write_buffer_size=expected)
     *_, info = discrete_env.step(1 + INDEX["enable_blob_files"] * 5 + 0)
-    assert info["changed_knobs"] == {"enable_blob_files": False}
+    assert step_info(info).changed_knobs == {"enable_blob_files": False}
     *_, info = discrete_env.step(0)
-    assert info["changed_knobs"] == {}
+    assert step_info(info).changed_knobs == {}
     assert inner.current_config == StoreConfig(write_buffer_size=expected, enable_blob_files=False)
 
 

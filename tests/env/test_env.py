@@ -22,6 +22,7 @@ from env import (
 )
 from env.actions import DEFAULT_ACTION_KNOBS, ActionMapper
 from env.observation import Feature, feature_value, observation_names, observation_size
+from env.step_info import step_info
 from store import StoreConfig
 from store.config import MiB
 
@@ -122,8 +123,8 @@ def test_same_seed_gives_the_same_requests_and_first_window(tuning_env: KVCacheT
     for _ in range(2):
         _, info = tuning_env.reset(seed=123)
         tokens, arrivals = request_arrays(tuning_env)
-        _, _, _, _, step_info = tuning_env.step(default_action(tuning_env))
-        runs.append((info["requests"], tokens, arrivals, step_info["window"]))
+        *_, stepped = tuning_env.step(default_action(tuning_env))
+        runs.append((info["requests"], tokens, arrivals, step_info(stepped).metrics()))
     (count_a, tokens_a, arrivals_a, window_a), (count_b, tokens_b, arrivals_b, window_b) = runs
     assert count_a == count_b == len(tokens_a) > 0
     assert len(tokens_a) == len(tokens_b)
@@ -143,8 +144,8 @@ def test_same_seed_is_reproducible_across_instances() -> None:
         tokens_b, arrivals_b = request_arrays(second)
         assert all(np.array_equal(a, b) for a, b in zip(tokens_a, tokens_b, strict=True))
         np.testing.assert_array_equal(arrivals_a, arrivals_b)
-        hit_a = first.step(default_action(first))[4]["window"]["hit_token_ratio"]
-        hit_b = second.step(default_action(second))[4]["window"]["hit_token_ratio"]
+        hit_a = step_info(first.step(default_action(first))[4]).window.hit_token_ratio
+        hit_b = step_info(second.step(default_action(second))[4]).window.hit_token_ratio
         assert hit_a == hit_b
     finally:
         first.close()
@@ -181,7 +182,8 @@ def test_random_episode_stays_in_the_observation_space(tuning_env: KVCacheTuning
         knobs = (ActionMapper().to_action(tuning_env.current_config) + 1.0) / 2.0
         np.testing.assert_allclose(observation[len(FEATURES) :], knobs, atol=1e-6)
         # The reward is the stated objective of the raw window metrics (no budget set: no penalty).
-        window = info["window"]
+        step = step_info(info)
+        window = step.metrics()
         expected = reward_config.reward(
             hit_token_ratio=window["hit_token_ratio"],
             mean_ttft_s=window["mean_ttft_s"],
@@ -193,7 +195,7 @@ def test_random_episode_stays_in_the_observation_space(tuning_env: KVCacheTuning
         assert feature_value(observation, "hit_token_ratio") == pytest.approx(
             window["hit_token_ratio"], abs=1e-6
         )
-        assert len(info["ttft_s"]) == window["requests"]
+        assert len(step.ttft_s) == step.window.requests
     assert steps == math.ceil(requests / tuning_env.config.requests_per_window) > 1
     assert tuning_env._session is not None and tuning_env._session.done
 

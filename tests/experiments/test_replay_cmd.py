@@ -129,3 +129,41 @@ def test_help_lists_every_registered_choice() -> None:
     assert ", ".join(CLOCKS) == replay_cmd.HELP_CLOCKS
     assert ", ".join(PREFETCH_POLICIES) == replay_cmd.HELP_PREFETCH_POLICIES
     assert ", ".join(WRITE_POLICIES) == replay_cmd.HELP_WRITE_POLICIES
+
+
+def test_replay_serves_on_several_servers_within_one_host_ram_budget(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    flags = ["--servers", "2", "--host-ram-bytes", "4MiB", "--target-utilization", "0.5"]
+    result = runner.invoke(
+        app,
+        [
+            "replay",
+            "--workload",
+            "staged",
+            *TINY_STAGED,
+            "--store",
+            "file",
+            "--page-size",
+            "16",
+            "--prefetch",
+            "best_effort",
+            *flags,
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["host_ram_bytes"] == 4 * 2**20 and summary["store_ram_bytes"] == 0
+    assert summary["backup_dropped_pages"] == 0 and summary["backup_late_pages"] >= 0
+    assert 0 < summary["gpu_utilization"] <= 1 and 0 <= summary["disk_utilization"] <= 1
+    assert summary["config"]["servers"] == 2 and summary["config"]["prefetch"] == "best_effort"
+
+
+def test_replay_refuses_a_store_whose_ram_exceeds_the_budget(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["replay", "--workload", "staged", *TINY_STAGED, "--host-ram-bytes", "64MiB", "--out", str(tmp_path)],
+    )
+    assert result.exit_code != 0
+    assert "write_buffer_size" in result.output and "host_ram_bytes" in result.output

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from store import STORE_KINDS, StoreConfig
+from store.config import MiB
 from tests.workloads.helpers import ideal_hit_tokens, ideal_ratio
 from workloads import ReplayConfig, ReplaySession, Request, mixed, replay, staged
+from workloads.replay import full_prefill_utilization, scale_to_utilization
 
 PAGE = 16
 SEGMENTS = (
@@ -64,8 +66,8 @@ def test_every_store_kind_reaches_the_ideal_hit_ratio(
     assert ideal.sum() > 0
     assert [r.hit_tokens for r in result.records] == ideal.tolist()
     assert [r.ideal_hit_tokens for r in result.records] == ideal.tolist()
-    assert result.summary["hit_token_ratio"] == pytest.approx(ideal_ratio(workload, PAGE), abs=1e-12)
-    assert result.summary["dropped_pages"] == 0
+    assert result.summary.hit_token_ratio == pytest.approx(ideal_ratio(workload, PAGE), abs=1e-12)
+    assert result.summary.dropped_pages == 0
     disk = sum(r.disk_hit_tokens for r in result.records)
     memory = sum(r.memory_hit_tokens for r in result.records)
     assert disk + memory == ideal.sum()
@@ -120,25 +122,28 @@ def test_summary_and_tables(workload: list[Request], tmp_path: Path) -> None:
     with (tmp_path / "windows.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == math.ceil(len(workload) / 8)
     assert set(summary["phases"]) == {r.phase for r in workload}
-    assert result.summary["requests"] == len(result.records)
+    assert result.summary.requests == len(result.records)
 
 
 def test_ttft_is_queue_plus_load_plus_prefill_in_a_fifo(workload: list[Request]) -> None:
     burst = [Request(0.0, r.tokens, r.output_len) for r in workload[:12]]
-    records = replay(burst, config(clock="measured")).records
+    records = replay(burst, config(clock="measured", blocking_writes=True)).records
     finish = 0.0
     for record in records:
         assert record.ttft_s == pytest.approx(record.queue_s + record.load_s + record.prefill_s)
         assert record.queue_s == pytest.approx(finish)  # everything arrives at 0: each waits for the last
         finish += record.load_s + record.prefill_s
-        assert record.load_s >= record.disk_load_s_measured
+        # every request arrives before any backup completes: stored pages are late, nothing hits
+        assert record.hit_tokens == 0
+    assert sum(r.backup_late_pages for r in records) > 0
 
 
 def test_a_short_prefetch_timeout_loses_hits(workload: list[Request]) -> None:
     ideal = ideal_hit_tokens(workload, PAGE).sum()
-    waited = replay(workload, config(blocking_writes=True, prefetch="timeout", prefetch_timeout_s=1e3))
+    slow_reads = {"store_kind": "file", "blocking_writes": True, "prefetch": "timeout"}
+    waited = replay(workload, config(**slow_reads, prefetch_timeout_s=1e3))
     assert sum(r.hit_tokens for r in waited.records) == ideal
-    hurried = replay(workload, config(blocking_writes=True, prefetch="timeout", prefetch_timeout_s=1e-9))
+    hurried = replay(workload, config(**slow_reads, prefetch_timeout_s=1e-9))
     assert sum(r.hit_tokens for r in hurried.records) == 0
 
 
@@ -152,8 +157,8 @@ def test_write_back_writes_only_pages_hit_often_enough(workload: list[Request]) 
             blocking_writes=True,
         ),
     )
-    assert never.summary["store_stats"]["pages_stored"] == 0
-    assert never.summary["disk_hit_token_ratio"] == 0
+    assert never.summary.store_stats["pages_stored"] == 0
+    assert never.summary.disk_hit_token_ratio == 0
     every = replay(
         workload,
         config(
@@ -163,9 +168,9 @@ def test_write_back_writes_only_pages_hit_often_enough(workload: list[Request]) 
             blocking_writes=True,
         ),
     )
-    assert every.summary["store_stats"]["pages_stored"] > 0
-    assert every.summary["disk_hit_token_ratio"] > 0
-    assert every.summary["hit_token_ratio"] <= every.summary["ideal_hit_token_ratio"]
+    assert every.summary.store_stats["pages_stored"] > 0
+    assert every.summary.disk_hit_token_ratio > 0
+    assert every.summary.hit_token_ratio <= every.summary.overall.ideal_hit_token_ratio
 
 
 def test_a_writer_that_cannot_keep_up_drops_pages_and_loses_hits() -> None:
@@ -173,15 +178,15 @@ def test_a_writer_that_cannot_keep_up_drops_pages_and_loses_hits() -> None:
     repeats = [Request(1e3, r.tokens, r.output_len) for r in prompts]  # each prompt's only reuse
     knobs = StoreConfig(writer_overflow="drop", writer_queue_depth=1, writer_batch_size=1)
     result = replay(prompts + repeats, config(window_requests=20, page_size=64), store_config=knobs)
-    assert result.summary["ideal_hit_token_ratio"] == 0.5
-    assert result.summary["dropped_pages"] > 0
-    assert result.summary["hit_token_ratio"] < 0.5
+    assert result.summary.overall.ideal_hit_token_ratio == 0.5
+    assert result.summary.dropped_pages > 0
+    assert result.summary.hit_token_ratio < 0.5
 
 
 def test_a_budget_evicts_and_loses_hits(workload: list[Request]) -> None:
     result = replay(workload, config(store_kind="memory", budget_bytes=12 * PAGE * 256, blocking_writes=True))
-    assert result.summary["evicted_pages"] > 0
-    assert result.summary["hit_token_ratio"] < result.summary["ideal_hit_token_ratio"]
+    assert result.summary.evicted_pages > 0
+    assert result.summary.hit_token_ratio < result.summary.overall.ideal_hit_token_ratio
     assert all(w.budget_bytes == 12 * PAGE * 256 for w in result.windows)
 
 
@@ -217,3 +222,45 @@ def test_bad_configs_say_what_is_valid(workload: list[Request]) -> None:
         ReplaySession(list(reversed(workload)), config())
     with pytest.raises(ValueError, match="empty"):
         ReplaySession([], config())
+
+
+def test_host_ram_shrinks_the_tier_by_exactly_the_store_share(workload: list[Request]) -> None:
+    page_bytes = config().page_bytes
+    assert page_bytes == 4096
+    knobs = StoreConfig(write_buffer_size=MiB, max_write_buffer_number=2, block_cache_bytes=MiB)
+    host_ram = 4 * MiB + 5 * page_bytes
+    with ReplaySession(workload, config(host_ram_bytes=host_ram), knobs) as session:
+        window = session.run_window(4)
+    assert (window.host_ram_bytes, window.store_ram_bytes) == (host_ram, 3 * MiB)
+    assert window.memory_tier_pages == MiB // page_bytes + 5
+    with ReplaySession(workload, config(store_kind="file", host_ram_bytes=host_ram)) as session:
+        assert session.run_window(4).memory_tier_pages == 4 * MiB // page_bytes + 5
+
+
+def test_a_store_config_over_the_host_ram_is_refused_or_clamped(
+    workload: list[Request], caplog: pytest.LogCaptureFixture
+) -> None:
+    too_big = StoreConfig(write_buffer_size=4 * MiB, max_write_buffer_number=4, block_cache_bytes=MiB)
+    with pytest.raises(ValueError, match="write_buffer_size x max_write_buffer_number"):
+        ReplaySession(workload, config(host_ram_bytes=8 * MiB), too_big)
+    small = StoreConfig(write_buffer_size=MiB, block_cache_bytes=MiB)
+    with ReplaySession(workload, config(host_ram_bytes=8 * MiB), small) as session:
+        session.apply(too_big)
+        applied = session.store.config
+        assert "clamped write_buffer_size=2097152, max_write_buffer_number=2" in caplog.text
+        assert (applied.write_buffer_size, applied.max_write_buffer_number) == (2 * MiB, 2)
+        assert session.store_ram_bytes == 5 * MiB
+
+
+def test_target_utilization_scales_trace_time(
+    workload: list[Request], caplog: pytest.LogCaptureFixture
+) -> None:
+    target = config(servers=2, target_utilization=0.25)
+    scaled = scale_to_utilization(workload, target)
+    assert full_prefill_utilization(scaled, target) == pytest.approx(0.25)
+    assert [r.tokens is s.tokens for r, s in zip(workload, scaled, strict=True)] == [True] * len(workload)
+    burst = [Request(0.0, r.tokens, r.output_len) for r in workload[:3]] + [
+        Request(1e-3, workload[3].tokens, 1)
+    ]
+    replay(burst, config())
+    assert "--target-utilization" in caplog.text

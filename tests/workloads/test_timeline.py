@@ -1,0 +1,210 @@
+"""The serving timeline with known answers: a stub disk at a fixed price per page, a GPU at 1 s per token."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from workloads.timeline import PREFETCH_POLICIES, DeviceTimeline, ServingTimeline
+
+
+def timeline(
+    policy: str = "wait_complete",
+    *,
+    servers: int = 1,
+    timeout_s: float = 1.0,
+    batch_pages: int = 1,
+    queue_pages: int | None = None,
+) -> ServingTimeline:
+    """One token per page, prefill 1 s per token, no host-to-device cost."""
+    return ServingTimeline(
+        servers=servers,
+        policy=policy,
+        timeout_s=timeout_s,
+        page_size=1,
+        prefill_seconds=float,
+        load_seconds=lambda pages: 0.0,
+        batch_pages=batch_pages,
+        backup_queue_pages=queue_pages,
+    )
+
+
+def keys(prefix: str, n: int) -> list[bytes]:
+    return [f"{prefix}{i}".encode() for i in range(n)]
+
+
+def test_a_job_takes_the_first_idle_gap_long_enough() -> None:
+    disk = DeviceTimeline()
+    assert disk.reserve(0.0, 1.0) == (0.0, 1.0)
+    assert disk.reserve(5.0, 1.0) == (5.0, 6.0)
+    assert disk.reserve(2.0, 1.0) == (2.0, 3.0)
+    assert disk.reserve(0.5, 2.0) == (3.0, 5.0)  # [1, 2] is too short; [3, 5] fits exactly
+    assert disk.reserve(0.0, 1.0) == (1.0, 2.0)
+    assert disk.reserve(4.0, 0.5) == (6.0, 6.5)
+
+
+def test_backups_slower_than_arrivals_make_exact_late_pages() -> None:
+    serving = timeline()
+    first = keys("a", 4)
+    outcome = serving.backup(0.0, first, write_s_per_page=1.0)
+    assert (outcome.queued, outcome.dropped, outcome.acked_s) == (4, 0, 4.0)
+    assert [serving.visible_at[k] for k in first] == [1.0, 2.0, 3.0, 4.0]
+    # a probe at 2.5 of a store that holds all 4 sees 2: pages 2 and 3 are late
+    assert serving.visible_prefix(first, 2.5, stored=4) == 2
+    assert serving.visible_prefix(first, 4.0, stored=4) == 4
+    assert serving.visible_prefix(first, 4.0, stored=3) == 3
+    # the backup thread is busy until 4: the next backup queues behind it
+    second = keys("b", 2)
+    assert serving.backup(1.0, second, write_s_per_page=1.0).acked_s == 6.0
+    assert serving.visible_prefix(second, 5.5, stored=2) == 1
+    assert serving.pending_pages(1.0) == 4 + 2
+    assert serving.pending_pages(4.5) == 2
+    assert serving.pending_pages(6.0) == 0
+
+
+def test_a_bounded_queue_drops_exactly_what_does_not_fit() -> None:
+    serving = timeline(queue_pages=3, batch_pages=128)
+    outcomes = [serving.backup(t, keys(f"r{t}-", 2), write_s_per_page=1.0) for t in (0.0, 0.5, 1.0, 1.5)]
+    assert [(o.queued, o.dropped) for o in outcomes] == [(2, 0), (1, 1), (0, 2), (0, 2)]
+    assert [o.acked_s for o in outcomes[:2]] == [2.0, 3.0]
+    assert serving.visible_at[b"r0.5-1"] == math.inf
+    # a dropped page is backed up again next time; a queued one is not
+    assert serving.needs_backup([b"r0.5-0", b"r0.5-1"], stored=2, time_s=2.0) == [b"r0.5-1"]
+    # once the queue drains, there is room again
+    assert serving.backup(3.0, keys("late", 3), write_s_per_page=1.0).queued == 3
+
+
+def test_the_unbounded_queue_never_drops() -> None:
+    serving = timeline(batch_pages=128)
+    outcomes = [serving.backup(t, keys(f"r{t}-", 2), write_s_per_page=1.0) for t in (0.0, 0.5, 1.0, 1.5)]
+    assert [o.dropped for o in outcomes] == [0, 0, 0, 0]
+    assert [o.acked_s for o in outcomes] == [2.0, 4.0, 6.0, 8.0]
+
+
+def test_timeout_loses_exactly_the_pages_past_the_deadline() -> None:
+    serving = timeline("timeout", timeout_s=0.35)
+    timing = serving.serve(0.0, prompt_tokens=12, memory_pages=2, disk_pages=10, read_s_per_page=0.1)
+    # pages land at 0.1, 0.2, 0.3, ... : three by the deadline, seven recomputed
+    assert timing.loaded_pages == 3
+    assert timing.start_s == pytest.approx(0.35)
+    assert timing.prefill_s == 12 - 2 - 3
+    assert timing.ttft_s == pytest.approx(0.35 + 7)
+
+
+def test_the_timeout_deadline_starts_when_a_server_could_take_the_request() -> None:
+    serving = timeline("timeout", timeout_s=0.5)
+    serving.serve(0.0, prompt_tokens=2, memory_pages=0, disk_pages=0, read_s_per_page=1.0)  # busy to 2
+    timing = serving.serve(0.0, prompt_tokens=10, memory_pages=0, disk_pages=10, read_s_per_page=1.0)
+    assert timing.start_s == 2.5 and timing.loaded_pages == 2
+
+
+def test_wait_complete_waits_for_every_page() -> None:
+    serving = timeline("wait_complete")
+    timing = serving.serve(0.0, prompt_tokens=12, memory_pages=2, disk_pages=10, read_s_per_page=0.1)
+    assert timing.loaded_pages == 10
+    assert timing.start_s == pytest.approx(1.0) and timing.prefill_s == 1
+
+
+def test_best_effort_never_waits_for_the_disk() -> None:
+    serving = timeline("best_effort")
+    serving.serve(0.0, prompt_tokens=3, memory_pages=0, disk_pages=0, read_s_per_page=1.0)  # busy to 3
+    timing = serving.serve(1.0, prompt_tokens=10, memory_pages=0, disk_pages=10, read_s_per_page=0.5)
+    assert timing.start_s == 3.0  # when the server frees up, whatever the disk still has to do
+    assert timing.loaded_pages == 4  # landed at 1.5, 2.0, 2.5, 3.0
+    idle = timeline("best_effort").serve(0.0, 10, 0, 10, read_s_per_page=1e6)
+    assert idle.start_s == 0.0 and idle.loaded_pages == 0
+
+
+def test_prefetch_batches_land_whole() -> None:
+    serving = timeline("best_effort", batch_pages=4)
+    serving.serve(0.0, prompt_tokens=3, memory_pages=0, disk_pages=0, read_s_per_page=1.0)  # busy to 3
+    timing = serving.serve(0.0, prompt_tokens=10, memory_pages=0, disk_pages=10, read_s_per_page=0.5)
+    assert timing.loaded_pages == 4  # the first batch of 4 landed at 2.0; the second lands at 4.0
+
+
+@pytest.mark.parametrize("policy", PREFETCH_POLICIES)
+def test_an_infinite_disk_gives_the_ideal_hits_for_every_policy(policy: str) -> None:
+    serving = timeline(policy, timeout_s=1e-9)
+    for arrival in (0.0, 0.0, 0.5):
+        timing = serving.serve(arrival, prompt_tokens=20, memory_pages=3, disk_pages=7, read_s_per_page=0.0)
+        assert timing.loaded_pages == 7
+    assert serving.backup(1.0, keys("k", 3), write_s_per_page=0.0).acked_s == 1.0
+    assert serving.visible_prefix(keys("k", 3), 1.0, stored=3) == 3
+
+
+def test_utilization_is_busy_time_over_span() -> None:
+    one = timeline()
+    one.serve(0.0, prompt_tokens=1, memory_pages=0, disk_pages=0, read_s_per_page=0.0)
+    one.serve(3.0, prompt_tokens=1, memory_pages=0, disk_pages=0, read_s_per_page=0.0)
+    assert one.gpu_utilization(0.0, 4.0) == 0.5
+    assert one.gpu_utilization(0.5, 1.5) == 0.5
+    two = timeline(servers=2)
+    two.serve(0.0, prompt_tokens=1, memory_pages=0, disk_pages=0, read_s_per_page=0.0)
+    two.serve(0.0, prompt_tokens=1, memory_pages=0, disk_pages=0, read_s_per_page=0.0)
+    assert two.gpu_utilization(0.0, 2.0) == 0.5  # 2 busy server-seconds of 4
+    disk = timeline()
+    disk.backup(0.0, keys("k", 3), write_s_per_page=1.0)
+    assert disk.disk_utilization(0.0, 6.0) == 0.5
+
+
+def test_servers_run_fifo_in_parallel() -> None:
+    serving = timeline(servers=2)
+    starts = [serving.serve(0.0, 4, 0, 0, 0.0).start_s for _ in range(4)]
+    assert starts == [0.0, 0.0, 4.0, 4.0]
+
+
+REQUEST = st.tuples(
+    st.floats(0.0, 2.0),  # gap since the previous arrival
+    st.integers(1, 40),  # prompt pages
+    st.integers(0, 40),  # memory pages
+    st.integers(0, 40),  # stored pages
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    policy=st.sampled_from(PREFETCH_POLICIES),
+    servers=st.integers(1, 3),
+    read_price=st.floats(0.0, 1.0),
+    batch=st.integers(1, 8),
+    requests=st.lists(REQUEST, min_size=1, max_size=12),
+)
+def test_ttft_covers_the_prefill_of_missed_tokens_and_hits_never_exceed_ideal(
+    policy: str, servers: int, read_price: float, batch: int, requests: list[tuple[float, int, int, int]]
+) -> None:
+    serving = timeline(policy, servers=servers, timeout_s=0.3, batch_pages=batch)
+    arrival = 0.0
+    for gap, prompt, cached, stored in requests:
+        arrival += gap
+        memory = min(cached, prompt)
+        disk = max(0, min(stored, prompt) - memory)
+        timing = serving.serve(arrival, prompt, memory, disk, read_price)
+        assert 0 <= timing.loaded_pages <= disk  # hits <= ideal
+        missed = prompt - memory - timing.loaded_pages
+        assert timing.ttft_s >= max(missed, 1) - 1e-9
+        assert timing.start_s >= arrival and timing.queue_s >= 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    bound=st.one_of(st.none(), st.integers(0, 12)),
+    price=st.floats(0.0, 2.0),
+    backups=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 6)), min_size=1, max_size=15),
+)
+def test_drops_happen_only_when_a_bounded_queue_is_full(
+    bound: int | None, price: float, backups: list[tuple[float, int]]
+) -> None:
+    serving = timeline(queue_pages=bound, batch_pages=4)
+    now = 0.0
+    for index, (gap, pages) in enumerate(backups):
+        now += gap
+        pending = serving.pending_pages(now)
+        outcome = serving.backup(now, keys(f"{index}-", pages), price)
+        assert outcome.queued + outcome.dropped == pages
+        if outcome.dropped:
+            assert bound is not None and pending + outcome.queued == bound
+        if bound is not None:
+            assert serving.pending_pages(now) <= bound

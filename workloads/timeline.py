@@ -1,0 +1,251 @@
+"""The serving timeline of the replay: GPU servers, one disk, prefetch policies and the backup queue.
+
+A pure model in trace time (no store, no tensors): the replay engine asks it when a request starts, how
+many of its stored pages a prefetch delivered by then, and when each backed-up page becomes visible.
+Each mechanism is SGLang's (0.5.23), simplified where stated:
+
+- **Prefetch overlaps waiting** (``mem_cache/unified_radix_cache.py``: ``prefetch_from_storage``,
+  ``_can_terminate_prefetch``, ``check_prefetch_progress``; ``managers/cache_controller.py``:
+  ``_page_transfer``). A request's storage prefetch starts at its arrival and reads pages in batches of
+  at most ``STORAGE_BATCH_SIZE = 128`` (``mem_cache/hicache_storage.py``), acknowledging each batch.
+  The scheduler polls the request when it could admit it (a server is free): ``best_effort`` takes what
+  has landed, ``wait_complete`` waits for every page, ``timeout`` waits until a deadline that starts at
+  that first blocked poll (``_start_storage_prefetch_wait``; SGLang's deadline is ``base + pages *
+  per_page``, here a fixed ``timeout_s``). Pages not loaded at the cut are recomputed. Simplification:
+  a cut prefetch keeps its disk time (SGLang stops between batches; a prompt under 128 pages is one batch).
+- **GPU servers** run prefill FIFO in arrival order (data-parallel instances sharing one store). SGLang
+  keeps a request whose prefetch is in flight in the waiting queue without holding a server; the model
+  gives it the earliest free server once its policy lets it start.
+- **Backups race the disk** (``cache_controller.py``: ``write_storage``, ``backup_thread_func``,
+  ``_page_backup``; ``unified_radix_cache.py``: ``write_backup_storage`` pins the host pages with
+  ``inc_host_lock_ref`` until ``ack_backup_queue`` releases them). One backup thread drains an unbounded
+  queue batch by batch (at most 128 pages); a page is visible to storage probes once its batch is
+  written; its host page stays pinned (counted by :meth:`ServingTimeline.pending_pages`) until its whole
+  operation is acknowledged. ``backup_queue_pages`` bounds the queue instead: pages that do not fit are
+  dropped (the behaviour of engines that offload through a fixed buffer), never visible.
+- **One disk** (:class:`DeviceTimeline`): prefetch reads and backup writes occupy it, each placed
+  non-preemptively in the first idle gap at or after it is issued; the store's background work (WAL,
+  flush, compaction, blob GC, stalls) reaches it through the prices, which the engine takes from the
+  store's own counters (device time per page the store moved).
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+PREFETCH_POLICIES = ("wait_complete", "timeout", "best_effort")
+STORAGE_BATCH_PAGES = 128
+"""SGLang's ``STORAGE_BATCH_SIZE``: pages per storage read or write batch."""
+
+
+def busy_within(intervals: Sequence[tuple[float, float]], start: float, end: float) -> float:
+    """Seconds of ``intervals`` (possibly overlapping only if they come from parallel servers) inside
+    ``[start, end]``."""
+    return sum(max(0.0, min(b, end) - max(a, start)) for a, b in intervals)
+
+
+class DeviceTimeline:
+    """One device that runs one job at a time; a job goes in the first idle gap at or after its issue
+    time that is long enough (no preemption). Issue times may come out of order."""
+
+    def __init__(self) -> None:
+        self._starts: list[float] = []
+        self._ends: list[float] = []
+        self.jobs: list[tuple[float, float]] = []
+
+    def reserve(self, issued_s: float, duration_s: float) -> tuple[float, float]:
+        """Place a job of ``duration_s`` issued at ``issued_s``; return its ``(start, end)``."""
+        if duration_s <= 0:
+            return issued_s, issued_s
+        index = bisect.bisect_right(self._ends, issued_s)
+        start = issued_s
+        while index < len(self._starts) and start + duration_s > self._starts[index]:
+            start = max(start, self._ends[index])
+            index += 1
+        self._starts.insert(index, start)
+        self._ends.insert(index, start + duration_s)
+        self.jobs.append((start, start + duration_s))
+        return start, start + duration_s
+
+    def forget_before(self, time_s: float) -> None:
+        """Drop gap bookkeeping of jobs that ended before ``time_s`` (no job is issued earlier any more)."""
+        keep = bisect.bisect_left(self._ends, time_s)
+        del self._starts[:keep]
+        del self._ends[:keep]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When a request ran and what its prefetch gave it (seconds of trace time)."""
+
+    server: int
+    start_s: float
+    finish_s: float
+    loaded_pages: int
+    prefetch_done_s: float
+    queue_s: float
+    load_s: float
+    prefill_s: float
+    ttft_s: float
+
+
+@dataclass(frozen=True)
+class BackupOutcome:
+    """What the backup queue did with one operation's pages."""
+
+    queued: int
+    dropped: int
+    acked_s: float
+
+
+class ServingTimeline:
+    """GPU servers, the disk, prefetch under ``policy`` and the backup thread. Not thread-safe.
+
+    ``prefill_seconds(tokens)`` and ``load_seconds(pages)`` (host-to-device copy of hit pages) model the
+    GPU; prices (device seconds per page) are passed per call, so the engine can reprice every window.
+    """
+
+    def __init__(
+        self,
+        *,
+        servers: int,
+        policy: str,
+        timeout_s: float,
+        page_size: int,
+        prefill_seconds: Callable[[int], float],
+        load_seconds: Callable[[int], float],
+        batch_pages: int = STORAGE_BATCH_PAGES,
+        backup_queue_pages: int | None = None,
+    ) -> None:
+        if policy not in PREFETCH_POLICIES:
+            raise ValueError(f"prefetch={policy!r} is invalid; valid values: {', '.join(PREFETCH_POLICIES)}")
+        if servers < 1 or batch_pages < 1 or page_size < 1:
+            raise ValueError(
+                f"servers, batch_pages and page_size must be >= 1, got {servers}, {batch_pages}, {page_size}"
+            )
+        if backup_queue_pages is not None and backup_queue_pages < 0:
+            raise ValueError(f"backup_queue_pages must be >= 0 or None (unbounded), got {backup_queue_pages}")
+        self.servers = servers
+        self.policy = policy
+        self.timeout_s = timeout_s
+        self.page_size = page_size
+        self.batch_pages = batch_pages
+        self.backup_queue_pages = backup_queue_pages
+        self._prefill_seconds = prefill_seconds
+        self._load_seconds = load_seconds
+        self._free: list[tuple[float, int]] = [(0.0, server) for server in range(servers)]
+        self.disk = DeviceTimeline()
+        self.gpu_jobs: list[tuple[float, float]] = []
+        self._backup_free_s = 0.0
+        self._pending: list[tuple[float, float, int]] = []
+        """Backup operations as ``(queued_s, acked_s, pages)``: their host pages are pinned in between."""
+        self.visible_at: dict[bytes, float] = {}
+        """Trace time each backed-up page became visible to probes (``inf``: dropped)."""
+
+    # ------------------------------------------------------------------ prefetch and compute
+
+    def serve(
+        self, arrival_s: float, prompt_tokens: int, memory_pages: int, disk_pages: int, read_s_per_page: float
+    ) -> Timing:
+        """Serve a request whose first ``memory_pages`` are in host memory and the next ``disk_pages``
+        are visible in storage: prefetch them from ``arrival_s``, start under the policy, prefill the rest."""
+        self.disk.forget_before(arrival_s)
+        self._pending = [op for op in self._pending if op[1] > arrival_s]
+        landed = self._prefetch(arrival_s, disk_pages, read_s_per_page)
+        done_s = landed[-1][0] if landed else arrival_s
+        free_s, server = heapq.heappop(self._free)
+        poll_s = max(arrival_s, free_s)
+        if self.policy == "wait_complete":
+            start_s = max(poll_s, done_s)
+        elif self.policy == "timeout":
+            start_s = max(poll_s, min(done_s, poll_s + self.timeout_s))
+        else:
+            start_s = poll_s
+        loaded = sum(pages for end_s, pages in landed if end_s <= start_s)
+        hit_pages = memory_pages + loaded
+        load_s = self._load_seconds(hit_pages)
+        prefill_s = self._prefill_seconds(max(prompt_tokens - hit_pages * self.page_size, 1))
+        finish_s = start_s + load_s + prefill_s
+        heapq.heappush(self._free, (finish_s, server))
+        self.gpu_jobs.append((start_s, finish_s))
+        return Timing(
+            server=server,
+            start_s=start_s,
+            finish_s=finish_s,
+            loaded_pages=loaded,
+            prefetch_done_s=done_s,
+            queue_s=start_s - arrival_s,
+            load_s=load_s,
+            prefill_s=prefill_s,
+            ttft_s=finish_s - arrival_s,
+        )
+
+    def _prefetch(self, issued_s: float, pages: int, price: float) -> list[tuple[float, int]]:
+        """Read ``pages`` in batches from ``issued_s``: ``(landed_s, pages)`` per batch."""
+        landed = []
+        ready_s = issued_s
+        for first in range(0, pages, self.batch_pages):
+            batch = min(self.batch_pages, pages - first)
+            _, ready_s = self.disk.reserve(ready_s, batch * price)
+            landed.append((ready_s, batch))
+        return landed
+
+    # ------------------------------------------------------------------ backups
+
+    def pending_pages(self, time_s: float) -> int:
+        """Pages queued or being written at ``time_s`` (pinned in host memory until acknowledged)."""
+        return sum(pages for queued_s, acked_s, pages in self._pending if queued_s <= time_s < acked_s)
+
+    def visible_prefix(self, keys: Sequence[bytes], time_s: float, stored: int) -> int:
+        """How many of the first ``stored`` pages (those the store holds) a probe at ``time_s`` sees:
+        pages never backed up through the model (there before the replay) count as visible."""
+        for index in range(stored):
+            if self.visible_at.get(keys[index], -math.inf) > time_s:
+                return index
+        return stored
+
+    def backup(self, queued_s: float, keys: Sequence[bytes], write_s_per_page: float) -> BackupOutcome:
+        """Queue a backup of ``keys`` (in prefix order) at ``queued_s``: the backup thread writes them in
+        batches; with a bounded queue, the pages that do not fit are dropped."""
+        room = len(keys)
+        if self.backup_queue_pages is not None:
+            room = max(0, min(room, self.backup_queue_pages - self.pending_pages(queued_s)))
+        for key in keys[room:]:
+            self.visible_at[key] = math.inf
+        if room == 0:
+            return BackupOutcome(queued=0, dropped=len(keys), acked_s=queued_s)
+        ready_s = max(queued_s, self._backup_free_s)
+        for first in range(0, room, self.batch_pages):
+            batch = keys[first : min(first + self.batch_pages, room)]
+            _, ready_s = self.disk.reserve(ready_s, len(batch) * write_s_per_page)
+            for key in batch:
+                self.visible_at[key] = ready_s
+        self._backup_free_s = ready_s
+        self._pending.append((queued_s, ready_s, room))
+        return BackupOutcome(queued=room, dropped=len(keys) - room, acked_s=ready_s)
+
+    def needs_backup(self, keys: Sequence[bytes], stored: int, time_s: float) -> list[bytes]:
+        """The keys a backup at ``time_s`` must write, given that the store holds the first ``stored``:
+        those dropped before, and those the store lacks that are not on their way (never queued, or
+        visible once but evicted since)."""
+        needed = []
+        for index, key in enumerate(keys):
+            visible_s = self.visible_at.get(key)
+            if visible_s == math.inf or (index >= stored and (visible_s is None or visible_s <= time_s)):
+                needed.append(key)
+        return needed
+
+    # ------------------------------------------------------------------ utilization
+
+    def gpu_utilization(self, start_s: float, end_s: float) -> float:
+        """Busy server-seconds inside ``[start_s, end_s]`` over ``servers * (end_s - start_s)``."""
+        span = end_s - start_s
+        return busy_within(self.gpu_jobs, start_s, end_s) / (self.servers * span) if span > 0 else 0.0
+
+    def disk_utilization(self, start_s: float, end_s: float) -> float:
+        span = end_s - start_s
+        return busy_within(self.disk.jobs, start_s, end_s) / span if span > 0 else 0.0
