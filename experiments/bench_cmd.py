@@ -168,3 +168,6 @@ def store(
     )
     if any(math.isnan(t.measured) for t in result.targets):
         console.print("[yellow]some targets could not be evaluated (a kind was skipped)[/yellow]")
+
+
+from experiments import bench_sglang_cmd  # noqa: E402, F401  (registers `kvtune bench sglang`)
