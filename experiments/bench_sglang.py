@@ -72,16 +72,13 @@ def page_keys(n_pages: int) -> list[str]:
     return keys
 
 
-def make_backend(name: str, path: Path) -> Any:
-    """A backend as SGLang's factory would build it (the file backend through its own class)."""
-    from sglang.srt.mem_cache.hicache_storage import HiCacheFile, HiCacheStorageConfig
+def storage_config(extra: dict[str, Any], tp_rank: int = 0, tp_size: int = 1) -> Any:
+    """The ``HiCacheStorageConfig`` SGLang hands a backend of Llama-3.1-8B (MHA, layer-first, no PP/CP)."""
+    from sglang.srt.mem_cache.hicache_storage import HiCacheStorageConfig
 
-    from agents.hicache_backend import KvtuneHiCacheStorage
-
-    extra: dict[str, Any] = {"path": str(path), "interval_s": 0, "file_storage_path": str(path)}
-    config = HiCacheStorageConfig(
-        tp_rank=0,
-        tp_size=1,
+    return HiCacheStorageConfig(
+        tp_rank=tp_rank,
+        tp_size=tp_size,
         pp_rank=0,
         pp_size=1,
         attn_cp_rank=0,
@@ -92,6 +89,15 @@ def make_backend(name: str, path: Path) -> Any:
         model_name="meta-llama/Llama-3.1-8B",
         extra_config=extra,
     )
+
+
+def make_backend(name: str, path: Path) -> Any:
+    """A backend as SGLang's factory would build it (the file backend through its own class)."""
+    from sglang.srt.mem_cache.hicache_storage import HiCacheFile
+
+    from agents.hicache_backend import KvtuneHiCacheStorage
+
+    config = storage_config({"path": str(path), "interval_s": 0, "file_storage_path": str(path)})
     if name == "kvtune":
         return KvtuneHiCacheStorage(config, {})
     if name == "file":

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sglang.srt.mem_cache.hicache_storage import HiCacheStorageConfig
 from sglang.srt.mem_cache.storage.backend_factory import StorageBackendFactory
 from sglang.srt.mem_cache.utils import get_hash_str
 
 from agents.hicache_backend import KvtuneHiCacheStorage, key_tokens
+from experiments.bench_sglang import storage_config
 from store import StoreConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,24 +27,6 @@ def readme_extra_config() -> dict:
     """The one-line extra-config JSON exactly as the README (or, before the merge, the notes) shows it."""
     lines = [line for doc in DOCS if doc.is_file() for line in doc.read_text().splitlines()]
     return json.loads(next(line for line in lines if line.startswith('{"backend_name"')))
-
-
-def storage_config(
-    extra: dict, tp_rank: int = 0, tp_size: int = 1, page_first: bool = False
-) -> HiCacheStorageConfig:
-    return HiCacheStorageConfig(
-        tp_rank=tp_rank,
-        tp_size=tp_size,
-        pp_rank=0,
-        pp_size=1,
-        attn_cp_rank=0,
-        attn_cp_size=1,
-        is_mla_model=False,
-        enable_storage_metrics=False,
-        is_page_first_layout=page_first,
-        model_name="meta-llama/Llama-3.1-8B",
-        extra_config=extra,
-    )
 
 
 def build(tmp_path: Path, **overrides: object) -> KvtuneHiCacheStorage:
