@@ -137,3 +137,36 @@ def test_controller_inside_the_backend_rolls_back_a_forced_regression(tmp_path: 
     assert store.config == StoreConfig()
     backend.close()
     assert controller._thread is None
+
+
+class HostPoolStandIn:
+    """The part of SGLang's host pool the v1 path calls. SGLang's real pool cannot be imported here
+    (its module chain needs torchvision and tvm_ffi), so this holds pages like its page-first layout."""
+
+    def __init__(self, pages: int) -> None:
+        self.page_size = PAGE_TOKENS
+        self.kv_buffer = torch.zeros(
+            (pages, LAYERS * 2 * PAGE_TOKENS * HEADS * HEAD_DIM), dtype=torch.bfloat16
+        )
+
+    def get_data_page(self, index: int, flat: bool = True) -> torch.Tensor:
+        return self.kv_buffer[index // self.page_size].flatten()
+
+    def get_dummy_flat_data_page(self) -> torch.Tensor:
+        return torch.zeros_like(self.kv_buffer[0])
+
+    def set_from_flat_data_page(self, index: int, data_page: torch.Tensor) -> None:
+        self.kv_buffer[index // self.page_size].copy_(data_page)
+
+
+def test_v1_path_moves_pages_between_host_pool_slots_bit_exactly(backend: KvtuneHiCacheStorage) -> None:
+    pool = HostPoolStandIn(pages=8)
+    pool.kv_buffer[:3] = torch.stack(flat_pages(3, "page_first", seed=7))
+    backend.register_mem_pool_host(pool)
+    keys = page_keys(list(range(4 * PAGE_TOKENS)))
+    written = backend.batch_set_v1(keys[:3], torch.arange(0, 3 * PAGE_TOKENS))
+    assert written == [True, True, True]
+    into = torch.arange(4 * PAGE_TOKENS, 8 * PAGE_TOKENS)  # host slots 4..7
+    assert backend.batch_get_v1(keys, into) == [True, True, True, False]
+    assert torch.equal(pool.kv_buffer[4:7].view(torch.int16), pool.kv_buffer[:3].view(torch.int16))
+    assert torch.equal(pool.kv_buffer[7], torch.zeros_like(pool.kv_buffer[7]))
