@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 app = typer.Typer(help="Benchmarks that compare store kinds side by side.", no_args_is_help=True)
 
 
-def _int_list(text: str, option: str) -> tuple[int, ...]:
+def int_list(text: str, option: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
     except ValueError:
@@ -102,7 +102,7 @@ def store(
         rounds=rounds,
         large_pages=large_pages,
         kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
-        small_levels=_int_list(small_pages, "--small-pages"),
+        small_levels=int_list(small_pages, "--small-pages"),
         large_kv_heads=large_kv_heads,
         workdir=workdir,
         keep_data=keep_data,

@@ -12,6 +12,8 @@ import typer
 
 from experiments import (
     bench_cmd,
+    bench_sglang_cmd,
+    deploy_cmd,
     help_bench_cmd,
     model_check_cmd,
     paper_cmd,
@@ -25,11 +27,11 @@ from experiments import (
 app = typer.Typer(
     help="kvtune: an LSM-tree KV-cache store for LLM serving, and RL that tunes it.", no_args_is_help=True
 )
-for module in (replay_cmd, train_cmd, study_cmd, run_cmd, model_check_cmd):
+for module in (replay_cmd, train_cmd, study_cmd, run_cmd, model_check_cmd, deploy_cmd):
     app.add_typer(module.app)
 app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(paper_cmd.app, name="experiment")
-for bench_module in (help_bench_cmd, stress_cmd):
+for bench_module in (help_bench_cmd, stress_cmd, bench_sglang_cmd):
     bench_cmd.app.add_typer(bench_module.app)
 
 
