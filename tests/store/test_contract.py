@@ -23,10 +23,10 @@ from tests.store.conftest import (
 )
 
 
-def test_kinds_are_the_four_of_the_design() -> None:
+def test_kinds_are_the_four_of_the_design_and_sglangs_file_backend() -> None:
     import store
 
-    assert set(store.STORE_KINDS) == {"lsm", "file", "applog", "memory"}
+    assert set(store.STORE_KINDS) == {"lsm", "file", "applog", "memory", "sglang-file"}
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
