@@ -119,6 +119,8 @@ def sglang_api() -> SGLangAPI:
             f"the {SGLANG_FILE_KIND} and {HICACHE_FORM} store kinds run SGLang's own code, which does not "
             f"import here ({error}); install it as `make install` does, or use another kind"
         ) from error
+    # the hash is a C++ extension built or loaded on first use: do it now, not inside the first timed put
+    get_hash_str([0], None, 1)
     return SGLangAPI(sglang.__version__, StorageBackendFactory, HiCacheStorageConfig, get_hash_str)
 
 
@@ -135,6 +137,23 @@ def backend_spec(kind: str) -> BackendSpec:
     module_path, class_name = parts[1], parts[2]
     extra = {"backend_name": class_name, "module_path": module_path, "class_name": class_name}
     return BackendSpec(kind, "dynamic", extra, budget_supported=False, op_costs=UNKNOWN_BACKEND_OPS)
+
+
+def single_rank_storage_config(model_name: str, extra_config: dict[str, Any]) -> Any:
+    """SGLang's ``HiCacheStorageConfig`` of one rank (tp 0 of 1, pp 0 of 1), MHA, page-first host pool."""
+    return sglang_api().storage_config(
+        tp_rank=0,
+        tp_size=1,
+        pp_rank=0,
+        pp_size=1,
+        attn_cp_rank=0,
+        attn_cp_size=1,
+        is_mla_model=False,
+        enable_storage_metrics=False,
+        is_page_first_layout=True,
+        model_name=model_name,
+        extra_config=extra_config,
+    )
 
 
 def sglang_page_keys(page_hash: Callable[..., Any], tokens: Any, page_size: int) -> list[str]:
@@ -176,8 +195,9 @@ class HiCacheStore(KVStore):
         self.backend_label = f"SGLang {self._api.version} {spec.factory_name} backend ({spec.kind})"
         self._written_bytes = 0
         self._read_bytes = 0
-        # a file backend is counted on disk; of any other, the adapter knows only what it wrote
+        # a file backend's pages are counted on disk; of any other, the adapter knows only what it wrote
         self._keys_written: set[str] | None = None if spec.factory_name == "file" else set()
+        self._pages = 0
         self._open_backend()
 
     # ------------------------------------------------------------------ open
@@ -190,19 +210,7 @@ class HiCacheStore(KVStore):
         extra: dict[str, Any] = {**self._spec.extra_config, "file_storage_path": directory, "path": directory}
         if self._spec.budget_supported:
             extra["max_size"] = self._max_size_bytes()
-        storage_config = self._api.storage_config(
-            tp_rank=0,
-            tp_size=1,
-            pp_rank=0,
-            pp_size=1,
-            attn_cp_rank=0,
-            attn_cp_size=1,
-            is_mla_model=False,
-            enable_storage_metrics=False,
-            is_page_first_layout=True,
-            model_name=self.namespace,
-            extra_config=extra,
-        )
+        storage_config = single_rank_storage_config(self.namespace, extra)
         self._backend = self._api.factory.create_backend(self._spec.factory_name, storage_config, None)
         backend_dir = getattr(self._backend, "file_path", directory)
         if os.path.realpath(backend_dir) != os.path.realpath(directory):
@@ -211,6 +219,7 @@ class HiCacheStore(KVStore):
                 "(SGLANG_HICACHE_FILE_BACKEND_STORAGE_DIR overrides it): unset that variable"
             )
         self._suffix = getattr(self._backend, "config_suffix", "") + PAGE_FILE_SUFFIX
+        self._pages = self._count_pages()
         logger.info("opened %s at %s", self.backend_label, directory)
 
     def _max_size_bytes(self) -> int:
@@ -275,6 +284,8 @@ class HiCacheStore(KVStore):
         """Nothing to do: SGLang's backend keeps its own recency (a read hit touches the page)."""
 
     def _write_records(self, records: list[PageRecord]) -> None:
+        pages_before = self._pages
+        landed = 0
         for start in range(0, len(records), STORAGE_BATCH_SIZE):
             batch = records[start : start + STORAGE_BATCH_SIZE]
             keys = [plan.checks[index].hex() for plan, index, _ in batch]
@@ -288,11 +299,19 @@ class HiCacheStore(KVStore):
                 refused = len(keys) - len(written)
                 self._counters.add(dropped_pages=refused)
                 logger.warning("%s refused %d of %d pages", self.backend_label, refused, len(keys))
+            landed += len(written)
             self._written_bytes += len(written) * self.page_bytes
             if self._keys_written is not None:
                 self._keys_written.update(written)
+        self._pages = pages_before + landed
+        if self.budget_bytes is not None:
+            # SGLang's evictor unlinks page files inside batch_set without telling: count what is left
+            self._pages = self._count_pages()
+            self._counters.add(evicted_pages=pages_before + landed - self._pages)
 
     def _evict_subtree(self, plan: PagePlan, index: int) -> int:
+        if index >= plan.n_pages or not self._backend.exists(plan.checks[index].hex()):
+            return 0
         raise NotImplementedError(
             f"{self.kind}: SGLang's HiCacheStorage interface has no delete, so pages cannot be evicted on "
             "request; open it with budget_bytes to let the backend evict on its own"
@@ -304,18 +323,19 @@ class HiCacheStore(KVStore):
     def _backend_state(self) -> BackendState:
         assert self.path is not None
         disk, files = directory_usage(self.path)
-        pages = self._count_page_files() if self._keys_written is None else len(self._keys_written)
         return BackendState(
-            pages_stored=pages,
-            live_bytes=pages * self.page_bytes,
+            pages_stored=self._pages,
+            live_bytes=self._pages * self.page_bytes,
             disk_bytes=disk,
             files=files,
             device_write_bytes=self._written_bytes,
             device_read_bytes=self._read_bytes,
         )
 
-    def _count_page_files(self) -> int:
-        """Page files of this namespace on disk (SGLang's evictor removes them without telling us)."""
+    def _count_pages(self) -> int:
+        """Pages stored: a file backend's page files of this namespace, else the keys written so far."""
+        if self._keys_written is not None:
+            return len(self._keys_written)
         assert self.path is not None
         with os.scandir(self.path) as entries:
             return sum(1 for entry in entries if entry.name.endswith(self._suffix))
