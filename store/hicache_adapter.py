@@ -33,7 +33,8 @@ This is not a re-implementation: every page goes through the installed SGLang's 
 - **Stats** are what the adapter observes: calls, pages, wall time (the base class), device bytes from
   the page files' sizes (a page file is the raw flat page, so ``page_bytes`` per page written or read),
   and device operations as ``HiCacheFile`` makes them (a write: an existence check, a temp file, a
-  rename; a read: an open; a probe: one existence check per key until the first miss). ``HiCacheStorage``
+  rename; a read: an open; a probe: one existence check per key until the first miss; behind ``hicache:``,
+  one per page a call names). ``HiCacheStorage``
   has no delete, so :meth:`KVStore.evict` is not supported.
 """
 

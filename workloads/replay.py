@@ -373,6 +373,7 @@ class ReplaySession:
             },
             "phases": {phase: ttft_summary(rows) for phase, rows in by_phase.items() if phase},
             "store_kind": self.config.store_kind,
+            "store_code": getattr(self._store, "backend_label", "kvtune"),  # sglang-file: SGLang's, versioned
             "config": self.config.to_dict(),
             "store_config": self._store.config.to_dict(),
             "store_stats": _jsonable(self._store.stats().to_dict()),
