@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # The choices below are help text only (importing the registries would import torch at `kvtune --help`);
 # tests/experiments/test_replay_cmd.py checks they list every registered name, and the command validates
 # each value against the registry itself.
-HELP_STORE_KINDS = "lsm, file, applog, memory"
+HELP_STORE_KINDS = "lsm, file, applog, memory, sglang-file"
 HELP_GENERATED = "staged, chat, rag, mixed"
 HELP_MODEL_PROFILES = "llama-3.1-8b, qwen2.5-7b, glm-4-9b, tiny"
 HELP_DEVICE_PROFILES = "this-machine, nvme-pcie4"

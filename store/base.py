@@ -69,6 +69,8 @@ class KVStore(ABC):
     """A paged KV-cache store. Subclasses implement the ``_`` hooks; callers use the public methods."""
 
     kind: str = ""
+    backend_label: str = "kvtune"
+    """Whose code serves the pages (a kind that adapts another project's backend names it and its version)."""
 
     def __init__(
         self,

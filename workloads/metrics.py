@@ -179,6 +179,8 @@ class ReplaySummary:
     engine: dict[str, float]
     phases: dict[str, PhaseSummary]
     store_kind: str
+    store_code: str
+    """Whose code the store ran: ``kvtune``, or the backend and version (``SGLang 0.5.23 file backend``)."""
     config: dict[str, Any]
     store_config: dict[str, Any]
     store_stats: dict[str, Any]

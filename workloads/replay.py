@@ -515,6 +515,7 @@ class ReplaySession:
             },
             phases={phase: ttft_summary(rows) for phase, rows in by_phase.items() if phase},
             store_kind=self.config.store_kind,
+            store_code=self._store.backend_label,
             config=self.config.to_dict(),
             store_config=self._store.config.to_dict(),
             store_stats=self._store.stats().to_dict(),

@@ -26,6 +26,21 @@ BITS_DTYPE = {
 }
 
 MakeStore = Callable[..., KVStore]
+NO_OWN_EVICTION = {
+    "sglang-file": "SGLang's HiCacheStorage has no delete, and its evictor unlinks single LRU files, "
+    "not prefix subtrees (tests/store/test_hicache_adapter.py checks its budget)",
+}
+"""Kinds without kvtune's eviction (subtree evict, eviction orders): tests of that do not apply."""
+NOT_CRASH_TESTED = {
+    "sglang-file": "its writes are SGLang's (temp file + rename), and each forked writer would spend "
+    "~30 s importing SGLang",
+}
+
+
+def skip_for(kind: str, reasons: dict[str, str]) -> None:
+    """Skip the calling test for ``kind`` if ``reasons`` says why it does not apply."""
+    if kind in reasons:
+        pytest.skip(f"not applicable to {kind}: {reasons[kind]}")
 
 
 def make_tokens(seed: int, n_tokens: int, vocab: int = 50_000) -> torch.Tensor:

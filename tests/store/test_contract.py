@@ -13,6 +13,7 @@ from store import KVLayout, StoreConfig, StoreStats
 from tests.store.conftest import (
     DISK_KINDS,
     LAYOUT,
+    NO_OWN_EVICTION,
     PAGE_SIZE,
     MakeStore,
     assert_bit_exact,
@@ -20,13 +21,14 @@ from tests.store.conftest import (
     make_tokens,
     page_slice,
     prefix_kv,
+    skip_for,
 )
 
 
-def test_kinds_are_the_four_of_the_design() -> None:
+def test_kinds_are_the_four_of_the_design_and_sglangs_file_backend() -> None:
     import store
 
-    assert set(store.STORE_KINDS) == {"lsm", "file", "applog", "memory"}
+    assert set(store.STORE_KINDS) == {"lsm", "file", "applog", "memory", "sglang-file"}
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
@@ -245,6 +247,7 @@ def _evict_tree() -> dict[str, torch.Tensor]:
 
 
 def test_evict_removes_a_page_and_its_subtree_only(make_store: MakeStore, kind: str) -> None:
+    skip_for(kind, NO_OWN_EVICTION)
     s = make_store(kind)
     tree = _evict_tree()
     for tokens in tree.values():
@@ -334,6 +337,7 @@ def _check_budget_run(make_store: MakeStore, kind: str, config: StoreConfig) -> 
 
 @pytest.mark.parametrize("order", ["lru", "fifo"])
 def test_budget_holds(make_store: MakeStore, kind: str, order: str, request: pytest.FixtureRequest) -> None:
+    skip_for(kind, NO_OWN_EVICTION)
     if (kind, order) == ("lsm", "fifo"):
         request.applymarker(
             pytest.mark.xfail(
@@ -348,6 +352,7 @@ def test_budget_holds(make_store: MakeStore, kind: str, order: str, request: pyt
 @pytest.mark.parametrize("order", ["lru", "fifo"])
 def test_capacity_manager_eviction_order(make_store: MakeStore, kind: str, order: str) -> None:
     """LRU keeps a prompt that is read again and again; FIFO evicts it first anyway."""
+    skip_for(kind, NO_OWN_EVICTION)
     config = StoreConfig(
         eviction_order=order, enable_blob_garbage_collection=True, blob_garbage_collection_age_cutoff=1.0
     )
@@ -397,6 +402,7 @@ def test_reopen_keeps_every_page(make_store: MakeStore, disk_kind: str, tmp_path
 
 
 def test_an_eviction_survives_reopen(make_store: MakeStore, disk_kind: str, tmp_path: Path) -> None:
+    skip_for(disk_kind, NO_OWN_EVICTION)
     path = tmp_path / "evicted"
     s = make_store(disk_kind, path=path)
     kept, gone = make_tokens(700, 4 * PAGE_SIZE), make_tokens(701, 4 * PAGE_SIZE)
@@ -411,6 +417,7 @@ def test_an_eviction_survives_reopen(make_store: MakeStore, disk_kind: str, tmp_
 
 
 def test_stats_count_a_known_script_exactly(make_store: MakeStore, kind: str) -> None:
+    skip_for(kind, NO_OWN_EVICTION)
     s = make_store(kind)
     a = make_tokens(700, 3 * PAGE_SIZE + 1)
     b = torch.cat([a[: 2 * PAGE_SIZE], make_tokens(701, 2 * PAGE_SIZE)])

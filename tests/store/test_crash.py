@@ -21,7 +21,15 @@ import torch
 
 from store import StoreConfig
 from tests.store import crash_child
-from tests.store.conftest import DISK_KINDS, PAGE_SIZE, assert_bit_exact, open_kind, prefix_kv
+from tests.store.conftest import (
+    DISK_KINDS,
+    NOT_CRASH_TESTED,
+    PAGE_SIZE,
+    assert_bit_exact,
+    open_kind,
+    prefix_kv,
+    skip_for,
+)
 from tests.store.crash_child import crash_prompt
 
 ROUNDS = 20
@@ -190,6 +198,7 @@ def _crash_stores(
 
 @pytest.mark.parametrize("kind", DISK_KINDS)
 def test_sigkill_while_writing(forkserver: Any, tmp_path: Path, kind: str) -> None:
+    skip_for(kind, NOT_CRASH_TESTED)
     _crash_stores(
         forkserver,
         path=tmp_path,
