@@ -222,7 +222,7 @@ class LSMStore(KVStore):
             self._db.put(b"M" + self._ns, b"")
         raw = self._db.get(b"C" + self._ns)
         self._pages, self._live_bytes, self._stamp = _COUNTERS.unpack(raw) if raw else (0, 0, 0)
-        self._families: dict[int, tuple[Rdict, ColumnFamily]] = {DEFAULT_GENERATION: (self._db, None)}
+        self._families: dict[int, tuple[Rdict, ColumnFamily | None]] = {DEFAULT_GENERATION: (self._db, None)}
         prefix = self._generation_name(0)[:-16]
         for name in Rdict.list_cf(str(self.path), self._options):
             if name.startswith(prefix):
