@@ -66,8 +66,11 @@ def store(
     rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds (A B A B ...) per measurement.")] = 5,
     large_pages: Annotated[int, typer.Option(min=1, help="Large pages written per kind per round.")] = 512,
     small_pages: Annotated[
-        str, typer.Option(help="Stored 4 KiB-page counts to sweep (one store per count).")
+        str, typer.Option(help="Stored small-page counts to sweep (one store per count).")
     ] = "100000,1000000",
+    small_page_bytes: Annotated[
+        int, typer.Option(help="Bytes of one small page, a multiple of 256 (1024 for a 10M-page level).")
+    ] = 4096,
     kinds: Annotated[str, typer.Option(help="Store kinds to compare.")] = "lsm,file,applog,memory",
     quick: Annotated[
         bool, typer.Option("--quick", help="A ~1 minute run at small sizes (for `make run`).")
@@ -103,6 +106,7 @@ def store(
         large_pages=large_pages,
         kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
         small_levels=int_list(small_pages, "--small-pages"),
+        small_page_bytes=small_page_bytes,
         large_kv_heads=large_kv_heads,
         workdir=workdir,
         keep_data=keep_data,

@@ -34,6 +34,10 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 
 _META = struct.Struct(f"<B{CHECK_BYTES}sQQH")
 """version, check, value bytes, access stamp, depth."""
+_GENERATION = struct.Struct("<Q")
+"""Appended to a metadata record whose value sits in a generation column family (its start stamp): records
+without it (every record of a store that never used generations) have their value in the default family."""
+_META_SIZES = (_META.size, _META.size + _GENERATION.size)
 
 
 @functools.lru_cache(maxsize=64)
@@ -152,22 +156,25 @@ class PageMeta:
     value_bytes: int
     stamp: int
     depth: int
+    generation: int = 0
 
     def encode(self) -> bytes:
-        return _META.pack(FORMAT_VERSION, self.check, self.value_bytes, self.stamp, self.depth)
+        record = _META.pack(FORMAT_VERSION, self.check, self.value_bytes, self.stamp, self.depth)
+        return record + _GENERATION.pack(self.generation) if self.generation else record
 
     @staticmethod
     def check_of(raw: bytes) -> bytes | None:
         """The page check of an encoded record (what ``decode(raw).check`` is), without decoding the rest."""
-        if len(raw) != _META.size or raw[0] != FORMAT_VERSION:
+        if len(raw) not in _META_SIZES or raw[0] != FORMAT_VERSION:
             return None
         return raw[1 : 1 + CHECK_BYTES]
 
     @classmethod
     def decode(cls, raw: bytes) -> PageMeta | None:
-        if len(raw) != _META.size:
+        if len(raw) not in _META_SIZES:
             return None
-        version, check, value_bytes, stamp, depth = _META.unpack(raw)
+        version, check, value_bytes, stamp, depth = _META.unpack_from(raw)
         if version != FORMAT_VERSION:
             return None
-        return cls(check, value_bytes, stamp, depth)
+        generation = _GENERATION.unpack_from(raw, _META.size)[0] if len(raw) > _META.size else 0
+        return cls(check, value_bytes, stamp, depth, generation)

@@ -331,11 +331,13 @@ class StoreConfig(metaclass=_NamedKnobs):
             "reclaim",
             str,
             "choice",
-            choices=("relocate", "blob_age"),
+            choices=("relocate", "blob_age", "generations"),
             doc="how the lsm store frees disk under a budget: 'relocate' evicts in eviction_order, then "
             "blob GC copies live pages out of partly-freed blob files; 'blob_age' evicts in write order "
             "(so whole blob files become garbage and are deleted, nothing is copied) and re-writes a hit "
-            "page that is about to be evicted (eviction_order does not apply)",
+            "page that is about to be evicted (eviction_order does not apply); 'generations' does the "
+            "same with values in one column family per 1/8 of the budget written, dropped whole "
+            "(no compaction)",
         ),
     )
     write_admission_hits: int = _knob(

@@ -11,6 +11,10 @@ Key spaces of one database (raw bytes; ``ns`` is an 8-byte digest of the namespa
 ``A`` ns stamp (~depth) d1..dk     recency index: iterating it yields eviction victims in order
 =================================  ========================================================
 
+With ``reclaim="generations"`` the ``D`` records live in column families ``gen-<ns>-<start stamp>``
+instead, one per generation of writes (a page's metadata names its generation), and reclaim drops the
+oldest family whole.
+
 A probe reads only ``M`` records: one ``seek_for_prev`` and at most one point lookup. Evicting page k
 deletes its subtree from ``M`` and ``D`` with one ``delete_range`` each. ``A`` entries are hints: a stale
 one (its page gone or re-stamped) is skipped and removed when the capacity manager meets it.
@@ -34,6 +38,7 @@ from rocksdict import (
     BlockBasedOptions,
     BottommostLevelCompaction,
     Cache,
+    ColumnFamily,
     CompactOptions,
     Options,
     Rdict,
@@ -63,6 +68,11 @@ READMIT_AGE_FRACTION = 0.25
 """With ``reclaim="blob_age"``, a hit page written in the oldest quarter of the live stamp range (the next
 victims) is written again: a hot page survives, at the cost of one copy per trip through the store."""
 EVICT_CHUNK_FRACTION = 0.05
+GENERATIONS = 8
+"""With ``reclaim="generations"``, a new generation (column family) starts after each 1/8 of the budget
+written, so dropping the oldest one frees about that much at a time."""
+DEFAULT_GENERATION = 0
+"""The generation of values in the default column family (written before generations were used)."""
 PARALLEL_READ_BYTES = 256 * 1024
 """Pages of at least this size are read by :data:`READ_THREADS` threads at once (rocksdict releases the
 GIL in a get, so reads overlap on the disk); smaller pages are read one after another, where handing
@@ -131,18 +141,27 @@ def _options(config: StoreConfig) -> Options:
     options.set_enable_blob_gc(config.enable_blob_garbage_collection)
     options.set_blob_gc_age_cutoff(config.blob_garbage_collection_age_cutoff)
     options.set_blob_gc_force_threshold(config.blob_garbage_collection_force_threshold)
+    # A page's metadata (default family) and its value (a generation's family) are flushed together, so
+    # a crash with the WAL off never keeps a metadata record whose value was lost.
+    options.set_atomic_flush(True)
+    # Memtables of all column families together stay within one family's: generations sealed before
+    # their memtable filled are flushed in the background instead of holding pages in memory.
+    options.set_db_write_buffer_size(config.write_buffer_size * config.max_write_buffer_number)
     return options
 
 
 def _open_database(path: Path, options: Options) -> Rdict:
     """Open RocksDB at ``path``; another open handle on it is a :class:`StoreBusyError`.
 
-    ``column_families={}`` opens the default column family with these options. With None, rocksdict
-    reloads the column family options of an existing database from its OPTIONS file and silently ignores
-    the passed ones, so a reopen (or apply() of a reopen knob) would keep the old knobs.
+    The column families are passed explicitly, each with these options. With None, rocksdict reloads the
+    column family options of an existing database from its OPTIONS file and silently ignores the passed
+    ones, so a reopen (or apply() of a reopen knob) would keep the old knobs.
     """
     try:
-        return Rdict(str(path), options, column_families={})
+        families = Rdict.list_cf(str(path), options) if (path / "CURRENT").exists() else []
+        return Rdict(
+            str(path), options, column_families={name: options for name in families if name != "default"}
+        )
     except Exception as error:
         if "lock" not in str(error).lower():
             raise
@@ -203,6 +222,15 @@ class LSMStore(KVStore):
             self._db.put(b"M" + self._ns, b"")
         raw = self._db.get(b"C" + self._ns)
         self._pages, self._live_bytes, self._stamp = _COUNTERS.unpack(raw) if raw else (0, 0, 0)
+        self._families: dict[int, tuple[Rdict, ColumnFamily | None]] = {DEFAULT_GENERATION: (self._db, None)}
+        prefix = self._generation_name(0)[:-16]
+        for name in Rdict.list_cf(str(self.path), self._options):
+            if name.startswith(prefix):
+                self._families[int(name[len(prefix) :], 16)] = (
+                    self._db.get_column_family(name),
+                    self._db.get_column_family_handle(name),
+                )
+        self._generation_bytes = 0
 
     def _check_header(self) -> None:
         expected = expected_header(self.layout, self.page_size)
@@ -218,8 +246,8 @@ class LSMStore(KVStore):
             self._readers.shutdown()
 
     def _close_db(self) -> None:
-        if self._config.disable_wal:
-            self._db.flush()
+        self._flush_durable()
+        self._families.clear()  # a family's handles must go before the database closes
         self._db.close()
 
     def _reopen(self, config: StoreConfig) -> None:
@@ -236,11 +264,15 @@ class LSMStore(KVStore):
             self._write_options = WriteOptions()
             self._write_options.disable_wal = config.disable_wal
             if config.disable_wal is False:
-                self._db.flush()
+                self._flush_all()
 
     def _flush_durable(self) -> None:
         if self._config.disable_wal:
-            self._db.flush()
+            self._flush_all()
+
+    def _flush_all(self) -> None:
+        for family, _ in self._families.values():
+            family.flush()
 
     # ------------------------------------------------------------------ keys
 
@@ -252,6 +284,28 @@ class LSMStore(KVStore):
 
     def _access_key(self, stamp: int, depth: int, body: bytes) -> bytes:
         return b"A" + self._ns + _ACCESS.pack(stamp, 0xFFFF - min(depth, 0xFFFF)) + body
+
+    def _generation_name(self, start: int) -> str:
+        return f"gen-{self._ns.hex()}-{start:016x}"
+
+    def _current_generation(self) -> int:
+        """The generation new values go to, starting a new one after each 1/:data:`GENERATIONS` of the
+        budget written (``reclaim="generations"`` under a budget; the default family otherwise)."""
+        if self.budget_bytes is None or self._config.reclaim != "generations":
+            return DEFAULT_GENERATION
+        newest = max(self._families)
+        if newest != DEFAULT_GENERATION and self._generation_bytes < self.budget_bytes / GENERATIONS:
+            return newest
+        start = self._stamp
+        name = self._generation_name(start)
+        family = self._db.create_column_family(name, self._options)
+        self._families[start] = (family, self._db.get_column_family_handle(name))
+        self._generation_bytes = 0
+        return start
+
+    def _drop_generation(self, start: int) -> None:
+        del self._families[start]  # the handles go first: RocksDB deletes the files when the last one does
+        self._db.drop_column_family(self._generation_name(start))
 
     def _counter_record(self) -> tuple[bytes, bytes]:
         return b"C" + self._ns, _COUNTERS.pack(self._pages, self._live_bytes, self._stamp)
@@ -292,19 +346,31 @@ class LSMStore(KVStore):
             shared, raw = shared - 1, None
         return 0
 
-    def _get_value(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._db.get(key, read_opt=self._value_reads)
+    def _get_value(self, location: tuple[int, bytes]) -> bytes | None:
+        generation, key = location
+        family = self._families.get(generation)
+        value: bytes | None = None if family is None else family[0].get(key, read_opt=self._value_reads)
         return value
+
+    def _value_locations(self, plan: PagePlan, n_pages: int) -> list[tuple[int, bytes]]:
+        """(generation, key) of the values of pages 1..n_pages; the metadata is read only when the store
+        has generations (otherwise every value is in the default family)."""
+        keys = [self._data_key(plan, k + 1) for k in range(n_pages)]
+        if len(self._families) == 1:
+            return [(DEFAULT_GENERATION, key) for key in keys]
+        metas = self._db.get([self._meta_key(plan, k + 1) for k in range(n_pages)])
+        decoded = [PageMeta.decode(raw) if raw is not None else None for raw in metas]
+        return [(meta.generation if meta else -1, key) for meta, key in zip(decoded, keys, strict=True)]
 
     def _read_pages(self, plan: PagePlan, n_pages: int) -> list[torch.Tensor | None]:
         """Single gets, not a multi-get: RocksDB's multi-get verifies every blob's CRC32c whatever the
         read options say (a software CRC in rocksdict's build) and reads large blobs several times
         slower than single gets do."""
-        keys = [self._data_key(plan, k + 1) for k in range(n_pages)]
+        locations = self._value_locations(plan, n_pages)
         if self._readers is not None and n_pages > 1:
-            values = list(self._readers.map(self._get_value, keys))
+            values = list(self._readers.map(self._get_value, locations))
         else:
-            values = [self._get_value(key) for key in keys]
+            values = [self._get_value(location) for location in locations]
         self._counters.add(device_ops=n_pages)
         return [
             None if raw is None else decode_value(raw, self.layout, self.page_size, plan.checks[k])
@@ -321,13 +387,20 @@ class LSMStore(KVStore):
 
     def _readmits(self) -> bool:
         """Whether a hit re-writes the pages about to be evicted (write-order eviction under a budget)."""
-        return self.budget_bytes is not None and self._config.reclaim == "blob_age"
+        return self.budget_bytes is not None and self._config.reclaim in ("blob_age", "generations")
 
     def _restamp(
-        self, batch: WriteBatch, plan: PagePlan, n_pages: int, stamp: int, older_than: int | None = None
-    ) -> list[int]:
+        self,
+        batch: WriteBatch,
+        plan: PagePlan,
+        n_pages: int,
+        stamp: int,
+        older_than: int | None = None,
+        generation: int | None = None,
+    ) -> list[tuple[int, PageMeta]]:
         """Move pages ``0..n_pages-1`` of ``plan`` to access ``stamp`` in the recency index; with
-        ``older_than``, only the pages stamped before it. Returns the indexes of the pages moved."""
+        ``older_than``, only the pages stamped before it; with ``generation``, their metadata names that
+        generation as their value's. Returns the indexes of the pages moved, with their old metadata."""
         metas = self._db.get([self._meta_key(plan, k + 1) for k in range(n_pages)])
         moved = []
         for k, raw in enumerate(metas):
@@ -339,10 +412,12 @@ class LSMStore(KVStore):
             body = plan.prefix_key(k + 1)
             batch.delete(self._access_key(meta.stamp, meta.depth, body))
             batch.put(self._access_key(stamp, meta.depth, body), b"")
+            moved_to = meta.generation if generation is None else generation
             batch.put(
-                self._meta_key(plan, k + 1), PageMeta(meta.check, meta.value_bytes, stamp, k + 1).encode()
+                self._meta_key(plan, k + 1),
+                PageMeta(meta.check, meta.value_bytes, stamp, k + 1, moved_to).encode(),
             )
-            moved.append(k)
+            moved.append((k, meta))
         return moved
 
     def _oldest_stamp(self) -> int:
@@ -364,11 +439,14 @@ class LSMStore(KVStore):
         neighbours. Returns whether any page was written."""
         oldest = self._oldest_stamp()
         threshold = oldest + int((self._stamp - oldest) * READMIT_AGE_FRACTION)
-        moved = self._restamp(batch, plan, n_pages, self._stamp, older_than=threshold)
-        keys = [self._data_key(plan, k + 1) for k in moved]
-        for key, raw in zip(keys, self._db.get(keys) if keys else [], strict=True):
+        generation = self._current_generation()
+        moved = self._restamp(batch, plan, n_pages, self._stamp, older_than=threshold, generation=generation)
+        target = self._families[generation][1]
+        for k, meta in moved:
+            key = self._data_key(plan, k + 1)
+            raw = self._get_value((meta.generation, key))
             if raw is not None:
-                batch.put(key, raw)
+                batch.put(key, raw, target)
         return bool(moved)
 
     def _touch(self, plan: PagePlan, n_pages: int) -> None:
@@ -399,12 +477,14 @@ class LSMStore(KVStore):
                 self._restamp(batch, plan, index, self._stamp)
         counted = (self._pages, self._live_bytes)
         written = 0
+        generation = self._current_generation()
+        family = self._families[generation][1]
         for record in records:
             plan, index = record.plan, record.index
             value = encode_value(self.layout, self.page_size, plan.checks[index], record.page)
             body = plan.prefix_key(index + 1)
-            batch.put(b"D" + self._ns + body, value)
-            meta = PageMeta(plan.checks[index], len(value), self._stamp, index + 1)
+            batch.put(b"D" + self._ns + body, value, family)
+            meta = PageMeta(plan.checks[index], len(value), self._stamp, index + 1, generation)
             batch.put(b"M" + self._ns + body, meta.encode())
             batch.put(self._access_key(self._stamp, index + 1, body), b"")
             self._pages += 1
@@ -417,6 +497,7 @@ class LSMStore(KVStore):
         except BaseException:
             self._pages, self._live_bytes = counted  # the batch is all or nothing
             raise
+        self._generation_bytes += written
         self._counters.add(device_ops=1)
 
     def _count_subtree(self, iterator: RdictIter, body: bytes, counted: set[bytes]) -> tuple[int, int]:
@@ -441,9 +522,11 @@ class LSMStore(KVStore):
 
     def _delete_range(self, batch: WriteBatch, body: bytes) -> None:
         """Add the deletion of the subtree at ``body`` (metadata and values) to ``batch``."""
-        for space in (b"M", b"D"):
-            start = space + self._ns + body
-            batch.delete_range(start, prefix_successor(start))
+        start = b"M" + self._ns + body
+        batch.delete_range(start, prefix_successor(start))
+        start = b"D" + self._ns + body
+        for _, family in self._families.values():
+            batch.delete_range(start, prefix_successor(start), family)
 
     def _commit_eviction(self, batch: WriteBatch, pages: int, nbytes: int) -> None:
         self._pages -= pages
@@ -502,6 +585,9 @@ class LSMStore(KVStore):
         """Keep the disk (live + garbage bytes) within the budget: evict, then compact to give space back."""
         if self.budget_bytes is None or self._disk_bytes() <= self.budget_bytes:
             return
+        if self._config.reclaim == "generations" and len(self._families) > 1:
+            self._counters.add(evicted_pages=self._drop_generations(self.budget_bytes))
+            return
         live_cap = self.budget_bytes * LIVE_FRACTION
         target = (
             live_cap
@@ -513,6 +599,42 @@ class LSMStore(KVStore):
         if evicted:
             self._reclaim()
 
+    def _drop_generations(self, budget_bytes: int) -> int:
+        """Evict the pages of the oldest generation and drop its column family whole (its blob and table
+        files are deleted, nothing is copied), until the disk is within ``budget_bytes``.
+
+        Values still in the default family (written before generations were used) go first, by eviction
+        and compaction. Returns the pages evicted.
+        """
+        if not self._config.disable_wal:
+            self._flush_all()  # a WAL file holding a dropped generation's writes stays until every flush
+        evicted = 0
+        while self._disk_bytes() > budget_bytes:
+            named = sorted(g for g in self._families if g != DEFAULT_GENERATION)
+            if self._oldest_stamp() < named[0]:
+                evicted += self._evict_until(0, before_stamp=named[0])
+                self._compact_values()
+                continue
+            if len(named) < 2:
+                self._generation_bytes = budget_bytes  # the next write starts a generation to drop this one
+                break
+            evicted += self._evict_until(0, before_stamp=named[1])
+            self._drop_generation(named[0])
+        return evicted
+
+    def _compact_values(self) -> CompactOptions:
+        """Compact the value key space of every family, so evicted values' files are deleted; returns
+        the options used."""
+        start = b"D" + self._ns
+        end = prefix_successor(start)
+        # By default a manual compaction skips the bottommost level, where the evicted keys' blob
+        # references usually sit; forcing it is what lets their blob files go.
+        options = CompactOptions()
+        options.set_bottommost_level_compaction(BottommostLevelCompaction.force_optimized())
+        for family, _ in self._families.values():
+            family.compact_range(start, end, options)
+        return options
+
     def _reclaim(self) -> None:
         """Make RocksDB give the evicted pages' space back.
 
@@ -523,15 +645,11 @@ class LSMStore(KVStore):
         live blobs. With ``reclaim="blob_age"`` victims go in write order, so the oldest blob files are
         wholly garbage and the first compaction deletes them: nothing is relocated.
         """
+        options = self._compact_values()
+        if self._config.reclaim != "relocate":
+            return
         start = b"D" + self._ns
         end = prefix_successor(start)
-        # By default a manual compaction skips the bottommost level, where the evicted keys' blob
-        # references usually sit; forcing it is what lets their blob files go.
-        options = CompactOptions()
-        options.set_bottommost_level_compaction(BottommostLevelCompaction.force_optimized())
-        self._db.compact_range(start, end, options)
-        if self._config.reclaim == "blob_age":
-            return
         configured = (
             self._config.blob_garbage_collection_age_cutoff
             if self._config.enable_blob_garbage_collection
@@ -557,8 +675,9 @@ class LSMStore(KVStore):
                 }
             )
 
-    def _evict_until(self, live_target: float) -> int:
-        """Evict recency-index victims in order, in one write batch, until live bytes <= ``live_target``.
+    def _evict_until(self, live_target: float, before_stamp: int | None = None) -> int:
+        """Evict recency-index victims in order, in one write batch, until live bytes <= ``live_target``
+        (with ``before_stamp``: until the next victim is stamped at or after it).
 
         Each victim's whole subtree goes with it (one ``delete_range`` per key space), so the stored set
         stays prefix-closed; stale index entries met on the way are removed in the same batch.
@@ -575,9 +694,11 @@ class LSMStore(KVStore):
             access_key = victims.key()
             if not access_key.startswith(prefix):
                 break
+            stamp, _ = _ACCESS.unpack(access_key[len(prefix) : header])
+            if before_stamp is not None and stamp >= before_stamp:
+                break
             victims.next()
             batch.delete(access_key)
-            stamp, _ = _ACCESS.unpack(access_key[len(prefix) : header])
             body = access_key[header:]
             raw = self._db.get(b"M" + self._ns + body)
             meta = PageMeta.decode(raw) if raw is not None else None

@@ -22,6 +22,8 @@ DISK_KINDS = tuple(kind for kind in KINDS if kind != "memory")
 LLAMA_31_8B = KVLayout(layers=32, kv_heads=8, head_dim=128, dtype=torch.float16)
 """Llama-3.1-8B: 32 layers, 8 KV heads of 128, fp16 = 128 KiB of KV per token."""
 LLAMA_PAGE_TOKENS = 64
+SMALL_PAGE_STEP = 4 * 2 * 16 * 2
+"""Bytes per unit of head dimension in a small page (4 layers x K/V x 16 tokens x fp16)."""
 
 # (op, cache) measured every round, in this order; then, in the last ``reopen_rounds`` rounds, the reopens.
 OPS: tuple[tuple[str, str], ...] = (("put", ""), ("probe", ""), ("get", "warm"), ("get", "cold"))
@@ -71,6 +73,7 @@ class BenchConfig:
     large_prompt_pages: int = 16
     large_kv_heads: int = 1
     small_levels: tuple[int, ...] = (100_000, 1_000_000)
+    small_page_bytes: int = 4 * KiB
     small_prompt_pages: int = 64
     small_prompts_per_round: int = 64
     small_probes_per_round: int = 256
@@ -118,6 +121,16 @@ class BenchConfig:
             raise ValueError(
                 f"small_levels must be stored-page counts of at least one prompt ({self.small_prompt_pages} "
                 f"pages), got {self.small_levels}"
+            )
+        if (
+            isinstance(self.small_page_bytes, bool)
+            or not isinstance(self.small_page_bytes, int)
+            or self.small_page_bytes < SMALL_PAGE_STEP
+            or self.small_page_bytes % SMALL_PAGE_STEP
+        ):
+            raise ValueError(
+                f"small_page_bytes must be a positive multiple of {SMALL_PAGE_STEP} (1024 for a 10M-page "
+                f"level that keeps the disk use modest), got {self.small_page_bytes!r}"
             )
         if list(self.small_levels) != sorted(set(self.small_levels)):
             raise ValueError(f"small_levels must be increasing and distinct, got {self.small_levels}")
@@ -170,14 +183,16 @@ class BenchConfig:
         )
 
     def small_scenario(self) -> Scenario:
-        layout = KVLayout(layers=4, kv_heads=1, head_dim=16, dtype=torch.float16)
         page_size = 16
+        layout = KVLayout(
+            layers=4, kv_heads=1, head_dim=self.small_page_bytes // SMALL_PAGE_STEP, dtype=torch.float16
+        )
         return Scenario(
             name="small",
             description=(
                 f"metadata-heavy: {size_text(layout.page_bytes(page_size))} pages (4 layers x 2 x 16 tokens "
-                f"x 1 KV head x 16 x fp16), prompts of {self.small_prompt_pages} pages, stores filled to "
-                f"{', '.join(f'{n:,}' for n in self.small_levels)} pages; per round "
+                f"x 1 KV head x {layout.head_dim} x fp16), prompts of {self.small_prompt_pages} pages, "
+                f"stores filled to {', '.join(f'{n:,}' for n in self.small_levels)} pages; per round "
                 f"{self.small_prompts_per_round} prompts put and read, {self.small_probes_per_round} probes"
             ),
             layout=layout,

@@ -112,6 +112,15 @@ def test_config_rejects_bad_sizes_with_a_clear_message() -> None:
         BenchConfig(large_kv_heads=3)
     with pytest.raises(ValueError, match="reopen_caches"):
         BenchConfig(reopen_caches=("hot",))
+    with pytest.raises(ValueError, match="small_page_bytes must be a positive multiple of 256"):
+        BenchConfig(small_page_bytes=1000)
+
+
+def test_small_page_bytes_sets_the_small_scenario_page_size() -> None:
+    scenario = BenchConfig(small_levels=(64, 10_000_000), small_page_bytes=1024).small_scenario()
+    assert scenario.page_bytes == 1024
+    assert scenario.levels == (64, 10_000_000)
+    assert BenchConfig().small_scenario().page_bytes == 4096
 
 
 @pytest.fixture(scope="module")

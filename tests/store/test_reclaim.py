@@ -1,8 +1,11 @@
-"""Reclaim under a disk budget: ``reclaim="blob_age"`` frees whole blob files and copies no live page."""
+"""Reclaim under a disk budget: ``reclaim="blob_age"`` and ``"generations"`` free whole files and copy no
+live page."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+from rocksdict import Rdict
 
 from store import KVLayout, StoreConfig
 from store.config import MiB
@@ -40,8 +43,9 @@ def _open(make_store: MakeStore, reclaim: str) -> LSMStore:
     return s
 
 
-def test_blob_age_reclaim_evicts_without_rewriting_a_live_page(make_store: MakeStore) -> None:
-    s = _open(make_store, "blob_age")
+@pytest.mark.parametrize("reclaim", ["blob_age", "generations"])
+def test_reclaim_evicts_without_rewriting_a_live_page(make_store: MakeStore, reclaim: str) -> None:
+    s = _open(make_store, reclaim)
     prompts = 4 * BUDGET // (PROMPT_PAGES * LAYOUT.page_bytes(PAGE_SIZE))
     hot = _churn(s, prompts)
     stats, tickers = s.stats(), s.statistics_tickers()
@@ -62,3 +66,21 @@ def test_relocating_reclaim_copies_live_pages_on_the_same_churn(make_store: Make
     tickers = s.statistics_tickers()
     assert s.stats().disk_bytes <= BUDGET
     assert tickers.get(RELOCATED_KEYS, 0) > 0 and tickers.get(RELOCATED_BYTES, 0) > 0
+
+
+def test_generations_are_dropped_whole_and_survive_a_reopen(make_store: MakeStore) -> None:
+    s = _open(make_store, "generations")
+    hot = _churn(s, 4 * BUDGET // (PROMPT_PAGES * LAYOUT.page_bytes(PAGE_SIZE)))
+    s.flush()
+    assert s.path is not None
+    families = Rdict.list_cf(str(s.path))
+    generations = [name for name in families if name.startswith("gen-")]
+    # 4 budgets written in generations of 1/8 budget each: most generations were dropped, a few are live
+    assert 2 <= len(generations) <= 9, families
+    expected = page_slice(prefix_kv(hot, LAYOUT, PAGE_SIZE), PROMPT_PAGES, PAGE_SIZE)
+    s.close()
+    reopened = _open(make_store, "generations")
+    assert reopened.probe(hot) == PROMPT_PAGES
+    assert_bit_exact(reopened.get_batch(hot, PROMPT_PAGES), expected)
+    reopened.apply(reopened.config.replace(reclaim="relocate"))  # values stay where their metadata says
+    assert_bit_exact(reopened.get_batch(hot, PROMPT_PAGES), expected)
