@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from experiments.options import parse_store_kinds_option
+
 if TYPE_CHECKING:
     from store.config import StoreConfig
 
@@ -68,7 +70,9 @@ def store(
     small_pages: Annotated[
         str, typer.Option(help="Stored 4 KiB-page counts to sweep (one store per count).")
     ] = "100000,1000000",
-    kinds: Annotated[str, typer.Option(help="Store kinds to compare.")] = "lsm,file,applog,memory",
+    kinds: Annotated[
+        str | None, typer.Option(help="Store kinds to compare, comma-separated (default: every kind).")
+    ] = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="A ~1 minute run at small sizes (for `make run`).")
     ] = False,
@@ -101,7 +105,7 @@ def store(
         out=out,
         rounds=rounds,
         large_pages=large_pages,
-        kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
+        kinds=parse_store_kinds_option(kinds, "--kinds"),
         small_levels=_int_list(small_pages, "--small-pages"),
         large_kv_heads=large_kv_heads,
         workdir=workdir,

@@ -1,7 +1,14 @@
-"""``open_store``: the one way to get a store, by kind name."""
+"""The store kinds and their traits, and ``open_store``: the one way to get a store, by kind name.
+
+Every place that needs the kinds (command options, the benchmark, the replay engine) reads
+:data:`STORE_KINDS` and :func:`store_kind` instead of naming them; a new kind is one :class:`StoreKind`
+entry in :data:`_KINDS`.
+"""
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from store.base import KVStore
@@ -9,16 +16,46 @@ from store.config import StoreConfig
 from store.layout import KVLayout
 
 
-def _store_classes() -> dict[str, type[KVStore]]:
-    from store.applog import AppendLogStore
-    from store.filestore import FileStore
-    from store.lsm import LSMStore
-    from store.memory import MemoryStore
+@dataclass(frozen=True)
+class StoreKind:
+    """One store kind: where its class lives (imported on first open) and what callers may rely on."""
 
-    return {cls.kind: cls for cls in (LSMStore, FileStore, AppendLogStore, MemoryStore)}
+    name: str
+    module: str
+    class_name: str
+    on_disk: bool
+    """Its pages live in a directory (``path``); without it they live in this process and ``path`` is
+    ignored."""
+
+    def store_class(self) -> type[KVStore]:
+        cls: type[KVStore] = getattr(importlib.import_module(self.module), self.class_name)
+        return cls
 
 
-STORE_KINDS = ("lsm", "file", "applog", "memory")
+_KINDS = (
+    StoreKind("lsm", "store.lsm", "LSMStore", on_disk=True),
+    StoreKind("file", "store.filestore", "FileStore", on_disk=True),
+    StoreKind("applog", "store.applog", "AppendLogStore", on_disk=True),
+    StoreKind("memory", "store.memory", "MemoryStore", on_disk=False),
+)
+_BY_NAME = {kind.name: kind for kind in _KINDS}
+
+STORE_KINDS = tuple(_BY_NAME)
+DISK_STORE_KINDS = tuple(kind.name for kind in _KINDS if kind.on_disk)
+
+
+def store_kind(name: str) -> StoreKind:
+    """The kind called ``name``; ``ValueError`` listing the valid kinds if there is none."""
+    kind = _BY_NAME.get(name)
+    if kind is None:
+        raise ValueError(f"unknown store kind {name!r}; valid kinds: {', '.join(STORE_KINDS)}")
+    return kind
+
+
+def parse_store_kinds(text: str | None) -> tuple[str, ...]:
+    """The kinds a comma-separated list names (``None`` or blank: every kind), each one checked."""
+    names = tuple(name.strip() for name in (text or "").split(",") if name.strip())
+    return tuple(store_kind(name).name for name in names) if names else STORE_KINDS
 
 
 def open_store(
@@ -30,14 +67,12 @@ def open_store(
     config: StoreConfig | None = None,
     namespace: str = "default",
 ) -> KVStore:
-    """Open (creating if needed) a store of ``kind`` at ``path``; ``path`` is ignored by ``memory``."""
-    classes = _store_classes()
-    if kind not in classes:
-        raise ValueError(f"unknown store kind {kind!r}; valid kinds: {', '.join(STORE_KINDS)}")
-    if kind != "memory" and path is None:
+    """Open (creating if needed) a store of ``kind`` at ``path``; kinds not on disk ignore ``path``."""
+    spec = store_kind(kind)
+    if spec.on_disk and path is None:
         raise ValueError(f"store kind {kind!r} keeps its pages on disk: pass a directory as path")
-    return classes[kind](
-        None if kind == "memory" else path,
+    return spec.store_class()(
+        path if spec.on_disk else None,
         layout,
         page_size,
         budget_bytes,

@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from store import STORE_KINDS, KVStore, PageMissingError, StoreConfig, open_store
+from store import STORE_KINDS, KVStore, PageMissingError, StoreConfig, open_store, store_kind
 from workloads.clocks import CLOCKS, WindowCounters
 from workloads.memory_tier import HostMemoryTier, TierPage
 from workloads.metrics import (
@@ -194,7 +194,7 @@ class ReplaySession:
         self.config = config
         self._requests = list(requests)
         self._owned_dir: Path | None = None
-        if path is None and config.store_kind != "memory":
+        if path is None and store_kind(config.store_kind).on_disk:
             self._owned_dir = Path(tempfile.mkdtemp(prefix="kvtune-replay-"))
             path = self._owned_dir / "store"
         try:

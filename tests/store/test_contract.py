@@ -27,6 +27,9 @@ def test_kinds_are_the_four_of_the_design() -> None:
     import store
 
     assert set(store.STORE_KINDS) == {"lsm", "file", "applog", "memory"}
+    assert store.DISK_STORE_KINDS == ("lsm", "file", "applog")
+    for name in store.STORE_KINDS:
+        assert store.store_kind(name).store_class().kind == name
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
