@@ -421,3 +421,28 @@ class KVStore(ABC):
 
     def _recover_from_write_error(self) -> None:  # noqa: B027 (most kinds stay usable by themselves)
         """Make the store usable again after a failed write (reads and evictions must keep working)."""
+
+
+class DiskKVStore(KVStore):
+    """A store whose pages live in the directory ``path``: it creates the directory, then opens there."""
+
+    path: Path
+
+    def __init__(
+        self,
+        path: str | Path | None,
+        layout: KVLayout,
+        page_size: int,
+        budget_bytes: int | None,
+        config: StoreConfig,
+        namespace: str,
+    ) -> None:
+        if path is None:
+            raise ValueError(f"store kind {self.kind!r} keeps its pages on disk: pass a directory as path")
+        super().__init__(path, layout, page_size, budget_bytes, config, namespace)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._start(config)
+
+    @abstractmethod
+    def _start(self, config: StoreConfig) -> None:
+        """Set the store up in ``path`` (which exists) and open it: the constructor's last step."""

@@ -69,8 +69,6 @@ def open_store(
 ) -> KVStore:
     """Open (creating if needed) a store of ``kind`` at ``path``; kinds not on disk ignore ``path``."""
     spec = store_kind(kind)
-    if spec.on_disk and path is None:
-        raise ValueError(f"store kind {kind!r} keeps its pages on disk: pass a directory as path")
     return spec.store_class()(
         path if spec.on_disk else None,
         layout,
