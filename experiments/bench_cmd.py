@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from experiments.options import parse_store_kinds_option
+
 if TYPE_CHECKING:
     from store.config import StoreConfig
 
@@ -71,7 +73,9 @@ def store(
     small_page_bytes: Annotated[
         int, typer.Option(help="Bytes of one small page, a multiple of 256 (1024 for a 10M-page level).")
     ] = 4096,
-    kinds: Annotated[str, typer.Option(help="Store kinds to compare.")] = "lsm,file,applog,memory",
+    kinds: Annotated[
+        str | None, typer.Option(help="Store kinds to compare, comma-separated (default: every kind).")
+    ] = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="A ~1 minute run at small sizes (for `make run`).")
     ] = False,
@@ -104,7 +108,7 @@ def store(
         out=out,
         rounds=rounds,
         large_pages=large_pages,
-        kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
+        kinds=parse_store_kinds_option(kinds, "--kinds"),
         small_levels=int_list(small_pages, "--small-pages"),
         small_page_bytes=small_page_bytes,
         large_kv_heads=large_kv_heads,

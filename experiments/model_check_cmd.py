@@ -10,13 +10,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from experiments.options import parse_store_kinds_option
+
 console = Console()
 app = typer.Typer()
 
 
 @app.command("model-check")
 def model_check_command(
-    kinds: str = typer.Option("lsm,file,applog,memory", "--kinds", help="Store kinds, comma-separated."),
+    kinds: str | None = typer.Option(
+        None, "--kinds", help="Store kinds, comma-separated (default: every kind)."
+    ),
     prompt_tokens: int = typer.Option(2048, "--prompt-tokens"),
     shared_tokens: int = typer.Option(1536, "--shared-tokens", help="Tokens prompt B shares with prompt A."),
     page_size: int = typer.Option(64, "--page-size"),
@@ -25,6 +29,8 @@ def model_check_command(
 ) -> None:
     """Prefill prompt A, store its KV, prefill prompt B from the stored prefix: logits must match."""
     from experiments.model_check import ModelSpec, check_prefix_reuse
+
+    kind_names = parse_store_kinds_option(kinds, "--kinds")
 
     spec = ModelSpec()
     spec = dataclasses.replace(
@@ -48,7 +54,7 @@ def model_check_command(
         table.add_column(column, justify="right")
     failed = False
     with tempfile.TemporaryDirectory(prefix="kvtune-model-check-") as root:
-        for kind in kinds.split(","):
+        for kind in kind_names:
             result = check_prefix_reuse(
                 kind, Path(root) / kind, spec, prompt_tokens, shared_tokens, page_size
             )

@@ -23,6 +23,19 @@ if TYPE_CHECKING:
     from env import EnvConfig
 
 REWARD_PREFIX = "reward."
+HELP_STORE_KINDS = "lsm, file, applog, memory, sglang-file"
+"""Help text only (importing the store registry would import torch at ``kvtune --help``):
+``tests/experiments/test_replay_cmd.py`` checks it lists :data:`store.STORE_KINDS`."""
+
+
+def parse_store_kinds_option(text: str | None, flag: str) -> tuple[str, ...]:
+    """The kinds a comma-separated ``flag`` names (none: every kind); an unknown one is a bad parameter."""
+    from store import parse_store_kinds
+
+    try:
+        return parse_store_kinds(text)
+    except ValueError as error:
+        raise typer.BadParameter(f"{flag}: {error}") from None
 
 
 def parse_assignments(pairs: list[str], flag: str) -> dict[str, Any]:
@@ -64,7 +77,7 @@ class EnvOptions:
             "memory_tier_bytes=67108864, action_knobs=\\[disable_wal], reward.ttft_weight=2.",
         ),
     ] = field(default_factory=list)
-    store: Annotated[str, typer.Option("--store", help="Store kind: lsm | file | applog | memory.")] = "lsm"
+    store: Annotated[str, typer.Option("--store", help=f"Store kind: {HELP_STORE_KINDS}.")] = "lsm"
     profile: Annotated[str, typer.Option("--profile", help="Model profile (see workloads.profiles).")] = (
         "tiny"
     )

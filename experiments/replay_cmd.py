@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from experiments.options import parse_assignments
+from experiments.options import HELP_STORE_KINDS, parse_assignments
 
 if TYPE_CHECKING:
     from workloads import WindowMetrics
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 # The choices below are help text only (importing the registries would import torch at `kvtune --help`);
 # tests/experiments/test_replay_cmd.py checks they list every registered name, and the command validates
 # each value against the registry itself.
-HELP_STORE_KINDS = "lsm, file, applog, memory, sglang-file"
 HELP_GENERATED = "staged, chat, rag, mixed"
 HELP_MODEL_PROFILES = "llama-3.1-8b, qwen2.5-7b, glm-4-9b, tiny"
 HELP_DEVICE_PROFILES = "this-machine, nvme-pcie4"

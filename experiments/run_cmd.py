@@ -21,7 +21,6 @@ app = typer.Typer()
 
 QUICK_WORKLOAD_OPTIONS = {"phase_requests": 8}
 QUICK_WORKLOAD = "staged"
-REPLAY_KINDS = ("memory", "file", "applog", "lsm")
 
 
 @app.command("run")
@@ -49,10 +48,11 @@ def run_command(
     from experiments.jobs import evaluate_job, train_job
     from experiments.replay_cmd import summary_table
     from experiments.train_cmd import results_table
+    from store import STORE_KINDS
     from workloads import ReplayConfig, make_workload, replay
 
     requests = make_workload(QUICK_WORKLOAD, seed=seed, **QUICK_WORKLOAD_OPTIONS)
-    for kind in REPLAY_KINDS:
+    for kind in STORE_KINDS:
         console.rule(f"[bold]replay on {kind}[/bold]")
         result = replay(requests, ReplayConfig(store_kind=kind, seed=seed), out_dir=out / f"replay-{kind}")
         console.print(summary_table(result.summary))

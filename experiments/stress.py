@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from store import KVLayout, KVStore, PageMissingError, StoreConfig, open_store
+from store import KVLayout, KVStore, PageMissingError, StoreConfig, open_store, store_kind
 from store.diskusage import directory_usage
 
 logger = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def run_stress(config: StressConfig) -> StressReport:
                 errors=load.tally.errors,
                 wrong_tensors=load.tally.wrong_tensors,
                 rss_bytes=_rss_bytes(),
-                disk_bytes=directory_usage(config.path)[0] if config.kind != "memory" else 0,
+                disk_bytes=directory_usage(config.path)[0] if store_kind(config.kind).on_disk else 0,
             )
             samples.append(sample)
             logger.info("stress %s", sample)

@@ -11,13 +11,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from experiments.options import HELP_STORE_KINDS, parse_store_kinds_option
+
 app = typer.Typer()
 MiB = 1 << 20
 
 
 @app.command("stress")
 def stress(
-    kind: Annotated[str, typer.Option(help="Store kind: lsm, file, applog or memory.")] = "lsm",
+    kind: Annotated[str, typer.Option(help=f"Store kind: {HELP_STORE_KINDS}.")] = "lsm",
     threads: Annotated[int, typer.Option(min=1, help="Threads running the operation mix.")] = 8,
     minutes: Annotated[float, typer.Option(min=0.01, help="How long the load runs.")] = 10.0,
     budget_mib: Annotated[int, typer.Option(min=1, help="The store's byte budget, in MiB.")] = 32,
@@ -29,10 +31,9 @@ def stress(
     """Mixed put/probe/get/put_async/evict on 8 threads under a budget with live knob changes; every read
     is verified. Exits 1 on any error or wrong tensor."""
     from experiments.stress import StressConfig, run_stress
-    from store import STORE_KINDS
 
-    if kind not in STORE_KINDS:
-        raise typer.BadParameter(f"unknown kind {kind!r}; valid kinds: {', '.join(STORE_KINDS)}")
+    if parse_store_kinds_option(kind, "--kind") != (kind,):
+        raise typer.BadParameter(f"--kind: name one store kind, got {kind!r}")
     base = workdir or Path(tempfile.mkdtemp(prefix="kvtune-stress-"))
     path = base / kind
     if path.exists():

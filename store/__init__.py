@@ -11,10 +11,11 @@ from store.errors import (
     StoreFullError,
 )
 from store.layout import KVLayout
-from store.registry import STORE_KINDS, open_store
+from store.registry import DISK_STORE_KINDS, STORE_KINDS, StoreKind, open_store, parse_store_kinds, store_kind
 from store.stats import LatencySummary, StoreStats
 
 __all__ = [
+    "DISK_STORE_KINDS",
     "STORE_KINDS",
     "IncompatibleStoreError",
     "KVLayout",
@@ -27,6 +28,9 @@ __all__ = [
     "StoreConfig",
     "StoreError",
     "StoreFullError",
+    "StoreKind",
     "StoreStats",
     "open_store",
+    "parse_store_kinds",
+    "store_kind",
 ]

@@ -40,12 +40,13 @@ from typing import NamedTuple
 
 import torch
 
-from store.base import BackendState, KVStore, PageRecord
+from store.base import BackendState, DiskKVStore, PageRecord
 from store.codec import VALUE_HEADER_BYTES, decode_value, encode_header, page_payload, payload_hash
 from store.config import MiB, StoreConfig
 from store.dirlock import lock_directory, unlock
 from store.errors import disk_full_error
 from store.header import HEADER_FILE, ensure_header_file
+from store.indexed import IndexedStore
 from store.layout import KVLayout
 from store.pages import CHECK_BYTES, PagePlan
 from store.recency import PageEntry, RecencyIndex, disk_state, parent_of
@@ -151,14 +152,14 @@ def _pread_exact(fd: int, buffer: bytearray, offset: int) -> int:
     return filled
 
 
-class AppendLogStore(KVStore):
+class AppendLogStore(IndexedStore, DiskKVStore):
     """Segment files of records plus an in-memory index of where each stored page's record is."""
 
     kind = "applog"
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | None,
         layout: KVLayout,
         page_size: int,
         budget_bytes: int | None,
@@ -171,15 +172,15 @@ class AppendLogStore(KVStore):
             raise ValueError(
                 f"segment_bytes must be a positive int (default {SEGMENT_BYTES}), got {segment_bytes!r}"
             )
-        super().__init__(path, layout, page_size, budget_bytes, config, namespace)
-        assert self.path is not None
         self._segment_bytes = segment_bytes
+        super().__init__(path, layout, page_size, budget_bytes, config, namespace)
+
+    def _start(self, config: StoreConfig) -> None:
         self._value_bytes = VALUE_HEADER_BYTES + self.page_bytes
         self._record_bytes = HEADER_BYTES + self._value_bytes
         self._written_bytes = 0
         self._read_bytes = 0
         self._fds: dict[int, int] = {}
-        self.path.mkdir(parents=True, exist_ok=True)
         self._dir_lock = lock_directory(self.path, self.kind)
         try:
             self._open(config)
@@ -193,7 +194,6 @@ class AppendLogStore(KVStore):
         return f"{self.path}/segment-{seq:010d}.log"
 
     def _open(self, config: StoreConfig) -> None:
-        assert self.path is not None
         self.path.mkdir(parents=True, exist_ok=True)
         ensure_header_file(self.path, self.layout, self.page_size, self.kind)
         self._header_bytes = os.stat(self.path / HEADER_FILE).st_size
@@ -310,9 +310,6 @@ class AppendLogStore(KVStore):
         self._close_segments()
         self._open(config)
 
-    def _apply_live(self, config: StoreConfig) -> None:
-        self._index.order = config.eviction_order
-
     # ------------------------------------------------------------------ appending
 
     def _rotate(self) -> None:
@@ -411,9 +408,6 @@ class AppendLogStore(KVStore):
             return None
         return decode_value(value, self.layout, self.page_size, check)
 
-    def _touch(self, plan: PagePlan, n_pages: int) -> None:
-        self._index.touch(plan.checks[:n_pages])
-
     def _write_records(self, records: list[PageRecord]) -> None:
         encoded = []
         for plan, index, page in records:
@@ -437,13 +431,11 @@ class AppendLogStore(KVStore):
         return len(checks)
 
     def _evict_subtree(self, plan: PagePlan, index: int) -> int:
-        if index >= plan.n_pages or plan.checks[index] not in self._index:
-            return 0
-        evicted = self._drop(self._index.subtree(plan.checks[index]))
+        evicted = super()._evict_subtree(plan, index)
         self._collect_garbage()
         return evicted
 
-    def _disk_bytes(self) -> int:
+    def _used_bytes(self) -> int:
         """Disk use as :func:`directory_usage` counts it: the header and every segment's bytes."""
         return self._header_bytes + sum(self._sizes.values())
 
@@ -454,14 +446,14 @@ class AppendLogStore(KVStore):
         (tombstones still needed, say) lowers the live target by as much.
         """
         budget = self.budget_bytes
-        if budget is None or self._disk_bytes() <= budget:
+        if budget is None or self._used_bytes() <= budget:
             return
         target = budget * LIVE_FRACTION
         evicted = 0
         while True:
             evicted += self._evict_down_to(target)
             collected = self._collect_garbage()
-            overshoot = self._disk_bytes() - budget
+            overshoot = self._used_bytes() - budget
             if overshoot <= 0 or not len(self._index) or not collected:
                 break  # (not collected: the disk is too full to copy; evicting more would not help)
             target = self._index.live_bytes - overshoot
@@ -507,7 +499,7 @@ class AppendLogStore(KVStore):
                     and len(self._members[seq]) * self._record_bytes < GC_LIVE_FRACTION * size
                 ):
                     self._collect(seq)
-            while self.budget_bytes is not None and self._disk_bytes() > self.budget_bytes:
+            while self.budget_bytes is not None and self._used_bytes() > self.budget_bytes:
                 seq = max(self._fds, key=self._garbage)
                 if self._garbage(seq) <= 0:
                     break
@@ -548,5 +540,4 @@ class AppendLogStore(KVStore):
         self._tombstones.pop(seq, None)
 
     def _backend_state(self) -> BackendState:
-        assert self.path is not None
         return disk_state(self.path, self._index, self._written_bytes, self._read_bytes)

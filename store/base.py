@@ -27,7 +27,7 @@ from store.config import StoreConfig
 from store.errors import PageMissingError, StoreClosedError, disk_full_error
 from store.layout import KVLayout
 from store.pages import PagePlan, as_token_array, plan_pages
-from store.stats import OpCounters, StoreStats
+from store.stats import BackendState, OpCounters, StoreStats
 from store.writer import AsyncPageWriter, PutRequest
 
 logger = logging.getLogger(__name__)
@@ -46,23 +46,6 @@ class PageRecord:
     def __iter__(self) -> Iterator[Any]:
         """Unpack as ``plan, index, page`` (the baselines' write loops do)."""
         return iter((self.plan, self.index, self.page))
-
-
-@dataclass(frozen=True)
-class BackendState:
-    """What a backend reports of itself for :class:`StoreStats`."""
-
-    pages_stored: int
-    live_bytes: int
-    disk_bytes: int
-    files: int
-    device_write_bytes: int
-    device_read_bytes: int
-    stall_s: float = 0.0
-    l0_files: int = 0
-    pending_compaction_bytes: int = 0
-    blob_live_bytes: int = 0
-    blob_garbage_bytes: int = 0
 
 
 class KVStore(ABC):
@@ -220,25 +203,9 @@ class KVStore(ABC):
         with self._lock:
             self._check_open()
             state = self._backend_state()
-            fields = self._counters.snapshot_fields()
-            device_ops = self._counters.device_ops
-        return StoreStats(
-            kind=self.kind,
-            pages_stored=state.pages_stored,
-            live_bytes=state.live_bytes,
-            disk_bytes=state.disk_bytes,
-            files=state.files,
-            device_write_bytes=state.device_write_bytes,
-            device_read_bytes=state.device_read_bytes,
-            device_ops=device_ops,
-            stall_s=state.stall_s,
-            l0_files=state.l0_files,
-            pending_compaction_bytes=state.pending_compaction_bytes,
-            blob_live_bytes=state.blob_live_bytes,
-            blob_garbage_bytes=state.blob_garbage_bytes,
-            writer_queue_depth=self._writer.queued(),
-            **fields,  # type: ignore[arg-type]
-        )
+            counts = self._counters.counts()
+        latencies = self._counters.latencies(counts)
+        return StoreStats.of(self.kind, counts, state, latencies, self._writer.queued())
 
     def apply(self, config: StoreConfig) -> list[str]:
         """Switch to ``config``: live where the kind allows it, reopening where it must.
@@ -423,3 +390,28 @@ class KVStore(ABC):
 
     def _recover_from_write_error(self) -> None:  # noqa: B027 (most kinds stay usable by themselves)
         """Make the store usable again after a failed write (reads and evictions must keep working)."""
+
+
+class DiskKVStore(KVStore):
+    """A store whose pages live in the directory ``path``: it creates the directory, then opens there."""
+
+    path: Path
+
+    def __init__(
+        self,
+        path: str | Path | None,
+        layout: KVLayout,
+        page_size: int,
+        budget_bytes: int | None,
+        config: StoreConfig,
+        namespace: str,
+    ) -> None:
+        if path is None:
+            raise ValueError(f"store kind {self.kind!r} keeps its pages on disk: pass a directory as path")
+        super().__init__(path, layout, page_size, budget_bytes, config, namespace)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._start(config)
+
+    @abstractmethod
+    def _start(self, config: StoreConfig) -> None:
+        """Set the store up in ``path`` (which exists) and open it: the constructor's last step."""

@@ -18,16 +18,15 @@ import logging
 import os
 import re
 import struct
-from pathlib import Path
 
 import torch
 
-from store.base import BackendState, KVStore, PageRecord
+from store.base import BackendState, DiskKVStore, PageRecord
 from store.codec import VALUE_HEADER_BYTES, decode_value, encode_header, page_payload, payload_hash
 from store.config import StoreConfig
 from store.dirlock import lock_directory, unlock
 from store.header import HEADER_FILE, ensure_header_file
-from store.layout import KVLayout
+from store.indexed import IndexedStore
 from store.pages import CHECK_BYTES, PagePlan
 from store.recency import PageEntry, RecencyIndex, disk_state, parent_of
 
@@ -52,27 +51,16 @@ def _read_into(fd: int, buffer: bytearray) -> int:
     return filled
 
 
-class FileStore(KVStore):
+class FileStore(IndexedStore, DiskKVStore):
     """One file per page in ``path``; an in-memory recency index keeps it within ``budget_bytes``."""
 
     kind = "file"
 
-    def __init__(
-        self,
-        path: str | Path,
-        layout: KVLayout,
-        page_size: int,
-        budget_bytes: int | None,
-        config: StoreConfig,
-        namespace: str,
-    ) -> None:
-        super().__init__(path, layout, page_size, budget_bytes, config, namespace)
-        assert self.path is not None
+    def _start(self, config: StoreConfig) -> None:
         self._dir = str(self.path)
         self._file_bytes = _LINK.size + VALUE_HEADER_BYTES + self.page_bytes
         self._written_bytes = 0
         self._read_bytes = 0
-        self.path.mkdir(parents=True, exist_ok=True)
         self._dir_lock = lock_directory(self.path, self.kind)
         try:
             self._open(config)
@@ -83,7 +71,6 @@ class FileStore(KVStore):
     # ------------------------------------------------------------------ open
 
     def _open(self, config: StoreConfig) -> None:
-        assert self.path is not None
         self.path.mkdir(parents=True, exist_ok=True)
         ensure_header_file(self.path, self.layout, self.page_size, self.kind)
         self._header_bytes = os.stat(self.path / HEADER_FILE).st_size
@@ -169,9 +156,6 @@ class FileStore(KVStore):
             return None
         return decode_value(memoryview(buffer)[_LINK.size :], self.layout, self.page_size, check)
 
-    def _touch(self, plan: PagePlan, n_pages: int) -> None:
-        self._index.touch(plan.checks[:n_pages])
-
     def _write_records(self, records: list[PageRecord]) -> None:
         """Write each page to a temp file and rename it into place, parents first.
 
@@ -221,34 +205,12 @@ class FileStore(KVStore):
             self._index.remove(check)
         return len(checks)
 
-    def _evict_subtree(self, plan: PagePlan, index: int) -> int:
-        if index >= plan.n_pages or plan.checks[index] not in self._index:
-            return 0
-        return self._drop(self._index.subtree(plan.checks[index]))
-
-    def _disk_bytes(self) -> int:
+    def _used_bytes(self) -> int:
         """Disk use as :func:`directory_usage` counts it, from the page count (page files are alike)."""
         return self._header_bytes + len(self._index) * self._file_bytes
 
-    def _enforce_budget(self) -> None:
-        if self.budget_bytes is None:
-            return
-        evicted = 0
-        while self._disk_bytes() > self.budget_bytes:
-            victim = self._index.victim()
-            if victim is None:
-                break
-            evicted += self._drop(self._index.subtree(victim))
-        if evicted:
-            logger.debug("file store evicted %d pages to stay within %d bytes", evicted, self.budget_bytes)
-            self._counters.add(evicted_pages=evicted)
-
     def _backend_state(self) -> BackendState:
-        assert self.path is not None
         return disk_state(self.path, self._index, self._written_bytes, self._read_bytes)
-
-    def _apply_live(self, config: StoreConfig) -> None:
-        self._index.order = config.eviction_order
 
     def _reopen(self, config: StoreConfig) -> None:
         self._open(config)

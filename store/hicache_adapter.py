@@ -51,7 +51,7 @@ from typing import Any
 
 import torch
 
-from store.base import BackendState, KVStore, PageRecord
+from store.base import BackendState, DiskKVStore, PageRecord
 from store.config import StoreConfig
 from store.diskusage import directory_usage
 from store.header import HEADER_FILE, ensure_header_file
@@ -167,7 +167,7 @@ def sglang_page_keys(page_hash: Callable[..., Any], tokens: Any, page_size: int)
     return list(keys)
 
 
-class HiCacheStore(KVStore):
+class HiCacheStore(DiskKVStore):
     """A ``HiCacheStorage`` backend of the installed SGLang behind kvtune's store interface."""
 
     kind = SGLANG_FILE_KIND
@@ -189,7 +189,6 @@ class HiCacheStore(KVStore):
                 f"cannot keep it within budget_bytes={budget_bytes}; open it with budget_bytes=None "
                 f"(or use {SGLANG_FILE_KIND}, whose LRU file evictor enforces a budget)"
             )
-        super().__init__(path, layout, page_size, budget_bytes, config, namespace)
         self.kind = spec.kind
         self._spec = spec
         self._api = sglang_api()
@@ -199,13 +198,14 @@ class HiCacheStore(KVStore):
         # a file backend's pages are counted on disk; of any other, the adapter knows only what it wrote
         self._keys_written: set[str] | None = None if spec.factory_name == "file" else set()
         self._pages = 0
-        self._open_backend()
+        super().__init__(path, layout, page_size, budget_bytes, config, namespace)
 
     # ------------------------------------------------------------------ open
 
+    def _start(self, config: StoreConfig) -> None:
+        self._open_backend()
+
     def _open_backend(self) -> None:
-        assert self.path is not None
-        self.path.mkdir(parents=True, exist_ok=True)
         ensure_header_file(self.path, self.layout, self.page_size, self.kind)
         directory = str(self.path)
         extra: dict[str, Any] = {**self._spec.extra_config, "file_storage_path": directory, "path": directory}
@@ -227,7 +227,6 @@ class HiCacheStore(KVStore):
         """The page-file cap for SGLang's evictor: the budget less the header file (0 disables eviction)."""
         if self.budget_bytes is None:
             return 0  # explicit, so SGLANG_HICACHE_FILE_BACKEND_MAX_SIZE cannot impose a cap of its own
-        assert self.path is not None
         header_bytes = (self.path / HEADER_FILE).stat().st_size
         cap = self.budget_bytes - header_bytes
         if cap < self.page_bytes:
@@ -322,7 +321,6 @@ class HiCacheStore(KVStore):
         """Nothing to do: SGLang's evictor admits every write within the budget (see the module notes)."""
 
     def _backend_state(self) -> BackendState:
-        assert self.path is not None
         disk, files = directory_usage(self.path)
         return BackendState(
             pages_stored=self._pages,
@@ -337,7 +335,6 @@ class HiCacheStore(KVStore):
         """Pages stored: a file backend's page files of this namespace, else the keys written so far."""
         if self._keys_written is not None:
             return len(self._keys_written)
-        assert self.path is not None
         with os.scandir(self.path) as entries:
             return sum(1 for entry in entries if entry.name.endswith(self._suffix))
 

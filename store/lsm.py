@@ -48,13 +48,12 @@ from rocksdict import (
     WriteOptions,
 )
 
-from store.base import BackendState, KVStore, PageRecord
+from store.base import BackendState, DiskKVStore, PageRecord
 from store.codec import PageMeta, decode_value, encode_value
 from store.config import StoreConfig
 from store.diskusage import directory_usage
 from store.errors import StoreBusyError, StoreFullError, free_bytes
 from store.header import check_header, encode_header_record, expected_header, refuse_other_kind
-from store.layout import KVLayout
 from store.pages import KEY_DIGEST_BYTES, PagePlan
 
 logger = logging.getLogger(__name__)
@@ -171,23 +170,13 @@ def _open_database(path: Path, options: Options) -> Rdict:
         ) from error
 
 
-class LSMStore(KVStore):
+class LSMStore(DiskKVStore):
     """Pages in RocksDB: prefix-preserving keys, metadata records, tensors in blob files."""
 
     kind = "lsm"
 
-    def __init__(
-        self,
-        path: str | Path,
-        layout: KVLayout,
-        page_size: int,
-        budget_bytes: int | None,
-        config: StoreConfig,
-        namespace: str,
-    ) -> None:
-        super().__init__(path, layout, page_size, budget_bytes, config, namespace)
-        assert self.path is not None
-        self._ns = hashlib.blake2b(namespace.encode(), digest_size=8).digest()
+    def _start(self, config: StoreConfig) -> None:
+        self._ns = hashlib.blake2b(self.namespace.encode(), digest_size=8).digest()
         self._readers = (
             ThreadPoolExecutor(READ_THREADS, thread_name_prefix="kvtune-lsm-read")
             if self.page_bytes >= PARALLEL_READ_BYTES
@@ -198,7 +187,6 @@ class LSMStore(KVStore):
     # ------------------------------------------------------------------ open / close
 
     def _open(self, config: StoreConfig) -> None:
-        assert self.path is not None
         self.path.mkdir(parents=True, exist_ok=True)
         refuse_other_kind(self.path, self.kind)
         self._options = _options(config)
@@ -555,7 +543,6 @@ class LSMStore(KVStore):
         table file), for the memtables not yet flushed, and :data:`SPACE_RESERVE_BYTES`. Before the room
         left gets that tight, the memtables are flushed, which frees their WAL copy.
         """
-        assert self.path is not None
         unflushed = self._db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0
         needed = 2 * value_bytes + unflushed + SPACE_RESERVE_BYTES
         free = free_bytes(self.path)
@@ -578,7 +565,6 @@ class LSMStore(KVStore):
             self._reopen(self._config)
 
     def _disk_bytes(self) -> int:
-        assert self.path is not None
         return directory_usage(self.path)[0]
 
     def _enforce_budget(self) -> None:
@@ -718,7 +704,6 @@ class LSMStore(KVStore):
         return {name: int(value) for name, value in _TICKER.findall(text)}
 
     def _backend_state(self) -> BackendState:
-        assert self.path is not None
         disk, files = directory_usage(self.path)
         tickers = self._tickers()
         prop = self._db.property_int_value

@@ -6,22 +6,20 @@ kinds: a value that is not the asked page's is a miss, never a wrong tensor. Not
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
 
-from store.base import BackendState, KVStore, PageRecord
+from store.base import BackendState, PageRecord
 from store.codec import decode_value, encode_value
 from store.config import StoreConfig
+from store.indexed import IndexedStore
 from store.layout import KVLayout
 from store.pages import PagePlan
 from store.recency import PageEntry, RecencyIndex, parent_of
 
-logger = logging.getLogger(__name__)
 
-
-class MemoryStore(KVStore):
+class MemoryStore(IndexedStore):
     """Pages in a dict, evicted least-recently-used (or first-in) leaves first within ``budget_bytes``."""
 
     kind = "memory"
@@ -52,9 +50,6 @@ class MemoryStore(KVStore):
             pages.append(None if value is None else decode_value(value, self.layout, self.page_size, check))
         return pages
 
-    def _touch(self, plan: PagePlan, n_pages: int) -> None:
-        self._index.touch(plan.checks[:n_pages])
-
     def _write_records(self, records: list[PageRecord]) -> None:
         for plan, index, page in records:
             check = plan.checks[index]
@@ -69,23 +64,8 @@ class MemoryStore(KVStore):
             self._index.remove(check)
         return len(checks)
 
-    def _evict_subtree(self, plan: PagePlan, index: int) -> int:
-        if index >= plan.n_pages or plan.checks[index] not in self._index:
-            return 0
-        return self._drop(self._index.subtree(plan.checks[index]))
-
-    def _enforce_budget(self) -> None:
-        if self.budget_bytes is None:
-            return
-        evicted = 0
-        while self._index.live_bytes > self.budget_bytes:
-            victim = self._index.victim()
-            if victim is None:
-                break
-            evicted += self._drop(self._index.subtree(victim))
-        if evicted:
-            logger.debug("memory store evicted %d pages to stay within %d bytes", evicted, self.budget_bytes)
-            self._counters.add(evicted_pages=evicted)
+    def _used_bytes(self) -> int:
+        return self._index.live_bytes
 
     def _backend_state(self) -> BackendState:
         return BackendState(
@@ -96,9 +76,6 @@ class MemoryStore(KVStore):
             device_write_bytes=0,
             device_read_bytes=0,
         )
-
-    def _apply_live(self, config: StoreConfig) -> None:
-        self._index.order = config.eviction_order
 
     def _reopen(self, config: StoreConfig) -> None:
         """Nothing to reopen in memory: the pages stay, the new knobs apply."""

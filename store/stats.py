@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
 LATENCY_SAMPLES = 4096
+OPS = ("put", "probe", "get")
 
 
 @dataclass(frozen=True)
@@ -19,53 +21,9 @@ class LatencySummary:
     total_s: float = 0.0
 
 
-@dataclass(frozen=True)
-class StoreStats:
-    """A snapshot of one store. Counters are cumulative since open; sizes are current.
-
-    ``device_*`` and ``stall_s`` are what the replay engine's ``counters`` clock prices: bytes the device
-    wrote (for ``lsm``: WAL, flush, compaction and blob-GC rewrites included), bytes it read, and
-    file-system objects created, opened, checked or removed.
-    """
-
-    kind: str
-    pages_stored: int
-    live_bytes: int
-    disk_bytes: int
-    files: int
-    puts: int
-    probes: int
-    gets: int
-    pages_written: int
-    pages_read: int
-    bytes_written: int
-    bytes_read: int
-    pages_hit: int
-    pages_missed: int
-    dropped_pages: int
-    evicted_pages: int
-    put_latency: LatencySummary
-    probe_latency: LatencySummary
-    get_latency: LatencySummary
-    device_write_bytes: int
-    device_read_bytes: int
-    device_ops: int
-    stall_s: float
-    l0_files: int = 0
-    pending_compaction_bytes: int = 0
-    blob_live_bytes: int = 0
-    blob_garbage_bytes: int = 0
-    writer_queue_depth: int = 0
-    write_errors: int = 0
-    """Writes that raised (put_batch, or a background write whose pages then count as dropped)."""
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
-@dataclass
-class OpCounters:
-    """Operation counters a store updates under its own lock; :meth:`snapshot_fields` reads them."""
+@dataclass(frozen=True, kw_only=True)
+class OpCounts:
+    """The operation counters of a store, cumulative since open: what :class:`OpCounters` counts."""
 
     puts: int = 0
     probes: int = 0
@@ -79,55 +37,110 @@ class OpCounters:
     dropped_pages: int = 0
     evicted_pages: int = 0
     write_errors: int = 0
+    """Writes that raised (put_batch, or a background write whose pages then count as dropped)."""
     device_ops: int = 0
-    latencies: dict[str, deque[float]] = field(
-        default_factory=lambda: {op: deque(maxlen=LATENCY_SAMPLES) for op in ("put", "probe", "get")}
-    )
-    totals: dict[str, float] = field(default_factory=lambda: {"put": 0.0, "probe": 0.0, "get": 0.0})
-    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendState:
+    """What a backend reports of itself for :class:`StoreStats`: its sizes and device counters."""
+
+    pages_stored: int
+    live_bytes: int
+    disk_bytes: int
+    files: int
+    device_write_bytes: int
+    device_read_bytes: int
+    stall_s: float = 0.0
+    l0_files: int = 0
+    pending_compaction_bytes: int = 0
+    blob_live_bytes: int = 0
+    blob_garbage_bytes: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreStats(OpCounts, BackendState):
+    """A snapshot of one store: its :class:`OpCounts` and :class:`BackendState` fields, its latencies.
+
+    Counters are cumulative since open; sizes are current. ``device_*`` and ``stall_s`` are what the
+    replay engine's ``counters`` clock prices: bytes the device wrote (for ``lsm``: WAL, flush,
+    compaction and blob-GC rewrites included), bytes it read, and file-system objects created, opened,
+    checked or removed.
+    """
+
+    kind: str
+    put_latency: LatencySummary
+    probe_latency: LatencySummary
+    get_latency: LatencySummary
+    writer_queue_depth: int = 0
+
+    @classmethod
+    def of(
+        cls,
+        kind: str,
+        counts: OpCounts,
+        state: BackendState,
+        latencies: tuple[LatencySummary, LatencySummary, LatencySummary],
+        writer_queue_depth: int,
+    ) -> StoreStats:
+        """Assemble a snapshot from its typed parts (``latencies``: put, probe, get)."""
+        put, probe, get = latencies
+        return cls(
+            **_fields_of(counts),
+            **_fields_of(state),
+            kind=kind,
+            put_latency=put,
+            probe_latency=probe,
+            get_latency=get,
+            writer_queue_depth=writer_queue_depth,
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _fields_of(record: OpCounts | BackendState) -> dict[str, Any]:
+    """A record's own fields (shallow), to spread into :class:`StoreStats`."""
+    return {item.name: getattr(record, item.name) for item in fields(record)}
+
+
+class OpCounters:
+    """The operation counters a store updates from any thread, and the latency samples of its calls."""
+
+    def __init__(self) -> None:
+        self._counts = dict.fromkeys((item.name for item in fields(OpCounts)), 0)
+        self._latencies = {op: deque[float](maxlen=LATENCY_SAMPLES) for op in OPS}
+        self._totals = dict.fromkeys(OPS, 0.0)
+        self._lock = threading.Lock()
 
     def record(self, op: str, seconds: float) -> None:
-        with self.lock:
-            self.latencies[op].append(seconds)
-            self.totals[op] += seconds
+        with self._lock:
+            self._latencies[op].append(seconds)
+            self._totals[op] += seconds
 
     def add(self, **deltas: int) -> None:
-        with self.lock:
+        """Add to the counters named as :class:`OpCounts` fields (an unknown name is a ``KeyError``)."""
+        with self._lock:
             for name, delta in deltas.items():
-                setattr(self, name, getattr(self, name) + delta)
+                self._counts[name] += delta
 
-    def latency(self, op: str) -> LatencySummary:
-        with self.lock:
-            samples = np.fromiter(self.latencies[op], dtype=float)
-            total = self.totals[op]
-        count = {"put": self.puts, "probe": self.probes, "get": self.gets}[op]
+    def counts(self) -> OpCounts:
+        with self._lock:
+            return OpCounts(**self._counts)
+
+    def latencies(self, counts: OpCounts) -> tuple[LatencySummary, LatencySummary, LatencySummary]:
+        """The put, probe and get latencies, counted as in ``counts``."""
+        return (
+            self._latency("put", counts.puts),
+            self._latency("probe", counts.probes),
+            self._latency("get", counts.gets),
+        )
+
+    def _latency(self, op: str, count: int) -> LatencySummary:
+        with self._lock:
+            samples = np.fromiter(self._latencies[op], dtype=float)
+            total = self._totals[op]
         if samples.size == 0:
             return LatencySummary(count=count, total_s=total)
         p50, p99 = np.percentile(samples, [50, 99])
         return LatencySummary(count=count, p50_s=float(p50), p99_s=float(p99), total_s=total)
-
-    def snapshot_fields(self) -> dict[str, object]:
-        with self.lock:
-            plain = {
-                name: getattr(self, name)
-                for name in (
-                    "puts",
-                    "probes",
-                    "gets",
-                    "pages_written",
-                    "pages_read",
-                    "bytes_written",
-                    "bytes_read",
-                    "pages_hit",
-                    "pages_missed",
-                    "dropped_pages",
-                    "evicted_pages",
-                    "write_errors",
-                )
-            }
-        plain.update(
-            put_latency=self.latency("put"),
-            probe_latency=self.latency("probe"),
-            get_latency=self.latency("get"),
-        )
-        return plain

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from store import STORE_KINDS, KVStore, PageMissingError, StoreConfig, open_store
+from store import STORE_KINDS, KVStore, PageMissingError, StoreConfig, open_store, store_kind
 from workloads.clocks import CLOCKS, IOCounters, WindowCounters
 from workloads.host_ram import check_store_ram, clamp_store_ram, store_ram_bytes
 from workloads.memory_tier import HostMemoryTier, TierPage
@@ -293,7 +293,7 @@ class ReplaySession:
                 100 * utilization,
             )
         self._owned_dir: Path | None = None
-        if path is None and config.store_kind != "memory":
+        if path is None and store_kind(config.store_kind).on_disk:
             self._owned_dir = Path(tempfile.mkdtemp(prefix="kvtune-replay-"))
             path = self._owned_dir / "store"
         try:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from store import STORE_KINDS, KVLayout, StoreConfig
+from store import DISK_STORE_KINDS, STORE_KINDS, KVLayout, StoreConfig
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -17,7 +17,7 @@ GiB = 1024 * MiB
 
 KINDS = STORE_KINDS
 RAW = "raw"
-DISK_KINDS = tuple(kind for kind in KINDS if kind != "memory")
+DISK_KINDS = DISK_STORE_KINDS
 
 LLAMA_31_8B = KVLayout(layers=32, kv_heads=8, head_dim=128, dtype=torch.float16)
 """Llama-3.1-8B: 32 layers, 8 KV heads of 128, fp16 = 128 KiB of KV per token."""

@@ -27,6 +27,7 @@ from experiments.bench_store.report import write_outputs
 from experiments.bench_store.system import machine_info, mem_available_bytes
 from experiments.bench_store.targets import check_targets, compute_ratios
 from experiments.bench_store.worker import WorkerSpec, worker_main
+from store import store_kind
 
 logger = logging.getLogger(__name__)
 
@@ -134,10 +135,10 @@ class _Runner:
         return steps
 
     def kinds_for(self, scenario: Scenario, level: int, kinds: Sequence[str]) -> list[str]:
-        """``kinds`` minus the memory kind where its pages would not fit comfortably in RAM."""
+        """``kinds`` minus the kinds not on disk where their pages would not fit comfortably in RAM."""
         result = []
         for kind in kinds:
-            if kind == "memory":
+            if not store_kind(kind).on_disk:
                 pages = max(level, scenario.prompt_pages * scenario.prompts_per_round) + (
                     self.config.rounds * scenario.prompts_per_round * scenario.prompt_pages
                 )
@@ -145,11 +146,11 @@ class _Runner:
                 limit = int(mem_available_bytes() * self.config.memory_limit_fraction)
                 if need > limit:
                     reason = (
-                        f"memory@{scenario.name}/{level:,}: skipped, needs ~{size_text(need)} of RAM, over "
+                        f"{kind}@{scenario.name}/{level:,}: skipped, needs ~{size_text(need)} of RAM, over "
                         f"{self.config.memory_limit_fraction:.0%} of the "
                         f"{size_text(limit / self.config.memory_limit_fraction)} available"
                     )
-                    self.skipped[f"memory@{scenario.name}/{level}"] = reason
+                    self.skipped[f"{kind}@{scenario.name}/{level}"] = reason
                     logger.warning(reason)
                     continue
             result.append(kind)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from experiments.bench_store.config import RAW, BenchConfig, Scenario, size_text
+from experiments.bench_store.config import KINDS, RAW, BenchConfig, Scenario, size_text
 from experiments.bench_store.ratios import level_ratios, pair_ratios
 from experiments.bench_store.records import Footprint, Measurement, Ratio, TargetCheck
 from store import StoreConfig
@@ -14,7 +14,7 @@ from store import StoreConfig
 def compute_ratios(measurements: Sequence[Measurement], scenarios: Sequence[Scenario]) -> list[Ratio]:
     """lsm against every other kind (median of per-round ratios), and lsm at the top level vs the bottom."""
     ratios: list[Ratio] = []
-    for other in ("file", "applog", "memory", RAW):
+    for other in (*(kind for kind in KINDS if kind != "lsm"), RAW):
         ratios.extend(pair_ratios(measurements, "lsm", other))
     for scenario in scenarios:
         if len(scenario.levels) > 1:

@@ -24,7 +24,7 @@ import torch
 from experiments.bench_store.config import RAW, Scenario
 from experiments.bench_store.records import BenchError, OpResult, Snapshot
 from experiments.bench_store.system import count_inodes, evict_page_cache, rss_bytes, trim_heap
-from store import StoreConfig, open_store
+from store import StoreConfig, open_store, store_kind
 from store.base import KVStore
 from store.lsm import LSMStore
 
@@ -97,7 +97,7 @@ class _StoreParticipant(_Participant):
         super().__init__(spec)
         self.store: KVStore | None = None
         self.n_prompts = 0
-        self.disk = spec.kind != "memory"
+        self.disk = store_kind(spec.kind).on_disk
 
     # ---------------------------------------------------------------- helpers
 

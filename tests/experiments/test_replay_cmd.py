@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from experiments import replay_cmd
 from experiments.cli import app
+from experiments.options import HELP_STORE_KINDS
 from experiments.replay_cmd import parse_bytes
 from tests.workloads.test_mooncake import LINES, write_trace
 
@@ -122,7 +123,7 @@ def test_help_lists_every_registered_choice() -> None:
     )
 
     generated = [name for name in WORKLOADS if name != "mooncake"]
-    assert ", ".join(STORE_KINDS) == replay_cmd.HELP_STORE_KINDS
+    assert ", ".join(STORE_KINDS) == HELP_STORE_KINDS
     assert ", ".join(generated) == replay_cmd.HELP_GENERATED
     assert ", ".join(MODEL_PROFILES) == replay_cmd.HELP_MODEL_PROFILES
     assert ", ".join(DEVICE_PROFILES) == replay_cmd.HELP_DEVICE_PROFILES

@@ -16,7 +16,7 @@ from store import KVLayout, KVStore, StoreConfig, open_store
 PAGE_SIZE = 4
 LAYOUT = KVLayout(layers=2, kv_heads=2, head_dim=4, dtype=torch.float16)
 KINDS = tuple(store.STORE_KINDS)
-DISK_KINDS = tuple(kind for kind in KINDS if kind != "memory")
+DISK_KINDS = tuple(store.DISK_STORE_KINDS)
 BITS_DTYPE = {
     torch.float16: torch.int16,
     torch.bfloat16: torch.int16,

@@ -269,10 +269,29 @@ def test_unknown_kind_lists_the_valid_ones(tmp_path: Path) -> None:
         assert kind in str(info.value)
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k != "memory"])
-def test_disk_kind_needs_a_path(kind: str) -> None:
-    with pytest.raises(ValueError, match="path"):
-        open_store(kind, None, layout=LAYOUT)
+def test_disk_kind_needs_a_path(disk_kind: str) -> None:
+    with pytest.raises(ValueError, match="keeps its pages on disk: pass a directory as path"):
+        open_store(disk_kind, None, layout=LAYOUT)
+
+
+def test_kinds_not_on_disk_ignore_the_path(tmp_path: Path) -> None:
+    for kind in set(KINDS) - set(store.DISK_STORE_KINDS):
+        with open_store(kind, tmp_path / "unused", layout=LAYOUT) as s:
+            assert s.path is None
+        assert not (tmp_path / "unused").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "kinds"),
+    [(None, store.STORE_KINDS), (" ", store.STORE_KINDS), ("memory, lsm", ("memory", "lsm"))],
+)
+def test_kind_lists_parse_against_the_registry(text: str | None, kinds: tuple[str, ...]) -> None:
+    assert store.parse_store_kinds(text) == kinds
+
+
+def test_an_unknown_kind_in_a_list_names_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown store kind 'btree'; valid kinds: lsm, file, applog, memo"):
+        store.parse_store_kinds("lsm,btree")
 
 
 @pytest.mark.parametrize(

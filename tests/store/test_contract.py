@@ -29,6 +29,9 @@ def test_kinds_are_the_four_of_the_design_and_sglangs_file_backend() -> None:
     import store
 
     assert set(store.STORE_KINDS) == {"lsm", "file", "applog", "memory", "sglang-file"}
+    assert store.DISK_STORE_KINDS == ("lsm", "file", "applog", "sglang-file")
+    for name in store.STORE_KINDS:
+        assert store.store_kind(name).store_class().kind == name
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
