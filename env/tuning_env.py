@@ -15,6 +15,7 @@ import numpy as np
 
 from env.actions import ActionMapper, select_knobs
 from env.config import EnvConfig
+from env.distribution import get_distribution, unique_page_count
 from env.observation import FEATURES, WindowFeatures, encode_observation, observation_size
 from env.step_info import STEP_INFO_KEY, StepInfo
 from store import StoreConfig
@@ -79,7 +80,9 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Starting State
     The store starts empty with :class:`store.StoreConfig` defaults; the first observation holds zero
-    workload features and the default knobs (``info["action"]`` is the default config's action).
+    workload features and the default knobs (``info["action"]`` is the default config's action). With
+    ``distribution`` set, each reset draws its workload, disk budget and memory tier from it
+    (:mod:`env.distribution`); ``info["workload"]`` describes what was drawn.
 
     ## Episode End
     Terminated when the workload is fully replayed. Time limits belong to the registration.
@@ -99,6 +102,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         self._root = Path(self.config.root_dir or tempfile.mkdtemp(prefix="kvtune-env-"))
         self._session: ReplaySession | None = None
         self._episode = 0
+        self._budget_bytes = self.config.budget_bytes
         self.current_config = StoreConfig()
 
     # ------------------------------------------------------------------ gymnasium API
@@ -109,7 +113,19 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         super().reset(seed=seed)
         self._close_session()
         workload_seed = int(self.np_random.integers(2**31 - 1))
-        requests = build_requests(self.config.workload, dict(self.config.workload_options), workload_seed)
+        budget_bytes, memory_tier_bytes = self.config.budget_bytes, self.config.memory_tier_bytes
+        if self.config.distribution is None:
+            requests = build_requests(self.config.workload, dict(self.config.workload_options), workload_seed)
+            drawn: dict[str, Any] = {"workload": self.config.workload}
+        else:
+            draw = get_distribution(self.config.distribution).draw(self.np_random)
+            requests = draw.requests()
+            data_bytes = unique_page_count(requests, self.config.page_size) * self._page_bytes()
+            if draw.budget_fraction is not None:
+                budget_bytes = max(int(draw.budget_fraction * data_bytes), 1)
+            memory_tier_bytes = max(int(draw.memory_tier_fraction * data_bytes), 1)
+            workload_seed, drawn = draw.seed, draw.describe()
+        self._budget_bytes = budget_bytes
         self._episode += 1
         path = self._root / f"episode-{self._episode}"
         shutil.rmtree(path, ignore_errors=True)
@@ -119,8 +135,8 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
             profile=self.profile,
             device=get_device_profile(self.config.device),
             page_size=self.config.page_size,
-            budget_bytes=self.config.budget_bytes,
-            memory_tier_bytes=self.config.memory_tier_bytes,
+            budget_bytes=budget_bytes,
+            memory_tier_bytes=memory_tier_bytes,
             host_ram_bytes=self.config.host_ram_bytes,
             servers=self.config.servers,
             prefetch=self.config.prefetch,
@@ -131,7 +147,11 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         self._session = ReplaySession(requests, replay_config, self.current_config, path)
         empty = WindowFeatures(**dict.fromkeys((f.name for f in FEATURES), 0.0))
         observation = encode_observation(empty, self.current_config)
-        info = {"action": self.mapper.to_action(self.current_config), "requests": len(requests)}
+        info = {
+            "action": self.mapper.to_action(self.current_config),
+            "requests": len(requests),
+            "workload": drawn,
+        }
         return observation, info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -150,7 +170,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         reward = self.config.reward.reward(
             hit_token_ratio=window.hit_token_ratio,
             mean_ttft_s=window.mean_ttft_s,
-            over_budget=features.space_used_fraction - 1.0 if self.config.budget_bytes else 0.0,
+            over_budget=features.space_used_fraction - 1.0 if self._budget_bytes else 0.0,
             dropped_fraction=features.dropped_fraction,
         )
         records = self._session.records[window.first_request : window.first_request + window.requests]
@@ -177,8 +197,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
     def features(self, window: WindowMetrics) -> WindowFeatures:
         """The observation's raw features for one replayed window."""
         span = max(window.trace_end_s - window.trace_start_s, MIN_WINDOW_SPAN_S)
-        page_bytes = self.profile.kv_layout().page_bytes(self.config.page_size)
-        offered = window.write_bytes / page_bytes + window.dropped_pages
+        offered = window.write_bytes / self._page_bytes() + window.dropped_pages
         return WindowFeatures(
             arrival_rate_rps=window.arrival_rate,
             prefix_reuse=window.prefix_reuse,
@@ -190,13 +209,14 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
             pending_compaction_bytes=float(window.pending_compaction_bytes),
             stall_fraction=min(window.stall_s / span, 1.0),
             blob_garbage_fraction=window.blob_garbage_bytes / max(window.disk_bytes, 1),
-            space_used_fraction=window.disk_bytes / self.config.budget_bytes
-            if self.config.budget_bytes
-            else 0.0,
+            space_used_fraction=window.disk_bytes / self._budget_bytes if self._budget_bytes else 0.0,
             writer_queue_fill=window.writer_queue_depth / self.current_config.writer_queue_depth,
             dropped_fraction=window.dropped_pages / offered if offered > 0 else 0.0,
             mean_ttft_s=window.mean_ttft_s if math.isfinite(window.mean_ttft_s) else 0.0,
         )
+
+    def _page_bytes(self) -> int:
+        return self.profile.kv_layout().page_bytes(self.config.page_size)
 
     def _close_session(self) -> None:
         if self._session is not None:
