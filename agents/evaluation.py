@@ -24,6 +24,8 @@ class EpisodeResult:
     p99_ttft_s: float
     dropped_pages: int
     windows: list[dict[str, float]] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)
+    """Per window, the knobs the policy changed for it (``knob=value`` pairs, empty when none)."""
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -43,6 +45,7 @@ def run_episode(policy: Policy, config: EnvConfig, seed: int, label: str | None 
     try:
         observation, _ = env.reset(seed=seed)
         total, windows, ttfts, hit_tokens, prompt_tokens, dropped = 0.0, [], [], 0, 0, 0
+        decisions: list[str] = []
         terminated = False
         while not terminated:
             chosen = policy.decide(observation, env.current_config)
@@ -50,6 +53,7 @@ def run_episode(policy: Policy, config: EnvConfig, seed: int, label: str | None 
             total += reward
             step = step_info(info)
             windows.append({**step.metrics(), "reward": reward})
+            decisions.append(" ".join(f"{k}={v}" for k, v in step.changed_knobs.items()))
             ttfts.extend(step.ttft_s)
             hit_tokens += step.hit_tokens
             prompt_tokens += step.prompt_tokens
@@ -66,6 +70,7 @@ def run_episode(policy: Policy, config: EnvConfig, seed: int, label: str | None 
         p99_ttft_s=float(np.percentile(samples, 99)) if samples.size else 0.0,
         dropped_pages=dropped,
         windows=windows,
+        decisions=decisions,
     )
 
 

@@ -39,3 +39,6 @@ app.command("run")(run_command)
 from experiments.model_check_cmd import model_check_command  # noqa: E402
 
 app.command("model-check")(model_check_command)
+from experiments.tuning_cmd import experiment_app  # noqa: E402
+
+app.add_typer(experiment_app, name="experiment")

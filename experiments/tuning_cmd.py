@@ -1,0 +1,167 @@
+"""``kvtune experiment tuning``: every baseline and learned policy on one evaluation suite, one table.
+
+Heavy imports (the store, the environment, agents, Optuna) happen inside the command.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+logger = logging.getLogger(__name__)
+console = Console()
+
+experiment_app = typer.Typer(help="Experiments that run many policies or stores from one command.")
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _labelled(pairs: list[str]) -> dict[str, str]:
+    specs = {}
+    for pair in pairs:
+        label, sep, spec = pair.partition("=")
+        if not sep or not label or not spec:
+            raise typer.BadParameter(f"--policy {pair!r} must be LABEL=SPEC, e.g. ppo=learned:default")
+        specs[label] = spec
+    return specs
+
+
+@experiment_app.command("tuning")
+def tuning_command(
+    suite: str = typer.Option("standard", "--suite", help="Evaluation suite: smoke | standard."),
+    policy: list[str] = typer.Option(
+        [],
+        "--policy",
+        help="A learned (or other) policy as LABEL=SPEC (repeatable), e.g. ppo=learned:default.",
+    ),
+    distribution: str = typer.Option(
+        "serving-mix", "--distribution", help="Training distribution the static-train search runs on."
+    ),
+    train_draws: int = typer.Option(
+        6, "--train-draws", help="Episodes of the distribution per static trial."
+    ),
+    static_trials: int = typer.Option(
+        20, "--static-trials", help="Trials of the training-distribution search."
+    ),
+    oracle_trials: int = typer.Option(
+        12, "--oracle-trials", help="Trials of each per-workload oracle search."
+    ),
+    static_train: Path | None = typer.Option(
+        None,
+        "--static-train",
+        help="Reuse a static-train config (JSON from an earlier run) instead of searching.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the static searches."),
+    trace: Path | None = typer.Option(None, "--trace", help="The Mooncake trace (default: the shared one)."),
+    out: Path = typer.Option(Path("runs/tuning"), "--out", help="Output directory."),
+) -> None:
+    """RocksDB defaults, kvtune defaults, heuristic, best static of the training distribution, an oracle
+    static per workload and the given policies, on the same workloads and seeds: tables, plots, targets."""
+    from agents.policies import Policy, StaticPolicy, make_policy
+    from agents.suite import (
+        MOONCAKE_TRACE,
+        SUITE_SERVING,
+        SuiteWorkload,
+        baseline_policies,
+        check_targets,
+        run_suite,
+        search_static,
+        suite_workloads,
+        training_workloads,
+    )
+    from experiments.plots import grouped_bars, window_lines
+
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        workloads = suite_workloads(suite, trace or MOONCAKE_TRACE)
+        learned: dict[str, Policy] = {label: make_policy(spec) for label, spec in _labelled(policy).items()}
+        if static_train is None:
+            train = training_workloads(distribution, train_draws, SUITE_SERVING[suite])
+            best = search_static(train, static_trials, seed)
+            StaticPolicy(best, source=f"distribution {distribution}").save(out / "static-train.json")
+        else:
+            best = StaticPolicy.load(static_train).config
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+
+    def oracle(workload: SuiteWorkload) -> dict[str, Policy]:
+        found = StaticPolicy(
+            search_static([workload], oracle_trials, seed), source=f"oracle {workload.label}"
+        )
+        found.save(out / f"oracle-{workload.label}.json")
+        return {"oracle-static": found}
+
+    results = run_suite(workloads, {**baseline_policies(best), **learned}, oracle)
+    rows = [r.row() for r in results]
+    _write_csv(out / "workloads.csv", rows)
+    _write_csv(out / "windows.csv", [w for r in results for w in r.window_rows()])
+    checks = check_targets(results, list(learned))
+    (out / "targets.json").write_text(
+        json.dumps([{**vars(c), "met": c.met} for c in checks], indent=2) + "\n"
+    )
+    grouped_bars(
+        {
+            w.label: {r.policy: r.episode.mean_ttft_s for r in results if r.workload == w.label}
+            for w in workloads
+        },
+        "mean TTFT (s)",
+        f"suite {suite}: mean TTFT",
+        out / "mean_ttft.png",
+    )
+    for workload in workloads:
+        window_lines(
+            {
+                r.policy: [w["mean_ttft_s"] for w in r.episode.windows]
+                for r in results
+                if r.workload == workload.label
+            },
+            "mean TTFT (s)",
+            f"{workload.label}: mean TTFT per window",
+            out / f"windows-{workload.label}.png",
+        )
+    table = Table(title=f"suite {suite}")
+    columns = (
+        "workload",
+        "policy",
+        "mean TTFT s",
+        "p99 TTFT s",
+        "hit ratio",
+        "dropped",
+        "store RAM MiB",
+        "disk MiB",
+    )
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            row["workload"],
+            row["policy"],
+            f"{row['mean_ttft_s']:.4f}",
+            f"{row['p99_ttft_s']:.4f}",
+            f"{row['hit_token_ratio']:.3f}",
+            str(row["dropped_pages"]),
+            f"{row['max_store_ram_bytes'] / 2**20:.0f}",
+            f"{row['max_disk_bytes'] / 2**20:.1f}",
+        )
+    console.print(table)
+    for check in checks:
+        console.print(
+            f"{check.workload} / {check.policy}: vs static-train {check.vs_static_train:+.1%} (<= -5%), "
+            f"vs oracle {check.vs_oracle:+.1%} (<= +5%), worst window vs RocksDB defaults "
+            f"{check.worst_window_vs_rocksdb:+.1%} (<= +2%): {'met' if check.met else 'MISSED'}"
+        )
+    console.print(f"tables and plots in {out}")
