@@ -252,17 +252,49 @@ class SuiteResult:
         ]
 
 
+def mean_episode(episodes: Sequence[EpisodeResult]) -> EpisodeResult:
+    """Repeats of one policy on one workload averaged (per episode and per window), decisions of the
+    first: the store's background work makes same-seed episodes differ, so one run can mislead."""
+    if not episodes:
+        raise ValueError("mean_episode needs at least one episode")
+    first = episodes[0]
+    windows = [
+        {key: float(np.mean([e.windows[i][key] for e in episodes])) for key in first.windows[i]}
+        for i in range(min(len(e.windows) for e in episodes))
+    ]
+    return EpisodeResult(
+        policy=first.policy,
+        total_reward=float(np.mean([e.total_reward for e in episodes])),
+        requests=first.requests,
+        hit_token_ratio=float(np.mean([e.hit_token_ratio for e in episodes])),
+        mean_ttft_s=float(np.mean([e.mean_ttft_s for e in episodes])),
+        p99_ttft_s=float(np.mean([e.p99_ttft_s for e in episodes])),
+        dropped_pages=round(float(np.mean([e.dropped_pages for e in episodes]))),
+        windows=windows,
+        decisions=first.decisions,
+    )
+
+
 def run_suite(
     workloads: Sequence[SuiteWorkload],
     policies: dict[str, Policy],
     per_workload: Callable[[SuiteWorkload], dict[str, Policy]] | None = None,
+    repeats: int = 1,
 ) -> list[SuiteResult]:
-    """Every policy (plus ``per_workload``'s, e.g. an oracle static) on every workload, same seeds."""
+    """Every policy (plus ``per_workload``'s, e.g. an oracle static) on every workload, same seeds,
+    each averaged over ``repeats`` episodes (policies interleaved within each repeat)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     results = []
     for workload in workloads:
         extra = per_workload(workload) if per_workload else {}
-        for label, policy in {**policies, **extra}.items():
-            episode = run_episode(policy, workload.env, workload.seed, label=label)
+        chosen = {**policies, **extra}
+        runs: dict[str, list[EpisodeResult]] = {label: [] for label in chosen}
+        for _ in range(repeats):
+            for label, policy in chosen.items():
+                runs[label].append(run_episode(policy, workload.env, workload.seed, label=label))
+        for label, episodes in runs.items():
+            episode = mean_episode(episodes)
             logger.info("%s / %s: mean TTFT %.4f s", workload.label, label, episode.mean_ttft_s)
             results.append(SuiteResult(workload.label, label, episode))
     return results

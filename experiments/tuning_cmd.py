@@ -65,6 +65,7 @@ def tuning_command(
         "--static-train",
         help="Reuse a static-train config (JSON from an earlier run) instead of searching.",
     ),
+    repeats: int = typer.Option(3, "--repeats", help="Episodes per policy and workload, averaged."),
     seed: int = typer.Option(0, "--seed", help="Seed of the static searches."),
     trace: Path | None = typer.Option(None, "--trace", help="The Mooncake trace (default: the shared one)."),
     out: Path = typer.Option(Path("runs/tuning"), "--out", help="Output directory."),
@@ -105,7 +106,7 @@ def tuning_command(
         found.save(out / f"oracle-{workload.label}.json")
         return {"oracle-static": found}
 
-    results = run_suite(workloads, {**baseline_policies(best), **learned}, oracle)
+    results = run_suite(workloads, {**baseline_policies(best), **learned}, oracle, repeats)
     rows = [r.row() for r in results]
     _write_csv(out / "workloads.csv", rows)
     _write_csv(out / "windows.csv", [w for r in results for w in r.window_rows()])
