@@ -8,13 +8,16 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from store import StoreConfig
 
 logger = logging.getLogger(__name__)
 console = Console()
@@ -40,6 +43,18 @@ def _labelled(pairs: list[str]) -> dict[str, str]:
     return specs
 
 
+def _reused_or_searched(path: Path, search: Callable[[], StoreConfig]) -> StoreConfig:
+    """The static config saved at ``path`` by an earlier run, or a new search's, saved there."""
+    from agents.policies import StaticPolicy
+
+    if path.is_file():
+        logger.info("reusing the static search saved in %s (delete it to search again)", path)
+        return StaticPolicy.load(path).config
+    found = search()
+    StaticPolicy(found).save(path)
+    return found
+
+
 @experiment_app.command("tuning")
 def tuning_command(
     suite: str = typer.Option("standard", "--suite", help="Evaluation suite: smoke | standard."),
@@ -60,18 +75,15 @@ def tuning_command(
     oracle_trials: int = typer.Option(
         12, "--oracle-trials", help="Trials of each per-workload oracle search."
     ),
-    static_train: Path | None = typer.Option(
-        None,
-        "--static-train",
-        help="Reuse a static-train config (JSON from an earlier run) instead of searching.",
-    ),
     repeats: int = typer.Option(3, "--repeats", help="Episodes per policy and workload, averaged."),
     seed: int = typer.Option(0, "--seed", help="Seed of the static searches."),
     trace: Path | None = typer.Option(None, "--trace", help="The Mooncake trace (default: the shared one)."),
     out: Path = typer.Option(Path("runs/tuning"), "--out", help="Output directory."),
 ) -> None:
     """RocksDB defaults, kvtune defaults, heuristic, best static of the training distribution, an oracle
-    static per workload and the given policies, on the same workloads and seeds: tables, plots, targets."""
+    static per workload and the given policies, on the same workloads and seeds: tables, plots, targets.
+
+    Static searches saved in OUT by an earlier run (static-train.json, oracle-WORKLOAD.json) are reused."""
     from agents.policies import Policy, StaticPolicy, make_policy
     from agents.suite import (
         MOONCAKE_TRACE,
@@ -90,21 +102,20 @@ def tuning_command(
     try:
         workloads = suite_workloads(suite, trace or MOONCAKE_TRACE)
         learned: dict[str, Policy] = {label: make_policy(spec) for label, spec in _labelled(policy).items()}
-        if static_train is None:
-            train = training_workloads(distribution, train_draws, SUITE_SERVING[suite])
-            best = search_static(train, static_trials, seed)
-            StaticPolicy(best, source=f"distribution {distribution}").save(out / "static-train.json")
-        else:
-            best = StaticPolicy.load(static_train).config
+        best = _reused_or_searched(
+            out / "static-train.json",
+            lambda: search_static(
+                training_workloads(distribution, train_draws, SUITE_SERVING[suite]), static_trials, seed
+            ),
+        )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
 
     def oracle(workload: SuiteWorkload) -> dict[str, Policy]:
-        found = StaticPolicy(
-            search_static([workload], oracle_trials, seed), source=f"oracle {workload.label}"
+        config = _reused_or_searched(
+            out / f"oracle-{workload.label}.json", lambda: search_static([workload], oracle_trials, seed)
         )
-        found.save(out / f"oracle-{workload.label}.json")
-        return {"oracle-static": found}
+        return {"oracle-static": StaticPolicy(config, source=f"oracle {workload.label}")}
 
     results = run_suite(workloads, {**baseline_policies(best), **learned}, oracle, repeats)
     rows = [r.row() for r in results]
