@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from agents.shipped import LEARNED_PREFIX, shipped_bundle, shipped_names
 from env.observation import feature_value
 from store import StoreConfig
 
@@ -113,18 +114,24 @@ class HeuristicPolicy(Policy):
 
 
 def make_policy(spec: str) -> Policy:
-    """``default`` | ``heuristic`` | ``static:FILE`` | a learned bundle path (directory or .zip)."""
+    """``default`` | ``heuristic`` | ``static:FILE`` | ``learned:NAME`` (a shipped bundle, see
+    :mod:`agents.shipped`) | a learned bundle path (directory or .zip)."""
     if spec == "default":
         return DefaultPolicy()
     if spec == "heuristic":
         return HeuristicPolicy()
     if spec.startswith("static:"):
         return StaticPolicy.load(spec.removeprefix("static:"))
+    if spec.startswith(LEARNED_PREFIX):
+        from agents.bundle import load_policy_bundle
+
+        return load_policy_bundle(shipped_bundle(spec.removeprefix(LEARNED_PREFIX)))
     path = Path(spec)
     if path.exists():
         from agents.bundle import load_policy_bundle
 
         return load_policy_bundle(path)
     raise ValueError(
-        f"unknown policy {spec!r}: use default, heuristic, static:FILE or the path of a learned policy bundle"
+        f"unknown policy {spec!r}: use default, heuristic, static:FILE, learned:NAME (shipped: "
+        f"{', '.join(shipped_names()) or 'none'}) or the path of a learned policy bundle"
     )

@@ -151,6 +151,8 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
             "action": self.mapper.to_action(self.current_config),
             "requests": len(requests),
             "workload": drawn,
+            "budget_bytes": budget_bytes,
+            "memory_tier_bytes": memory_tier_bytes,
         }
         return observation, info
 
