@@ -111,7 +111,7 @@ def _standard_suite(trace: Path) -> list[SuiteWorkload]:
         sized_env(
             "mooncake",
             "mooncake",
-            {"path": str(trace), "limit": 96, "max_input_tokens": 8192, "time_scale": 2.0},
+            {"path": str(trace), "limit": 64, "max_input_tokens": 4096, "time_scale": 2.0},
             0,
             budget_fraction=0.5,
             memory_tier_fraction=0.1,
