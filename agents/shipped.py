@@ -7,7 +7,11 @@ table); ``pyproject.toml`` ships them as package data.
 
 from __future__ import annotations
 
+import json
+import shutil
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 SHIPPED_DIR = Path(__file__).parent / "shipped"
 LEARNED_PREFIX = "learned:"
@@ -28,3 +32,19 @@ def shipped_bundle(name: str) -> Path:
             f"no shipped policy {name!r}; shipped policies: {', '.join(shipped_names()) or 'none'}"
         )
     return path
+
+
+def ship_bundle(
+    source: Path, name: str, command: str, evaluation: list[dict[str, Any]], directory: Path = SHIPPED_DIR
+) -> Path:
+    """Copy the bundle at ``source`` into the package as ``name``, its card completed with the
+    ``kvtune train`` command that reproduces it and the evaluation rows it ships with."""
+    from agents.bundle import CARD_FILE, MODEL_FILE, load_policy_bundle
+
+    card = load_policy_bundle(source).card
+    target = directory / name
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source / MODEL_FILE, target / MODEL_FILE)
+    completed = {**asdict(card), "training": {**card.training, "command": command}, "evaluation": evaluation}
+    (target / CARD_FILE).write_text(json.dumps(completed, indent=2, sort_keys=True) + "\n")
+    return target

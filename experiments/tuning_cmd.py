@@ -79,6 +79,12 @@ def tuning_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the static searches."),
     trace: Path | None = typer.Option(None, "--trace", help="The Mooncake trace (default: the shared one)."),
     out: Path = typer.Option(Path("runs/tuning"), "--out", help="Output directory."),
+    ship: str | None = typer.Option(
+        None, "--ship", help="Ship the bundle of this --policy label inside the package as learned:default."
+    ),
+    ship_command: str = typer.Option(
+        "", "--ship-command", help="The `kvtune train` command that made the shipped bundle (for its card)."
+    ),
 ) -> None:
     """RocksDB defaults, kvtune defaults, heuristic, best static of the training distribution, an oracle
     static per workload and the given policies, on the same workloads and seeds: tables, plots, targets.
@@ -99,9 +105,14 @@ def tuning_command(
     from experiments.plots import grouped_bars, window_lines
 
     out.mkdir(parents=True, exist_ok=True)
+    specs = _labelled(policy)
+    if ship is not None and (ship not in specs or not Path(specs[ship]).is_dir()):
+        raise typer.BadParameter(
+            f"--ship {ship!r} must be the label of a --policy that is a bundle directory"
+        )
     try:
         workloads = suite_workloads(suite, trace or MOONCAKE_TRACE)
-        learned: dict[str, Policy] = {label: make_policy(spec) for label, spec in _labelled(policy).items()}
+        learned: dict[str, Policy] = {label: make_policy(spec) for label, spec in specs.items()}
         best = _reused_or_searched(
             out / "static-train.json",
             lambda: search_static(
@@ -175,5 +186,16 @@ def tuning_command(
             f"{check.workload} / {check.policy}: vs static-train {check.vs_static_train:+.1%} (<= -5%), "
             f"vs oracle {check.vs_oracle:+.1%} (<= +5%), worst window vs RocksDB defaults "
             f"{check.worst_window_vs_rocksdb:+.1%} (<= +2%): {'met' if check.met else 'MISSED'}"
+        )
+    if ship is not None:
+        from agents.shipped import ship_bundle
+
+        shipped = [
+            row
+            for row in rows
+            if row["policy"] in (ship, "rocksdb-defaults", "static-train", "oracle-static")
+        ]
+        console.print(
+            f"shipped as learned:default: {ship_bundle(Path(specs[ship]), 'default', ship_command, shipped)}"
         )
     console.print(f"tables and plots in {out}")
