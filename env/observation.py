@@ -36,6 +36,7 @@ class WindowFeatures:
     writer_queue_fill: float
     dropped_fraction: float
     mean_ttft_s: float
+    store_ram_fraction: float
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("writer_queue_fill", "queued writes / queue depth", "unit"),
     Feature("dropped_fraction", "pages dropped / pages offered to the writer", "unit"),
     Feature("mean_ttft_s", "seconds", "log:60"),
+    Feature("store_ram_fraction", "store RAM / host RAM (the rest is the memory tier)", "unit"),
 )
 
 

@@ -215,6 +215,9 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
             writer_queue_fill=window.writer_queue_depth / self.current_config.writer_queue_depth,
             dropped_fraction=window.dropped_pages / offered if offered > 0 else 0.0,
             mean_ttft_s=window.mean_ttft_s if math.isfinite(window.mean_ttft_s) else 0.0,
+            store_ram_fraction=window.store_ram_bytes / window.host_ram_bytes
+            if window.host_ram_bytes
+            else 0.0,
         )
 
     def _page_bytes(self) -> int:

@@ -40,8 +40,10 @@ from experiments.model_check_cmd import model_check_command  # noqa: E402
 
 app.command("model-check")(model_check_command)
 from experiments.bench_env_cmd import bench_env_command  # noqa: E402
-from experiments.tuning_cmd import experiment_app  # noqa: E402
+from experiments.paper_cmd import experiment_app  # noqa: E402
+from experiments.tuning_cmd import tuning_command  # noqa: E402
 
 bench_app.command("env")(bench_env_command)
+experiment_app.command("tuning")(tuning_command)
 
 app.add_typer(experiment_app, name="experiment")

@@ -62,3 +62,41 @@ def grouped_bars(values: Mapping[str, Mapping[str, float]], ylabel: str, title: 
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def phase_bars(phases: Mapping[str, Mapping[str, Mapping[str, float]]], path: Path) -> Path:
+    """Per-phase bars of hit ratio and mean TTFT, one bar per label (``phases[label][phase][metric]``)."""
+    names = sorted({phase for rows in phases.values() for phase in rows})
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4))
+    width = 0.8 / max(len(phases), 1)
+    for offset, (label, rows) in enumerate(phases.items()):
+        positions = [i + offset * width for i in range(len(names))]
+        for axis, metric, factor in ((axes[0], "hit_token_ratio", 1.0), (axes[1], "mean_ttft_s", 1e3)):
+            values = [rows.get(name, {}).get(metric, 0.0) * factor for name in names]
+            axis.bar(positions, values, width, label=label)
+    for axis, ylabel in ((axes[0], "hit ratio"), (axes[1], "mean TTFT (ms)")):
+        axis.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names, rotation=30, fontsize=7)
+        axis.set_ylabel(ylabel)
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def ttft_cdfs(samples: Mapping[str, Sequence[float]], path: Path) -> Path:
+    """The empirical CDF of TTFT, one line per label."""
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for label, values in samples.items():
+        ordered = sorted(values)
+        axis.plot(
+            [v * 1e3 for v in ordered], [(i + 1) / len(ordered) for i in range(len(ordered))], label=label
+        )
+    axis.set_xscale("log")
+    axis.set_xlabel("TTFT (ms)")
+    axis.set_ylabel("fraction of requests")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 console = Console()
 
-experiment_app = typer.Typer(help="Experiments that run many policies or stores from one command.")
-
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     with path.open("w", newline="") as handle:
@@ -55,7 +53,6 @@ def _reused_or_searched(path: Path, search: Callable[[], StoreConfig]) -> StoreC
     return found
 
 
-@experiment_app.command("tuning")
 def tuning_command(
     suite: str = typer.Option("standard", "--suite", help="Evaluation suite: smoke | standard."),
     policy: list[str] = typer.Option(

@@ -144,8 +144,8 @@ def test_same_seed_is_reproducible_across_instances() -> None:
         tokens_b, arrivals_b = request_arrays(second)
         assert all(np.array_equal(a, b) for a, b in zip(tokens_a, tokens_b, strict=True))
         np.testing.assert_array_equal(arrivals_a, arrivals_b)
-        hit_a = first.step(default_action(first))[4]["window"]["hit_token_ratio"]
-        hit_b = second.step(default_action(second))[4]["window"]["hit_token_ratio"]
+        hit_a = step_info(first.step(default_action(first))[4]).window.hit_token_ratio
+        hit_b = step_info(second.step(default_action(second))[4]).window.hit_token_ratio
         assert hit_a == hit_b
     finally:
         first.close()

@@ -1,0 +1,309 @@
+"""The paper's experiment: every store kind on the staged workload (and a trace), two arrival rates, two
+disk budgets, equal host RAM; then the ablations. One replay per cell, an MLflow run per cell.
+
+The matrix, at ``PaperSpec``'s scale:
+
+- kinds (:data:`KINDS`): ``memory`` (the store lives in host RAM: half the budget), ``file``, ``applog``,
+  ``lsm`` with kvtune's defaults (:class:`store.StoreConfig`: RocksDB's own with blob files), ``lsm``
+  with RocksDB's defaults (no key-value separation), and ``lsm`` with a study's best static config from
+  another seed (``best_static``; the cell is skipped without one);
+- arrival rates: ``rate_factors`` x the rate at which ``file``'s backups would take the whole disk
+  (nominal write speed over the mean bytes of new pages per request), so one keeps up and one falls
+  behind; servers are added until the GPUs alone (every prompt computed) would be ``gpu_utilization``
+  busy, so the GPUs are not overloaded and the disk is what differs;
+- disk budgets: all unique pages fit, and a quarter of them;
+- one host-RAM budget for every kind (a store config whose RAM does not fit is clamped, logged).
+
+Ablations (staged workload, the rate where backups fall behind, the budget where all pages fit), each a
+row against full ``lsm``: key-value separation off, writer batching off, and the policy off (defaults)
+vs on (best static). Flat page keys are not offered by the store yet: no row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agents.tracking import log_metrics, tracked_run
+from experiments.plots import phase_bars, ttft_cdfs
+from store import StoreConfig
+from store.pages import plan_pages
+from workloads import Request, get_device_profile, get_profile, load_mooncake, staged
+from workloads.host_ram import clamp_store_ram
+from workloads.replay import ReplayConfig, replay
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("memory", "file", "applog", "lsm-kvtune-defaults", "lsm-rocksdb-defaults", "lsm-best-static")
+TRACE = Path("/work/shared/data/traces/mooncake_synthetic_trace.jsonl")
+
+
+@dataclass(frozen=True)
+class PaperSpec:
+    """The experiment's whole configuration (logged in full with every cell)."""
+
+    phase_requests: int = 300
+    chunk_tokens: int = 256
+    chunks_per_prompt: int = 32
+    pool_chunks: int = 4096
+    profile: str = "glm-4-9b"
+    scale: int = 64
+    device: str = "nvme-pcie4"
+    rate_factors: tuple[float, ...] = (0.5, 2.0)
+    budget_fractions: tuple[float, ...] = (1.0, 0.25)
+    host_ram_bytes: int = 512 * 1024 * 1024
+    gpu_utilization: float = 0.7
+    prefetch: str = "wait_complete"
+    trace: Path | None = TRACE
+    trace_limit: int = 1000
+    best_static: dict[str, Any] | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.phase_requests < 1 or self.scale < 1 or self.host_ram_bytes < 1:
+            raise ValueError("phase_requests, scale and host_ram_bytes must be >= 1")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One replay of the matrix."""
+
+    workload: str
+    kind: str
+    rate: str
+    budget: str
+    store_kind: str
+    store_config: StoreConfig
+    budget_bytes: int | None
+    servers: int
+    time_scale: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.workload}/{self.kind}/{self.rate}/{self.budget}"
+
+
+def kind_configs(spec: PaperSpec) -> dict[str, tuple[str, StoreConfig]]:
+    """Store kind and knobs of each compared kind (``lsm-best-static`` only with ``spec.best_static``)."""
+    kinds = {
+        "memory": ("memory", StoreConfig()),
+        "file": ("file", StoreConfig()),
+        "applog": ("applog", StoreConfig()),
+        "lsm-kvtune-defaults": ("lsm", StoreConfig()),
+        "lsm-rocksdb-defaults": ("lsm", StoreConfig(enable_blob_files=False)),
+    }
+    if spec.best_static is not None:
+        kinds["lsm-best-static"] = ("lsm", StoreConfig.from_dict(spec.best_static))
+    return kinds
+
+
+def unique_page_bytes(requests: Sequence[Request], page_size: int, page_bytes: int) -> int:
+    """Bytes of every distinct page the requests hold (what a store must keep for all hits)."""
+    pages = {check for r in requests for check in plan_pages(r.tokens, page_size, "kvtune").checks}
+    return len(pages) * page_bytes
+
+
+def new_bytes_per_request(requests: Sequence[Request], page_size: int, page_bytes: int) -> float:
+    """Mean bytes of pages a request is the first to bring (what write-through backs up)."""
+    seen: set[bytes] = set()
+    new = 0
+    for request in requests:
+        checks = plan_pages(request.tokens, page_size, "kvtune").checks
+        new += sum(1 for check in checks if check not in seen)
+        seen.update(checks)
+    return new * page_bytes / len(requests)
+
+
+def replay_config(spec: PaperSpec, cell: Cell) -> ReplayConfig:
+    return ReplayConfig(
+        store_kind=cell.store_kind,
+        profile=get_profile(spec.profile, spec.scale),
+        device=get_device_profile(spec.device),
+        page_size=spec.chunk_tokens,
+        budget_bytes=cell.budget_bytes,
+        host_ram_bytes=spec.host_ram_bytes,
+        servers=cell.servers,
+        prefetch=spec.prefetch,
+        window_requests=64,
+        seed=spec.seed,
+    )
+
+
+def plan_cells(
+    spec: PaperSpec, workload: str, requests: Sequence[Request], kinds: Sequence[str]
+) -> list[Cell]:
+    """The cells of one workload: kinds x rates x budgets."""
+    profile = get_profile(spec.profile, spec.scale)
+    page_bytes = profile.kv_layout().page_bytes(spec.chunk_tokens)
+    full_scale = page_bytes * profile.scale
+    device = get_device_profile(spec.device)
+    disk_rate = device.write_bytes_per_s / new_bytes_per_request(requests, spec.chunk_tokens, full_scale)
+    span = max(requests[-1].arrival_s - requests[0].arrival_s, 1e-3)
+    trace_rate = len(requests) / span
+    mean_prefill = sum(profile.prefill_seconds(r.prompt_tokens) for r in requests) / len(requests)
+    unique = unique_page_bytes(requests, spec.chunk_tokens, page_bytes)
+    configs = kind_configs(spec)
+    cells = []
+    for factor in spec.rate_factors:
+        rate = factor * disk_rate
+        servers = max(1, math.ceil(rate * mean_prefill / spec.gpu_utilization))
+        for fraction in spec.budget_fractions:
+            for kind in kinds:
+                if kind not in configs:
+                    continue
+                store_kind, knobs = configs[kind]
+                budget = max(page_bytes, int(unique * fraction))
+                if store_kind == "memory":
+                    budget = spec.host_ram_bytes // 2
+                elif store_kind == "lsm":
+                    knobs = clamp_store_ram(knobs, spec.host_ram_bytes)
+                cells.append(
+                    Cell(
+                        workload=workload,
+                        kind=kind,
+                        rate=f"{factor:g}x-disk",
+                        budget=f"{fraction:g}-fit",
+                        store_kind=store_kind,
+                        store_config=knobs,
+                        budget_bytes=budget,
+                        servers=servers,
+                        time_scale=trace_rate / rate,
+                    )
+                )
+    return cells
+
+
+def run_cell(spec: PaperSpec, cell: Cell, requests: Sequence[Request], out: Path, uri: str) -> dict[str, Any]:
+    """Replay one cell into ``out/<cell>``, log it as an MLflow run; return its table row."""
+    origin = requests[0].arrival_s
+    timed = [
+        dataclasses.replace(r, arrival_s=origin + (r.arrival_s - origin) * cell.time_scale) for r in requests
+    ]
+    config = replay_config(spec, cell)
+    cell_dir = out / cell.name.replace("/", "__")
+    params = {"spec": spec, "cell": cell, "replay": config.to_dict()}
+    with tracked_run("paper", cell.name, uri, params):
+        result = replay(timed, config, out_dir=cell_dir, store_config=cell.store_config)
+        summary = result.summary
+        metrics = {
+            "hit_token_ratio": summary.hit_token_ratio,
+            "mean_ttft_s": summary.mean_ttft_s,
+            "p99_ttft_s": summary.p99_ttft_s,
+            "backup_late_pages": summary.backup_late_pages,
+            "backup_dropped_pages": summary.backup_dropped_pages,
+            "device_read_bytes": summary.device_read_bytes,
+            "device_write_bytes": summary.device_write_bytes,
+            "gpu_utilization": summary.gpu_utilization,
+            "disk_utilization": summary.disk_utilization,
+        }
+        log_metrics(metrics, step=0)
+    phases = {
+        name: {
+            "hit_token_ratio": phase.hit_token_ratio,
+            "mean_ttft_s": phase.mean_ttft_s,
+            "p99_ttft_s": phase.p99_ttft_s,
+            "backup_late_pages": phase.backup_late_pages,
+            "backup_dropped_pages": phase.backup_dropped_pages,
+            "disk_read_bytes": phase.disk_read_bytes,
+        }
+        for name, phase in summary.phases.items()
+    }
+    return {
+        "cell": cell.name,
+        "workload": cell.workload,
+        "kind": cell.kind,
+        "rate": cell.rate,
+        "budget": cell.budget,
+        "servers": cell.servers,
+        **metrics,
+        "phases": phases,
+        "ttft_s": [r.ttft_s for r in result.records],
+    }
+
+
+def run_paper(spec: PaperSpec, out: Path, uri: str) -> list[dict[str, Any]]:
+    """The matrix on the staged workload and the trace, then the ablations; tables and plots in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    workloads: dict[str, list[Request]] = {
+        "staged": staged(
+            spec.seed,
+            phase_requests=spec.phase_requests,
+            chunk_tokens=spec.chunk_tokens,
+            chunks_per_prompt=spec.chunks_per_prompt,
+            pool_chunks=spec.pool_chunks,
+        )
+    }
+    if spec.trace is not None and spec.trace.exists():
+        workloads["trace"] = load_mooncake(spec.trace, limit=spec.trace_limit)
+    elif spec.trace is not None:
+        logger.warning("trace %s not found: the trace matrix is skipped", spec.trace)
+    rows = []
+    for workload, requests in workloads.items():
+        for cell in plan_cells(spec, workload, requests, KINDS):
+            logger.info("cell %s", cell.name)
+            rows.append(run_cell(spec, cell, requests, out, uri))
+    rows.extend(run_ablations(spec, workloads["staged"], out, uri))
+    write_report(rows, out)
+    return rows
+
+
+def run_ablations(spec: PaperSpec, requests: Sequence[Request], out: Path, uri: str) -> list[dict[str, Any]]:
+    """Full ``lsm`` against one mechanism off at a time, where backups fall behind and all pages fit."""
+    cells = plan_cells(
+        dataclasses.replace(spec, rate_factors=(max(spec.rate_factors),), budget_fractions=(1.0,)),
+        "ablation",
+        requests,
+        ("lsm-kvtune-defaults",),
+    )
+    full = cells[0]
+    variants = {
+        "lsm-full": full.store_config,
+        "no-kv-separation": full.store_config.replace(enable_blob_files=False),
+        "no-writer-batching": full.store_config.replace(writer_batch_size=1),
+    }
+    if spec.best_static is not None:
+        variants["policy-on-best-static"] = clamp_store_ram(
+            StoreConfig.from_dict(spec.best_static), spec.host_ram_bytes
+        )
+    rows = []
+    for name, knobs in variants.items():
+        cell = dataclasses.replace(full, kind=name, store_config=knobs)
+        rows.append(run_cell(spec, cell, requests, out, uri))
+    return rows
+
+
+def write_report(rows: list[dict[str, Any]], out: Path) -> None:
+    """``results.json`` (every row with its phases), ``table.md`` (one line per cell and phase), plots."""
+    (out / "results.json").write_text(
+        json.dumps([{k: v for k, v in row.items() if k != "ttft_s"} for row in rows], indent=2) + "\n"
+    )
+    lines = [
+        "| cell | phase | hit ratio | mean TTFT ms | p99 TTFT ms | late | dropped | read MB (all: device) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['cell']} | all | {row['hit_token_ratio']:.3f} | {row['mean_ttft_s'] * 1e3:.1f} | "
+            f"{row['p99_ttft_s'] * 1e3:.1f} | {row['backup_late_pages']} | {row['backup_dropped_pages']} | "
+            f"{row['device_read_bytes'] / 1e6:.1f} |"
+        )
+        for phase, values in sorted(row["phases"].items()):
+            lines.append(
+                f"| {row['cell']} | {phase} | {values['hit_token_ratio']:.3f} | "
+                f"{values['mean_ttft_s'] * 1e3:.1f} | {values['p99_ttft_s'] * 1e3:.1f} | "
+                f"{values['backup_late_pages']} | {values['backup_dropped_pages']} | "
+                f"{values['disk_read_bytes'] / 1e6:.1f} |"
+            )
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(f"{row['workload']}__{row['rate']}__{row['budget']}", []).append(row)
+    for group, members in groups.items():
+        phase_bars({row["kind"]: row["phases"] for row in members}, out / f"{group}__phases.png")
+        ttft_cdfs({row["kind"]: row["ttft_s"] for row in members}, out / f"{group}__ttft_cdf.png")
