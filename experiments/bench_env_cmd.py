@@ -5,6 +5,7 @@ Heavy imports (the environment, the store) happen inside the command.
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
@@ -82,5 +83,5 @@ def bench_env_command(
     for column in ("configuration", "median steps/s", "rounds"):
         table.add_column(column, justify="right")
     for name, values in figures.items():
-        table.add_row(name, f"{sorted(values)[len(values) // 2]:.2f}", " ".join(f"{v:.2f}" for v in values))
+        table.add_row(name, f"{statistics.median(values):.2f}", " ".join(f"{v:.2f}" for v in values))
     console.print(table)
