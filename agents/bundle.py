@@ -56,6 +56,8 @@ class PolicyCard:
     discrete_levels: int
     training: dict[str, Any] = field(default_factory=dict)
     library_versions: dict[str, str] = field(default_factory=library_versions)
+    evaluation: list[dict[str, Any]] = field(default_factory=list)
+    """Rows of the evaluation suite table this policy was shipped with (empty until evaluated)."""
 
     @classmethod
     def for_mapper(

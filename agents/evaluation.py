@@ -25,6 +25,8 @@ class EpisodeResult:
     p99_ttft_s: float
     dropped_pages: int
     windows: list[dict[str, float]] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)
+    """Per window, the knobs the policy changed for it (``knob=value`` pairs, empty when none)."""
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -90,6 +92,7 @@ def run_episode(
         observation, _ = env.reset(seed=seed)
         windows: list[dict[str, float]] = []
         total, ttfts, hit_tokens, prompt_tokens, dropped = 0.0, [], 0, 0, 0
+        decisions: list[str] = []
         terminated = False
         while not terminated:
             chosen = policy.decide(observation, env.current_config)
@@ -98,6 +101,7 @@ def run_episode(
             step = step_info(info)
             metrics = step.metrics()
             windows.append({**metrics, "reward": reward})
+            decisions.append(" ".join(f"{k}={v}" for k, v in step.changed_knobs.items()))
             ttfts.extend(step.ttft_s)
             hit_tokens += step.hit_tokens
             prompt_tokens += step.prompt_tokens
@@ -117,6 +121,7 @@ def run_episode(
         p99_ttft_s=float(np.percentile(samples, 99)) if samples.size else 0.0,
         dropped_pages=dropped,
         windows=windows,
+        decisions=decisions,
     )
 
 

@@ -75,12 +75,17 @@ class StaticPolicy(Policy):
 
 
 class HeuristicPolicy(Policy):
-    """Rules like the paper's controller, from the last window's normalised observation.
+    """Rules like the paper's controller, on the last window's normalised observation. Each rule costs
+    no host RAM (memtables would be taken from the memory tier) and only acts on a signal:
 
-    - write pressure (stalls, a full writer queue, dropped pages) -> bigger memtables, more of them,
-      later L0 triggers, larger writer batches;
-    - blob garbage pushing the store over its budget -> blob GC on, with a wider age cutoff;
-    - read-heavy and calm -> back towards the defaults (fewer L0 files to search).
+    - the store writes -> the WAL off: it doubles the bytes the disk writes, which delays prefetches
+      and backups, and for a cache a page lost in a crash is a miss, not an error;
+    - write pressure (stalls, a writer queue over half full, dropped pages) -> writer batches doubled
+      up to 128 pages;
+    - the store over 110% of its budget, or blob garbage over half its bytes -> blob GC on, its age
+      cutoff widened by 0.25 up to 1 (GC rewrites live blobs, so it waits for a clear excess).
+
+    Without a signal the config is kept.
     """
 
     name = "heuristic"
@@ -91,31 +96,14 @@ class HeuristicPolicy(Policy):
         dropped = feature_value(observation, "dropped_fraction")
         garbage = feature_value(observation, "blob_garbage_fraction")
         space = feature_value(observation, "space_used_fraction")
-        base = StoreConfig()
         changes: dict[str, Any] = {}
+        if feature_value(observation, "write_bytes_per_s") > 0.0:
+            changes.update(disable_wal=True)
         if stall > 0.01 or queue > 0.5 or dropped > 0.0:
-            c = current  # grow up to a cap, never shrink: a knob already above its cap (set elsewhere) stays
             changes.update(
-                write_buffer_size=_grow(c.write_buffer_size, c.write_buffer_size * 2, 256 * 1024**2),
-                max_write_buffer_number=_grow(c.max_write_buffer_number, c.max_write_buffer_number + 1, 6),
-                level0_file_num_compaction_trigger=_grow(
-                    c.level0_file_num_compaction_trigger, c.level0_file_num_compaction_trigger * 2, 16
-                ),
-                level0_slowdown_writes_trigger=_grow(
-                    c.level0_slowdown_writes_trigger, c.level0_slowdown_writes_trigger * 2, 64
-                ),
-                level0_stop_writes_trigger=_grow(
-                    c.level0_stop_writes_trigger, max(c.level0_stop_writes_trigger * 2, 64), 128
-                ),
-                writer_batch_size=_grow(c.writer_batch_size, c.writer_batch_size * 2, 128),
+                writer_batch_size=max(current.writer_batch_size, min(current.writer_batch_size * 2, 128)),
             )
-        elif stall == 0.0 and queue < 0.1:
-            changes.update(
-                level0_file_num_compaction_trigger=max(
-                    current.level0_file_num_compaction_trigger // 2, base.level0_file_num_compaction_trigger
-                )
-            )
-        if space > 0.5 or garbage > 0.2:  # space_used is normalised by 2: 0.5 means at the budget
+        if space > 0.55 or garbage > 0.5:  # space_used is normalised by 2: 0.55 is 110% of the budget
             changes.update(
                 enable_blob_garbage_collection=True,
                 blob_garbage_collection_age_cutoff=min(
@@ -123,8 +111,3 @@ class HeuristicPolicy(Policy):
                 ),
             )
         return StoreConfig.from_dict(changes, base=current) if changes else current
-
-
-def _grow(value: int, grown: int, cap: int) -> int:
-    """``grown`` capped at ``cap``, but never below ``value``."""
-    return max(value, min(grown, cap))

@@ -1,4 +1,5 @@
-"""Policy specs by name: ``default``, ``heuristic``, ``static:FILE`` or the path of a learned bundle.
+"""Policy specs by name: ``default``, ``heuristic``, ``static:FILE``, ``learned:NAME`` (a bundle shipped in
+the package, :mod:`agents.shipped`) or the path of a learned bundle.
 
 Every command that takes a ``--policy`` parses it here once: :func:`parse_policy_spec` checks the form
 and gives the spec a short label (for tables and MLflow metric names); :func:`make_policy` builds it.
@@ -12,9 +13,10 @@ from pathlib import Path
 
 from agents.bundle import load_policy_bundle
 from agents.policies import DefaultPolicy, HeuristicPolicy, Policy, StaticPolicy
+from agents.shipped import LEARNED_PREFIX, shipped_bundle, shipped_names
 
 STATIC_PREFIX = "static:"
-VALID_FORMS = "default, heuristic, static:FILE or the path of a learned policy bundle"
+VALID_FORMS = "default, heuristic, static:FILE, learned:NAME or the path of a learned policy bundle"
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,13 @@ def parse_policy_spec(text: str) -> PolicySpec:
         return PolicySpec(text)
     if text.startswith(STATIC_PREFIX):
         return PolicySpec("static", Path(text.removeprefix(STATIC_PREFIX)))
+    if text.startswith(LEARNED_PREFIX):
+        return PolicySpec("learned", shipped_bundle(text.removeprefix(LEARNED_PREFIX)))
     path = Path(text)
     if path.exists():
         return PolicySpec("learned", path)
-    raise ValueError(f"unknown policy {text!r}: use {VALID_FORMS}")
+    shipped = ", ".join(shipped_names()) or "none"
+    raise ValueError(f"unknown policy {text!r}: use {VALID_FORMS} (shipped: {shipped})")
 
 
 def make_policy(spec: str | PolicySpec) -> Policy:

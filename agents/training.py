@@ -25,6 +25,7 @@ from agents.policies import DefaultPolicy
 from agents.tracking import log_metrics
 from env import ENV_ID, EnvConfig, step_info
 from env.actions import ActionMapper, select_knobs
+from env.distribution import get_distribution
 from env.wrappers import DiscreteKnobActions
 
 logger = logging.getLogger(__name__)
@@ -184,6 +185,9 @@ def train(
         "timesteps": config.timesteps,
         "seed": config.seed,
         "env": dataclasses.asdict(config.env),
+        "distribution": get_distribution(config.env.distribution).describe()
+        if config.env.distribution
+        else None,
     }
     card = PolicyCard.for_mapper(config.algo, mapper, levels, training)
     bundle = save_policy_bundle(model, card, run_dir / "policy")

@@ -42,6 +42,10 @@ class EnvConfig:
 
     workload: str = "staged"
     workload_options: dict[str, Any] = field(default_factory=dict)
+    distribution: str | None = None
+    """A training distribution (see :data:`env.distribution.DISTRIBUTIONS`): each reset draws its own
+    workload, budget and memory tier, and ``workload``, ``workload_options``, ``budget_bytes`` and
+    ``memory_tier_bytes`` are ignored."""
     requests_per_window: int = 8
     store_kind: str = "lsm"
     profile: str = "tiny"

@@ -14,6 +14,7 @@ import numpy as np
 
 from env.actions import ActionMapper, select_knobs
 from env.config import EnvConfig
+from env.distribution import get_distribution, unique_page_count
 from env.observation import (
     FEATURES,
     WindowFeatures,
@@ -84,7 +85,9 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Starting State
     The store starts empty with :class:`store.StoreConfig` defaults; the first observation holds zero
-    workload features and the default knobs (``info["action"]`` is the default config's action).
+    workload features and the default knobs (``info["action"]`` is the default config's action). With
+    ``distribution`` set, each reset draws its workload, disk budget and memory tier from it
+    (:mod:`env.distribution`); ``info["workload"]`` describes what was drawn.
 
     ## Episode End
     Terminated when the workload is fully replayed. Time limits belong to the registration.
@@ -106,6 +109,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         self._requests: list[Request] = []
         self._reuse = ReuseSketch()
         self._episode = 0
+        self._budget_bytes = self.config.budget_bytes
         self.current_config = StoreConfig()
 
     # ------------------------------------------------------------------ gymnasium API
@@ -116,7 +120,19 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         super().reset(seed=seed)
         self._close_session()
         workload_seed = int(self.np_random.integers(2**31 - 1))
-        requests = build_requests(self.config.workload, dict(self.config.workload_options), workload_seed)
+        budget_bytes, memory_tier_bytes = self.config.budget_bytes, self.config.memory_tier_bytes
+        if self.config.distribution is None:
+            requests = build_requests(self.config.workload, dict(self.config.workload_options), workload_seed)
+            drawn: dict[str, Any] = {"workload": self.config.workload}
+        else:
+            draw = get_distribution(self.config.distribution).draw(self.np_random)
+            requests = draw.requests()
+            data_bytes = unique_page_count(requests, self.config.page_size) * self._page_bytes()
+            if draw.budget_fraction is not None:
+                budget_bytes = max(int(draw.budget_fraction * data_bytes), 1)
+            memory_tier_bytes = max(int(draw.memory_tier_fraction * data_bytes), 1)
+            workload_seed, drawn = draw.seed, draw.describe()
+        self._budget_bytes = budget_bytes
         self._episode += 1
         path = self._root / f"episode-{self._episode}"
         shutil.rmtree(path, ignore_errors=True)
@@ -126,8 +142,8 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
             profile=self.profile,
             device=get_device_profile(self.config.device),
             page_size=self.config.page_size,
-            budget_bytes=self.config.budget_bytes,
-            memory_tier_bytes=self.config.memory_tier_bytes,
+            budget_bytes=budget_bytes,
+            memory_tier_bytes=memory_tier_bytes,
             host_ram_bytes=self.config.host_ram_bytes,
             servers=self.config.servers,
             prefetch=self.config.prefetch,
@@ -140,7 +156,13 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         self._reuse = ReuseSketch()
         empty = WindowFeatures(**dict.fromkeys((f.name for f in FEATURES), 0.0))
         observation = encode_observation(empty, self.current_config)
-        info = {"action": self.mapper.to_action(self.current_config), "requests": len(requests)}
+        info = {
+            "action": self.mapper.to_action(self.current_config),
+            "requests": len(requests),
+            "workload": drawn,
+            "budget_bytes": budget_bytes,
+            "memory_tier_bytes": memory_tier_bytes,
+        }
         return observation, info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -162,7 +184,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
             store_window(before, self._session.store.stats(), window.trace_end_s - window.trace_start_s),
             page_reuse=self._reuse.take_window(),
             page_tokens=self.config.page_size,
-            budget_bytes=self.config.budget_bytes,
+            budget_bytes=self._budget_bytes,
             writer_queue_depth=config.writer_queue_depth,
             store_ram_fraction=window.store_ram_bytes / window.host_ram_bytes
             if window.host_ram_bytes
@@ -171,7 +193,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         reward = self.config.reward.reward(
             hit_token_ratio=window.hit_token_ratio,
             mean_ttft_s=window.mean_ttft_s,
-            over_budget=features.space_used_fraction - 1.0 if self.config.budget_bytes else 0.0,
+            over_budget=features.space_used_fraction - 1.0 if self._budget_bytes else 0.0,
             dropped_fraction=features.dropped_fraction,
         )
         records = self._session.records[window.first_request : window.first_request + window.requests]

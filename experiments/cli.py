@@ -12,6 +12,7 @@ import typer
 
 from experiments import (
     bench_cmd,
+    bench_env_cmd,
     bench_sglang_cmd,
     deploy_cmd,
     help_bench_cmd,
@@ -22,6 +23,7 @@ from experiments import (
     stress_cmd,
     study_cmd,
     train_cmd,
+    tuning_cmd,
 )
 
 app = typer.Typer(
@@ -31,7 +33,8 @@ for module in (replay_cmd, train_cmd, study_cmd, run_cmd, model_check_cmd, deplo
     app.add_typer(module.app)
 app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(paper_cmd.app, name="experiment")
-for bench_module in (help_bench_cmd, stress_cmd, bench_sglang_cmd):
+paper_cmd.app.add_typer(tuning_cmd.app)
+for bench_module in (help_bench_cmd, stress_cmd, bench_sglang_cmd, bench_env_cmd):
     bench_cmd.app.add_typer(bench_module.app)
 
 

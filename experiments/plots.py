@@ -45,6 +45,25 @@ def sweep_grid(curves: Mapping[str, tuple[Sequence[str], Sequence[float]]], ylab
     return path
 
 
+def grouped_bars(values: Mapping[str, Mapping[str, float]], ylabel: str, title: str, path: Path) -> Path:
+    """One group of bars per outer key (e.g. workload), one bar per inner key (e.g. policy)."""
+    groups = list(values)
+    labels = list(dict.fromkeys(label for group in values.values() for label in group))
+    width = 0.8 / max(len(labels), 1)
+    figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(groups) * max(len(labels), 1) / 3), 4))
+    for index, label in enumerate(labels):
+        heights = [values[group].get(label, float("nan")) for group in groups]
+        axis.bar([g + index * width for g in range(len(groups))], heights, width, label=label)
+    axis.set_xticks([g + width * (len(labels) - 1) / 2 for g in range(len(groups))], groups)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def phase_bars(phases: Mapping[str, Mapping[str, Mapping[str, float]]], path: Path) -> Path:
     """Per-phase bars of hit ratio and mean TTFT, one bar per label (``phases[label][phase][metric]``)."""
     names = sorted({phase for rows in phases.values() for phase in rows})

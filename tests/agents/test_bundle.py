@@ -23,6 +23,7 @@ from agents.bundle import (
     save_policy_bundle,
 )
 from agents.registry import make_policy
+from agents.shipped import ship_bundle
 from env import ACTION_SCHEMA_VERSION, OBSERVATION_SCHEMA_VERSION, DiscreteKnobActions, KVCacheTuningEnv
 from env.actions import ActionMapper
 from env.observation import observation_names
@@ -231,3 +232,17 @@ def test_an_unknown_algorithm_in_the_card_is_refused(
     edited = copy_bundle(path, tmp_path / "edited", lambda card: card.update(algorithm="trpo"))
     with pytest.raises(ValueError, match="unknown algorithm 'trpo'; valid algorithms: ppo, sac, a2c, dqn"):
         load_policy_bundle(edited)
+
+
+def test_a_shipped_bundle_keeps_its_model_and_adds_command_and_evaluation(
+    ppo_bundle: tuple[Any, PolicyCard, Path], tmp_path: Path, observations: np.ndarray
+) -> None:
+    _, card, directory = ppo_bundle
+    rows = [{"workload": "w", "policy": "ppo", "mean_ttft_s": 0.5}]
+    target = ship_bundle(directory, "default", "kvtune train --seed 0", rows, directory=tmp_path)
+    shipped = load_policy_bundle(target)
+    original = load_policy_bundle(directory)
+    assert shipped.card.evaluation == rows
+    assert shipped.card.training == {**card.training, "command": "kvtune train --seed 0"}
+    for observation in observations[:5]:
+        assert shipped.decide(observation, StoreConfig()) == original.decide(observation, StoreConfig())

@@ -1,0 +1,91 @@
+"""``kvtune bench env``: environment steps per second on named configurations, rounds interleaved.
+
+Heavy imports (the environment, the store) happen inside the command.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+BENCH_ENVS: dict[str, dict[str, Any]] = {
+    "small": {},
+    "taught": {
+        "workload_options": {
+            "phase_requests": 16,
+            "chunk_tokens": 256,
+            "chunks_per_prompt": 32,
+            "pool_chunks": 4096,
+        },
+        "profile": "llama-3.1-8b",
+        "profile_scale": 128,
+        "device": "nvme-pcie4",
+        "memory_tier_bytes": 64 * 2**20,
+    },
+    "serving-mix": {
+        "distribution": "serving-mix",
+        "profile": "llama-3.1-8b",
+        "profile_scale": 512,
+        "device": "nvme-pcie4",
+    },
+}
+"""``small``: the no-argument environment; ``taught``: the configuration the first PPO agent learned on
+(README); ``serving-mix``: the training distribution of the shipped policy."""
+
+
+def _steps_per_second(fields: dict[str, Any], steps: int, seed: int) -> float:
+    from env import EnvConfig, KVCacheTuningEnv
+
+    env = KVCacheTuningEnv(EnvConfig(**fields))
+    env.action_space.seed(seed)
+    try:
+        env.reset(seed=seed)
+        started, done = time.perf_counter(), 0
+        episode = seed
+        while done < steps:
+            _, _, terminated, _, _ = env.step(env.action_space.sample())
+            done += 1
+            if terminated:
+                episode += 1
+                env.reset(seed=episode)
+        return done / (time.perf_counter() - started)
+    finally:
+        env.close()
+
+
+app = typer.Typer()
+
+
+@app.command("env")
+def bench_env_command(
+    config: list[str] = typer.Option(
+        list(BENCH_ENVS), "--config", help=f"Configurations to time: {', '.join(BENCH_ENVS)}."
+    ),
+    steps: int = typer.Option(30, "--steps", help="Random-action steps per configuration and round."),
+    rounds: int = typer.Option(3, "--rounds", help="Interleaved rounds (the machine is shared)."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Steps per second of the environment under random actions; an episode that ends is reset inside
+    the timing, as in training."""
+    unknown = sorted(set(config) - set(BENCH_ENVS))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown configuration(s) {', '.join(unknown)}; valid: {', '.join(BENCH_ENVS)}"
+        )
+    figures: dict[str, list[float]] = {name: [] for name in config}
+    for _ in range(rounds):
+        for name in config:
+            figures[name].append(_steps_per_second(BENCH_ENVS[name], steps, seed))
+    table = Table(title=f"environment steps/s ({steps} random-action steps x {rounds} interleaved rounds)")
+    for column in ("configuration", "median steps/s", "rounds"):
+        table.add_column(column, justify="right")
+    for name, values in figures.items():
+        table.add_row(name, f"{statistics.median(values):.2f}", " ".join(f"{v:.2f}" for v in values))
+    console.print(table)
