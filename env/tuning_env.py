@@ -217,6 +217,9 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
 
     # ------------------------------------------------------------------ helpers
 
+    def _page_bytes(self) -> int:
+        return self.profile.kv_layout().page_bytes(self.config.page_size)
+
     def _close_session(self) -> None:
         if self._session is not None:
             self._session.close()
