@@ -91,7 +91,8 @@ def tuning_command(
     static per workload and the given policies, on the same workloads and seeds: tables, plots, targets.
 
     Static searches saved in OUT by an earlier run (static-train.json, oracle-WORKLOAD.json) are reused."""
-    from agents.policies import Policy, StaticPolicy, make_policy
+    from agents.policies import Policy, StaticPolicy
+    from agents.registry import make_policy
     from agents.suite import (
         MOONCAKE_TRACE,
         SUITE_SERVING,

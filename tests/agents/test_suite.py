@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from agents.bundle import LearnedPolicy
 from agents.evaluation import EpisodeResult
-from agents.policies import StaticPolicy, make_policy
+from agents.policies import StaticPolicy
+from agents.registry import make_policy
 from agents.suite import (
     ROCKSDB_DEFAULTS,
     SuiteResult,
