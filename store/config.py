@@ -337,7 +337,7 @@ class StoreConfig(metaclass=_NamedKnobs):
             "(so whole blob files become garbage and are deleted, nothing is copied) and re-writes a hit "
             "page that is about to be evicted (eviction_order does not apply); 'generations' does the "
             "same with values in one column family per 1/8 of the budget written, dropped whole "
-            "(no compaction)",
+            "(no compaction; its atomic flush and shared memtable cap apply from the next reopen)",
         ),
     )
     write_admission_hits: int = _knob(

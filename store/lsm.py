@@ -140,12 +140,13 @@ def _options(config: StoreConfig) -> Options:
     options.set_enable_blob_gc(config.enable_blob_garbage_collection)
     options.set_blob_gc_age_cutoff(config.blob_garbage_collection_age_cutoff)
     options.set_blob_gc_force_threshold(config.blob_garbage_collection_force_threshold)
-    # A page's metadata (default family) and its value (a generation's family) are flushed together, so
-    # a crash with the WAL off never keeps a metadata record whose value was lost.
-    options.set_atomic_flush(True)
-    # Memtables of all column families together stay within one family's: generations sealed before
-    # their memtable filled are flushed in the background instead of holding pages in memory.
-    options.set_db_write_buffer_size(config.write_buffer_size * config.max_write_buffer_number)
+    if config.reclaim == "generations":
+        # A page's metadata (default family) and its value (a generation's family) are flushed together,
+        # so a crash with the WAL off never keeps a metadata record whose value was lost.
+        options.set_atomic_flush(True)
+        # Memtables of all column families together stay within one family's: generations sealed before
+        # their memtable filled are flushed in the background instead of holding pages in memory.
+        options.set_db_write_buffer_size(config.write_buffer_size * config.max_write_buffer_number)
     return options
 
 
