@@ -144,8 +144,8 @@ def static_search_space(
     params: dict[str, ParamRange] = {}
     for knob in ActionMapper(select_knobs(action_knobs)).knobs:
         spec = knob.spec()
-        if spec.choices:
-            params[knob.name] = ParamRange(knob.name, choices=spec.choices)
+        if knob.choices():
+            params[knob.name] = ParamRange(knob.name, choices=knob.choices())
         else:
             low, high = knob.bounds()
             number = int if spec.kind is int else float

@@ -82,7 +82,7 @@ def test_choice_dimensions_map_to_the_bin_centre(action: np.ndarray) -> None:
     config = MAPPER.to_config(action)
     back = MAPPER.to_action(config)
     for knob in CHOICE:
-        choices = knob.spec().choices
+        choices = knob.choices()
         i = INDEX[knob.name]
         expected_bin = min(int((action[i] + 1.0) / 2.0 * len(choices)), len(choices) - 1)
         assert getattr(config, knob.name) == choices[expected_bin]
@@ -100,7 +100,7 @@ def test_action_boundaries_map_exactly_to_the_range_ends() -> None:
         assert getattr(lowest, knob.name) == low, knob.name
         assert getattr(highest, knob.name) == high, knob.name
     for knob in CHOICE:
-        choices = knob.spec().choices
+        choices = knob.choices()
         assert getattr(lowest, knob.name) == choices[0], knob.name
         assert getattr(highest, knob.name) == choices[-1], knob.name
     assert highest.write_buffer_size == 256 * MiB and lowest.write_buffer_size == 1 * MiB
@@ -265,3 +265,16 @@ def test_discrete_wrapper_rejects_bad_levels_and_spaces() -> None:
             DiscreteKnobActions(DiscreteKnobActions(environment))
     finally:
         environment.close()
+
+
+def test_an_action_knob_restricted_to_some_choices_never_yields_the_others() -> None:
+    knob = ActionKnob("reclaim", allowed=("relocate", "blob_age"))
+    values = {knob.to_value(unit) for unit in np.linspace(0.0, 1.0, 101)}
+    assert values == {"relocate", "blob_age"}
+    assert [knob.to_value(knob.to_unit(v)) for v in ("relocate", "blob_age")] == ["relocate", "blob_age"]
+    assert "generations" not in {
+        ActionMapper().to_config(a).reclaim
+        for a in np.linspace(-1, 1, 41)[:, None] * np.ones(ActionMapper().dim)
+    }
+    with pytest.raises(ValueError, match="non-empty subset"):
+        ActionKnob("reclaim", allowed=("relocate", "sideways")).choices()
