@@ -46,7 +46,8 @@ KINDS = (
     "file",
     "sglang-file",
     "applog",
-    "lsm-kvtune-defaults",     "lsm-rocksdb-defaults",
+    "lsm-kvtune-defaults",
+    "lsm-rocksdb-defaults",
     "lsm-best-static",
 )
 TRACE = Path("/work/shared/data/traces/mooncake_synthetic_trace.jsonl")
@@ -294,12 +295,14 @@ def write_report(rows: list[dict[str, Any]], out: Path) -> None:
         json.dumps([{k: v for k, v in row.items() if k != "ttft_s"} for row in rows], indent=2) + "\n"
     )
     lines = [
-        "| cell | code | phase | hit ratio | mean TTFT ms | p99 TTFT ms | late | dropped | read MB (all: device) |",
+        "| cell | code | phase | hit ratio | mean TTFT ms | p99 TTFT ms | late | dropped "
+        "| read MB (all: device) |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['cell']} | {row['store_code']} | all | {row['hit_token_ratio']:.3f} | {row['mean_ttft_s'] * 1e3:.1f} | "
+            f"| {row['cell']} | {row['store_code']} | all | {row['hit_token_ratio']:.3f} | "
+            f"{row['mean_ttft_s'] * 1e3:.1f} | "
             f"{row['p99_ttft_s'] * 1e3:.1f} | {row['backup_late_pages']} | {row['backup_dropped_pages']} | "
             f"{row['device_read_bytes'] / 1e6:.1f} |"
         )
