@@ -3,7 +3,8 @@ disk budgets, equal host RAM; then the ablations. One replay per cell, an MLflow
 
 The matrix, at ``PaperSpec``'s scale:
 
-- kinds (:data:`KINDS`): ``memory`` (the store lives in host RAM: half the budget), ``file``, ``applog``,
+- kinds (:data:`KINDS`): ``memory`` (the store lives in host RAM: half the budget), ``file`` (kvtune's
+  one file per page), ``sglang-file`` (SGLang's own ``HiCacheFile``, the paper's baseline), ``applog``,
   ``lsm`` with kvtune's defaults (:class:`store.StoreConfig`: RocksDB's own with blob files), ``lsm``
   with RocksDB's defaults (no key-value separation), and ``lsm`` with a study's best static config from
   another seed (``best_static``; the cell is skipped without one);
@@ -40,7 +41,15 @@ from workloads.replay import ReplayConfig, replay
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("memory", "file", "applog", "lsm-kvtune-defaults", "lsm-rocksdb-defaults", "lsm-best-static")
+KINDS = (
+    "memory",
+    "file",
+    "sglang-file",
+    "applog",
+    "lsm-kvtune-defaults",
+    "lsm-rocksdb-defaults",
+    "lsm-best-static",
+)
 TRACE = Path("/work/shared/data/traces/mooncake_synthetic_trace.jsonl")
 
 
@@ -94,6 +103,7 @@ def kind_configs(spec: PaperSpec) -> dict[str, tuple[str, StoreConfig]]:
     kinds = {
         "memory": ("memory", StoreConfig()),
         "file": ("file", StoreConfig()),
+        "sglang-file": ("sglang-file", StoreConfig()),
         "applog": ("applog", StoreConfig()),
         "lsm-kvtune-defaults": ("lsm", StoreConfig()),
         "lsm-rocksdb-defaults": ("lsm", StoreConfig(enable_blob_files=False)),
@@ -221,6 +231,7 @@ def run_cell(spec: PaperSpec, cell: Cell, requests: Sequence[Request], out: Path
         "rate": cell.rate,
         "budget": cell.budget,
         "servers": cell.servers,
+        "store_code": summary.store_code,
         **metrics,
         "phases": phases,
         "ttft_s": [r.ttft_s for r in result.records],
@@ -284,18 +295,20 @@ def write_report(rows: list[dict[str, Any]], out: Path) -> None:
         json.dumps([{k: v for k, v in row.items() if k != "ttft_s"} for row in rows], indent=2) + "\n"
     )
     lines = [
-        "| cell | phase | hit ratio | mean TTFT ms | p99 TTFT ms | late | dropped | read MB (all: device) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| cell | code | phase | hit ratio | mean TTFT ms | p99 TTFT ms | late | dropped "
+        "| read MB (all: device) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['cell']} | all | {row['hit_token_ratio']:.3f} | {row['mean_ttft_s'] * 1e3:.1f} | "
+            f"| {row['cell']} | {row['store_code']} | all | {row['hit_token_ratio']:.3f} | "
+            f"{row['mean_ttft_s'] * 1e3:.1f} | "
             f"{row['p99_ttft_s'] * 1e3:.1f} | {row['backup_late_pages']} | {row['backup_dropped_pages']} | "
             f"{row['device_read_bytes'] / 1e6:.1f} |"
         )
         for phase, values in sorted(row["phases"].items()):
             lines.append(
-                f"| {row['cell']} | {phase} | {values['hit_token_ratio']:.3f} | "
+                f"| {row['cell']} | {row['store_code']} | {phase} | {values['hit_token_ratio']:.3f} | "
                 f"{values['mean_ttft_s'] * 1e3:.1f} | {values['p99_ttft_s'] * 1e3:.1f} | "
                 f"{values['backup_late_pages']} | {values['backup_dropped_pages']} | "
                 f"{values['disk_read_bytes'] / 1e6:.1f} |"

@@ -124,6 +124,10 @@ class KVStore(ABC):
                     "make it with this store's plan()"
                 )
             return tokens
+        return self._plan_tokens(tokens)
+
+    def _plan_tokens(self, tokens: Any) -> PagePlan:
+        """How this kind names the pages of ``tokens`` (kvtune's chained digests; a kind may name its own)."""
         return plan_pages(tokens, self.page_size, self.namespace)
 
     def put_batch(self, tokens: Any, kv: torch.Tensor) -> int:
@@ -277,7 +281,7 @@ class KVStore(ABC):
             plan = self.plan(tokens)
         else:
             array = as_token_array(tokens)
-            plan, n_tokens = plan_pages(array, self.page_size, self.namespace), array.size
+            plan, n_tokens = self._plan_tokens(array), array.size
         expected = self.layout.page_shape(self.page_size)
         if not isinstance(kv, torch.Tensor):
             raise ValueError(f"kv must be a torch.Tensor, got {type(kv).__name__}")

@@ -57,7 +57,6 @@ from store.diskusage import directory_usage
 from store.header import HEADER_FILE, ensure_header_file
 from store.layout import KVLayout
 from store.pages import PagePlan, as_token_array
-from store.writer import PutRequest
 
 logger = logging.getLogger(__name__)
 
@@ -238,15 +237,10 @@ class HiCacheStore(DiskKVStore):
 
     # ------------------------------------------------------------------ keys and values
 
-    def plan(self, tokens: Any) -> PagePlan:
+    def _plan_tokens(self, tokens: Any) -> PagePlan:
         """The page plan of ``tokens`` under SGLang's page hash (``checks[k]``: page k's sha256 digest)."""
         keys = sglang_page_keys(self._api.page_hash, tokens, self.page_size)
         return PagePlan(self.namespace, self.page_size, tuple(bytes.fromhex(key) for key in keys))
-
-    def _prepare_put(self, tokens: Any, kv: torch.Tensor) -> PutRequest:
-        # the base class plans with kvtune's own digests; this kind's pages are named by SGLang's
-        request = super()._prepare_put(tokens, kv)
-        return PutRequest(plan=self.plan(tokens), kv=request.kv)
 
     def _flat_page(self, page: torch.Tensor) -> torch.Tensor:
         return page.permute(_TO_PAGE_FIRST).contiguous().flatten()

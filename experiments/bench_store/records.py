@@ -44,6 +44,7 @@ class Snapshot:
     disk_bytes: int = 0
     rss_trimmed_bytes: float = math.nan
     key_bytes_per_page: float = math.nan
+    store_code: str = ""
 
 
 @dataclass(frozen=True)

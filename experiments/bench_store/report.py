@@ -237,6 +237,7 @@ def plot(result: BenchResult, path: Path) -> None:
         "file": "tab:orange",
         "applog": "tab:green",
         "memory": "tab:purple",
+        "sglang-file": "tab:red",
         RAW: "tab:gray",
     }
     fig, axes = plt.subplots(2, 3, figsize=(18, 10))

@@ -317,6 +317,9 @@ class _Runner:
     ) -> None:
         """Record a store's footprint; ``where`` is (kind, level, stage)."""
         kind, level, stage = where
+        code_note = f"{kind} runs {snapshot.store_code}, behind kvtune's store interface"
+        if snapshot.store_code not in ("", "kvtune") and code_note not in self.notes:
+            self.notes.append(code_note)
         self.footprints.append(
             Footprint(
                 scenario=scenario.name,

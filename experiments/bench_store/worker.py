@@ -6,6 +6,7 @@ and disk figures) through a pipe; the orchestrator times nothing itself.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import multiprocessing.connection
@@ -139,8 +140,8 @@ class _StoreParticipant(_Participant):
 
     def op_open(self) -> Snapshot:
         shutil.rmtree(self.path, ignore_errors=True)
-        self._open()
-        return self.op_rss()
+        store = self._open()
+        return dataclasses.replace(self.op_rss(), store_code=store.backend_label)
 
     def op_reset(self) -> Snapshot:
         """A fresh, empty store (for scenarios that start every round from nothing)."""

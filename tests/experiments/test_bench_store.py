@@ -230,6 +230,9 @@ def test_tiny_run_reports_targets_footprint_machine_and_a_png(tiny_run: TinyRun)
     assert (lsm_end["key_bytes_per_page"] > 8 + 8).all()  # at least the namespace and one digest
     assert "block-cache hit rate" in Path(result.files["report"]).read_text()
     assert "## Targets" in Path(result.files["report"]).read_text()
+    sglang_notes = [n for n in result.notes if n.startswith("sglang-file runs SGLang ")]
+    assert len(sglang_notes) == 1 and "file backend (sglang-file)" in sglang_notes[0]
+    assert sglang_notes[0] in Path(result.files["report"]).read_text()
     dones = [done for done, _ in steps]
     assert dones == sorted(dones) and steps[-1][0] == steps[-1][1]  # the progress bar ends full
 

@@ -28,6 +28,7 @@ def test_a_tiny_paper_run_writes_every_cell(tmp_path: Path) -> None:
     assert kinds == [
         "memory",
         "file",
+        "sglang-file",
         "applog",
         "lsm-kvtune-defaults",
         "lsm-rocksdb-defaults",
@@ -41,6 +42,9 @@ def test_a_tiny_paper_run_writes_every_cell(tmp_path: Path) -> None:
     assert [r["cell"] for r in results] == [r["cell"] for r in rows]
     assert all(len(r["phases"]) == 7 for r in results)  # the paper's seven phases
     assert all(0 <= r["hit_token_ratio"] <= 1 for r in results)
+    codes = {r["kind"]: r["store_code"] for r in results}
+    assert codes["file"] == "kvtune"
+    assert codes["sglang-file"].startswith("SGLang ") and codes["sglang-file"].endswith("(sglang-file)")
     table = (tmp_path / "table.md").read_text().splitlines()
     assert len(table) == 2 + len(rows) * 8
     assert (tmp_path / "staged__2x-disk__0.25-fit__phases.png").stat().st_size > 0

@@ -189,3 +189,15 @@ def test_sglangs_directory_override_is_refused(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("SGLANG_HICACHE_FILE_BACKEND_STORAGE_DIR", str(tmp_path / "elsewhere"))
     with pytest.raises(ValueError, match="SGLANG_HICACHE_FILE_BACKEND_STORAGE_DIR overrides it"):
         open_store("sglang-file", tmp_path / "s", LAYOUT, page_size=PAGE_SIZE)
+
+
+def test_its_own_plan_serves_in_place_of_tokens(make_store: MakeStore) -> None:
+    s = make_store("sglang-file")
+    tokens = make_tokens(9, 3 * PAGE_SIZE)
+    kv = prefix_kv(tokens)
+    plan = s.plan(tokens)
+    assert s.plan(plan) is plan
+    assert s.put_batch(plan, kv) == 3
+    assert s.probe(plan) == 3
+    assert_bit_exact(s.get_batch(plan, 2), page_slice(kv, 2))
+    assert s.put_batch(tokens, kv) == 0  # the tokens name the same pages as the plan
