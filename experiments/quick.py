@@ -49,6 +49,7 @@ NOISE_FRACTION = 0.05
 BASELINE_KIND = "file"
 TUNING_KNOBS = ("disable_wal", "reclaim", "write_admission_hits", "enable_blob_files")
 """The knobs the tuned and the learned policy act on: the ones this workload is sensitive to."""
+NO_DIFFERENCE = f"no difference beyond noise (<{NOISE_FRACTION:.0%})"
 PAPER_COMMAND = "kvtune experiment paper --out runs/paper --phase-requests 10 --scale 256 --no-trace"
 
 
@@ -95,6 +96,7 @@ class QuickResult:
     rows: list[SummaryRow] = field(default_factory=list)
     plot: Path | None = None
     learned_source: str = ""
+    notes: list[str] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -239,7 +241,7 @@ def policy_rows(results: Sequence[EpisodeResult]) -> list[SummaryRow]:
     for result in others:
         change = result.mean_ttft_s / default.mean_ttft_s - 1 if default.mean_ttft_s else math.nan
         if abs(change) < NOISE_FRACTION:
-            verdict = f"no difference beyond noise (<{NOISE_FRACTION:.0%}); a larger run: {PAPER_COMMAND}"
+            verdict = NO_DIFFERENCE
         else:
             verdict = f"{'faster' if change < 0 else 'slower'} than defaults by {abs(change):.0%}"
         rows.append(
@@ -296,9 +298,15 @@ def run_quick(out: Path, size: QuickSize, seed: int) -> QuickResult:
     result.rows.extend(store_step(out / "store", size, seed, tracking_uri))
     results, result.learned_source, table = policy_step(out, size, seed, tracking_uri)
     result.rows.extend(policy_rows(results))
+    if any(row.verdict == NO_DIFFERENCE for row in result.rows):
+        result.notes.append(f"a policy ties with the defaults at this size; a larger run: {PAPER_COMMAND}")
     result.plot = summary_plot(result.rows, out / "summary.png")
     summary = out / "summary.json"
-    document = {"learned_policy": result.learned_source, "rows": [dataclasses.asdict(r) for r in result.rows]}
+    document = {
+        "learned_policy": result.learned_source,
+        "notes": result.notes,
+        "rows": [dataclasses.asdict(r) for r in result.rows],
+    }
     summary.write_text(json.dumps(document, indent=2) + "\n")
     result.files.update(evaluation=table, store=out / "store", summary=summary)
     return result

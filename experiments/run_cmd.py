@@ -42,6 +42,8 @@ def run_command(
     for row in result.rows:
         table.add_row(*row_cells(row))
     console.print(table)
+    for note in result.notes:
+        console.print(note)
     console.print(f"learned policy: {result.learned_source}")
     console.print(f"summary plot: {result.plot}; store benchmark report: {result.files['store']}/report.md")
     console.print(f"MLflow: mlflow ui --backend-store-uri sqlite:///{out.resolve()}/mlflow.db")
