@@ -274,7 +274,7 @@ def summary_plot(rows: Sequence[SummaryRow], path: Path) -> Path:
     figure, axes = plt.subplots(1, 2, figsize=(12, 4))
     for axis, step, title in (
         (axes[0], "store", f"lsm / {BASELINE_KIND} (small pages)"),
-        (axes[1], "policy", "policy / RocksDB defaults"),
+        (axes[1], "policy", "policy / the default config"),
     ):
         chosen = [row for row in rows if row.step == step]
         labels = [f"{row.subject}\n{row.metric}" for row in chosen]
