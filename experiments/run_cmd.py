@@ -1,9 +1,10 @@
-"""``kvtune run``: a quick end-to-end run on embedded defaults (RocksDB, SQLite, local MLflow).
+"""``kvtune run``: what the project is for, in a few minutes on 2 cores (embedded RocksDB, SQLite, MLflow).
 
-It runs, in this process and through the same library functions as the documented commands: a replay of
-the staged workload on every store kind, a short PPO training run, a small static Optuna study, and one
-evaluation of default, heuristic, the study's best static config and the learned policy on the same
-workload and seed.
+Two steps, each through the library functions of the documented commands and each an MLflow run: the
+store benchmark's small-pages scenario (lsm against one file per page, where files hurt), then the
+defaults, a short study's best static config and a learned policy on a workload where tuning matters
+(backups falling behind the arrivals, a disk budget a quarter of the working set). It ends with one
+summary table and one PNG.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 logger = logging.getLogger(__name__)
 console = Console()
 app = typer.Typer()
-
-QUICK_WORKLOAD_OPTIONS = {"phase_requests": 8}
-QUICK_WORKLOAD = "staged"
 
 
 @app.command("run")
@@ -29,71 +28,22 @@ def run_command(
         "runs/quick"
     ),
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    timesteps: Annotated[int, typer.Option("--timesteps", help="PPO training steps.")] = 128,
-    trials: Annotated[int, typer.Option("--trials", help="Static-study trials.")] = 6,
+    tiny: Annotated[
+        bool, typer.Option("--tiny", help="Smallest sizes (seconds, for tests): the figures mean nothing.")
+    ] = False,
 ) -> None:
-    """Replay, train, study and evaluate end to end on small defaults (a few minutes on 2 cores)."""
-    from agents.registry import PolicySpec
-    from agents.studies import (
-        BEST_STATIC_FILE,
-        StaticObjective,
-        StudyOptions,
-        default_storage,
-        run_study,
-        static_search_space,
-    )
-    from agents.tracking import default_tracking_uri
-    from agents.training import TrainConfig
-    from env import EnvConfig
-    from experiments.jobs import evaluate_job, train_job
-    from experiments.replay_cmd import summary_table
-    from experiments.train_cmd import results_table
-    from store import STORE_KINDS
-    from workloads import ReplayConfig, make_workload, replay
+    """The LSM store against one file per page, and tuned/learned policies against the defaults."""
+    from experiments.quick import QuickSize, row_cells, run_quick
 
-    requests = make_workload(QUICK_WORKLOAD, seed=seed, **QUICK_WORKLOAD_OPTIONS)
-    for kind in STORE_KINDS:
-        console.rule(f"[bold]replay on {kind}[/bold]")
-        result = replay(requests, ReplayConfig(store_kind=kind, seed=seed), out_dir=out / f"replay-{kind}")
-        console.print(summary_table(result.summary))
-
-    environment = EnvConfig(workload=QUICK_WORKLOAD, workload_options=dict(QUICK_WORKLOAD_OPTIONS))
-    console.rule("[bold]train PPO[/bold]")
-    train = TrainConfig(
-        algo="ppo",
-        timesteps=timesteps,
-        n_envs=2,
-        eval_every=max(timesteps // 2, 2),
-        seed=seed,
-        env=environment,
-    )
-    trained = train_job(train, out / "train", f"train-ppo-{QUICK_WORKLOAD}")
-    console.print(f"policy bundle: {trained.bundle}")
-
-    console.rule("[bold]static study[/bold]")
-    study_dir = out / "study"
-    study = run_study(
-        StaticObjective(environment, static_search_space(environment.action_knobs), seed),
-        StudyOptions(
-            study_name="quick-static",
-            storage=default_storage(study_dir),
-            n_trials=trials,
-            out=study_dir.resolve(),
-            tracking_uri=default_tracking_uri(study_dir),
-        ),
-    )
-    console.print(f"study: best trial {study.best_number}, objective {study.best_value}")
-
-    console.rule("[bold]evaluate[/bold]")
-    specs = [
-        PolicySpec("default"),
-        PolicySpec("heuristic"),
-        PolicySpec("static", study_dir / BEST_STATIC_FILE),
-        PolicySpec("learned", trained.bundle),
-    ]
-    evaluated = evaluate_job(specs, environment, seed, out / "evaluate", f"evaluate-{QUICK_WORKLOAD}")
-    console.print(results_table(evaluated.results))
-    console.rule("done")
-    console.print(
-        f"everything is under {out}; MLflow: mlflow ui --backend-store-uri sqlite:///{out}/train/mlflow.db"
-    )
+    result = run_quick(out, QuickSize.named(tiny), seed)
+    table = Table(title="kvtune run: summary")
+    for column in ("step", "metric", "subject", "baseline", "ratio", "verdict"):
+        table.add_column(column)
+    for row in result.rows:
+        table.add_row(*row_cells(row))
+    console.print(table)
+    for note in result.notes:
+        console.print(note)
+    console.print(f"learned policy: {result.learned_source}")
+    console.print(f"summary plot: {result.plot}; store benchmark report: {result.files['store']}/report.md")
+    console.print(f"MLflow: mlflow ui --backend-store-uri sqlite:///{out.resolve()}/mlflow.db")
