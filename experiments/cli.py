@@ -12,6 +12,7 @@ import typer
 
 from experiments import (
     bench_cmd,
+    crash_cmd,
     help_bench_cmd,
     model_check_cmd,
     replay_cmd,
@@ -27,7 +28,7 @@ app = typer.Typer(
 for module in (replay_cmd, train_cmd, study_cmd, run_cmd, model_check_cmd):
     app.add_typer(module.app)
 app.add_typer(bench_cmd.app, name="bench")
-for bench_module in (help_bench_cmd, stress_cmd):
+for bench_module in (help_bench_cmd, stress_cmd, crash_cmd):
     bench_cmd.app.add_typer(bench_module.app)
 
 
