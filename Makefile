@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[hf,dev]'
+	# SGLang's own dependency list would replace the CPU torch: its storage modules need only the extra.
+	$(BIN)/pip install --quiet --no-deps sglang==0.5.23
+	$(BIN)/pip install --quiet -e '.[hf,dev,sglang]'
 	touch $(STAMP)
 
 run: install

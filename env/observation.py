@@ -1,7 +1,12 @@
 """The observation: a fixed, versioned vector of workload features, store state and current knobs.
 
-Shared by training and deployment. Every entry is normalised into [0, 1]; :data:`FEATURES` documents
-the raw quantity, its unit and the normalisation, and the environment's docstring shows the table.
+Shared by training and deployment. Every feature is something a live store (or a serving backend in
+front of it) measures itself: lookups and their hits, bytes, L0, stalls, garbage, space, queue, drops,
+and page reuse from a bounded sketch of page digests (:class:`env.reuse.ReuseSketch`). Quantities only a
+replay knows (TTFT, an infinite cache's reuse) are not in it. :func:`store_window` and
+:func:`window_features` turn two :class:`store.StoreStats` snapshots into the features, for the
+environment and the runtime controller alike. Every entry is normalised into [0, 1]; :data:`FEATURES`
+documents the raw quantity, its unit and the normalisation.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from env.actions import ActionMapper
-from store import StoreConfig
+from store import StoreConfig, StoreStats
 
-OBSERVATION_SCHEMA_VERSION = 1
+OBSERVATION_SCHEMA_VERSION = 2
 GiB = 1024**3
+MIN_WINDOW_SPAN_S = 1e-3
 
 
 @dataclass(frozen=True)
@@ -23,9 +29,9 @@ class WindowFeatures:
     """Raw measurements of one control window (the units are in :data:`FEATURES`)."""
 
     arrival_rate_rps: float
-    prefix_reuse: float
-    hit_token_ratio: float
-    mean_prompt_tokens: float
+    page_reuse: float
+    store_hit_ratio: float
+    mean_lookup_tokens: float
     write_bytes_per_s: float
     read_bytes_per_s: float
     l0_files: float
@@ -35,7 +41,74 @@ class WindowFeatures:
     space_used_fraction: float
     writer_queue_fill: float
     dropped_fraction: float
-    mean_ttft_s: float
+
+
+@dataclass(frozen=True)
+class StoreWindow:
+    """What a store's own counters say about one window: deltas of two snapshots, state at the end."""
+
+    span_s: float
+    lookups: int
+    pages_looked_up: int
+    pages_hit: int
+    pages_offered: int
+    dropped_pages: int
+    device_write_bytes: int
+    device_read_bytes: int
+    stall_s: float
+    l0_files: int
+    pending_compaction_bytes: int
+    blob_garbage_bytes: int
+    disk_bytes: int
+    writer_queue_depth: int
+
+
+def store_window(before: StoreStats, after: StoreStats, span_s: float) -> StoreWindow:
+    """The window between two snapshots of one store (taken with no reopen in between)."""
+    hit = after.pages_hit - before.pages_hit
+    dropped = after.dropped_pages - before.dropped_pages
+    return StoreWindow(
+        span_s=span_s,
+        lookups=after.probes - before.probes,
+        pages_looked_up=hit + after.pages_missed - before.pages_missed,
+        pages_hit=hit,
+        pages_offered=after.pages_written - before.pages_written + dropped,
+        dropped_pages=dropped,
+        device_write_bytes=after.device_write_bytes - before.device_write_bytes,
+        device_read_bytes=after.device_read_bytes - before.device_read_bytes,
+        stall_s=after.stall_s - before.stall_s,
+        l0_files=after.l0_files,
+        pending_compaction_bytes=after.pending_compaction_bytes,
+        blob_garbage_bytes=after.blob_garbage_bytes,
+        disk_bytes=after.disk_bytes,
+        writer_queue_depth=after.writer_queue_depth,
+    )
+
+
+def window_features(
+    window: StoreWindow,
+    page_reuse: float,
+    page_tokens: int,
+    budget_bytes: int | None,
+    writer_queue_depth: int,
+) -> WindowFeatures:
+    """The observation's raw features of ``window``; ``page_tokens`` is the tokens one page holds."""
+    span = max(window.span_s, MIN_WINDOW_SPAN_S)
+    return WindowFeatures(
+        arrival_rate_rps=window.lookups / span,
+        page_reuse=page_reuse,
+        store_hit_ratio=window.pages_hit / window.pages_looked_up if window.pages_looked_up else 0.0,
+        mean_lookup_tokens=window.pages_looked_up * page_tokens / window.lookups if window.lookups else 0.0,
+        write_bytes_per_s=max(window.device_write_bytes, 0) / span,
+        read_bytes_per_s=max(window.device_read_bytes, 0) / span,
+        l0_files=float(window.l0_files),
+        pending_compaction_bytes=float(window.pending_compaction_bytes),
+        stall_fraction=min(max(window.stall_s, 0.0) / span, 1.0),
+        blob_garbage_fraction=window.blob_garbage_bytes / max(window.disk_bytes, 1),
+        space_used_fraction=window.disk_bytes / budget_bytes if budget_bytes else 0.0,
+        writer_queue_fill=window.writer_queue_depth / writer_queue_depth,
+        dropped_fraction=window.dropped_pages / window.pages_offered if window.pages_offered > 0 else 0.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -58,10 +131,10 @@ class Feature:
 
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("arrival_rate_rps", "requests/s", "log:1000"),
-    Feature("prefix_reuse", "share of prompt tokens an infinite cache hits", "unit"),
-    Feature("hit_token_ratio", "share of prompt tokens hit (memory + disk)", "unit"),
-    Feature("mean_prompt_tokens", "tokens", "log:1000000"),
+    Feature("arrival_rate_rps", "store lookups (one per request)/s", "log:1000"),
+    Feature("page_reuse", "share of looked-up pages seen before (sketch)", "unit"),
+    Feature("store_hit_ratio", "share of looked-up pages the store held", "unit"),
+    Feature("mean_lookup_tokens", "tokens per lookup", "log:1000000"),
     Feature("write_bytes_per_s", "device bytes/s written", f"log:{64 * GiB}"),
     Feature("read_bytes_per_s", "device bytes/s read", f"log:{64 * GiB}"),
     Feature("l0_files", "files in L0", "ratio:64"),
@@ -71,7 +144,6 @@ FEATURES: tuple[Feature, ...] = (
     Feature("space_used_fraction", "disk bytes / budget (2: twice the budget)", "ratio:2"),
     Feature("writer_queue_fill", "queued writes / queue depth", "unit"),
     Feature("dropped_fraction", "pages dropped / pages offered to the writer", "unit"),
-    Feature("mean_ttft_s", "seconds", "log:60"),
 )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,9 +14,16 @@ import numpy as np
 
 from env.actions import ActionMapper, select_knobs
 from env.config import EnvConfig
-from env.observation import FEATURES, WindowFeatures, encode_observation, observation_size
+from env.observation import (
+    FEATURES,
+    WindowFeatures,
+    encode_observation,
+    observation_size,
+    store_window,
+    window_features,
+)
+from env.reuse import ReuseSketch
 from store import StoreConfig
-from workloads.metrics import WindowMetrics
 from workloads.profiles import get_device_profile, get_profile
 from workloads.registry import make_workload
 from workloads.replay import ReplayConfig, ReplaySession
@@ -25,7 +31,6 @@ from workloads.requests import Request
 
 logger = logging.getLogger(__name__)
 
-MIN_WINDOW_SPAN_S = 1e-3
 SMALL_WORKLOAD_OPTIONS: dict[str, dict[str, Any]] = {
     "staged": {"phase_requests": 16, "chunk_tokens": 64, "chunks_per_prompt": 8, "pool_chunks": 512},
 }
@@ -59,7 +64,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
     variant for DQN.
 
     ## Observation Space
-    ``Box(0, 1, ({observation_size()},), float32)``, schema version 1. Entries 0 .. {len(FEATURES) - 1}:
+    ``Box(0, 1, ({observation_size()},), float32)``, schema version 2. Entries 0 .. {len(FEATURES) - 1}:
 
     |  # | feature                    | unit                                          | normalisation    |
     |----|----------------------------|-----------------------------------------------|------------------|
@@ -95,6 +100,8 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         self._owned_root = self.config.root_dir is None
         self._root = Path(self.config.root_dir or tempfile.mkdtemp(prefix="kvtune-env-"))
         self._session: ReplaySession | None = None
+        self._requests: list[Request] = []
+        self._reuse = ReuseSketch()
         self._episode = 0
         self.current_config = StoreConfig()
 
@@ -123,6 +130,8 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
             seed=workload_seed,
         )
         self._session = ReplaySession(requests, replay_config, self.current_config, path)
+        self._requests = requests
+        self._reuse = ReuseSketch()
         empty = WindowFeatures(**dict.fromkeys((f.name for f in FEATURES), 0.0))
         observation = encode_observation(empty, self.current_config)
         info = {"action": self.mapper.to_action(self.current_config), "requests": len(requests)}
@@ -138,8 +147,17 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         changed = self.current_config.changed(config)
         self._session.apply(config)
         self.current_config = config
+        before = self._session.store.stats()
         window = self._session.run_window(self.config.requests_per_window)
-        features = self.features(window)
+        for request in self._requests[window.first_request : window.first_request + window.requests]:
+            self._reuse.record(self._session.store.plan(request.tokens).checks)
+        features = window_features(
+            store_window(before, self._session.store.stats(), window.trace_end_s - window.trace_start_s),
+            page_reuse=self._reuse.take_window(),
+            page_tokens=self.config.page_size,
+            budget_bytes=self.config.budget_bytes,
+            writer_queue_depth=config.writer_queue_depth,
+        )
         reward = self.config.reward.reward(
             hit_token_ratio=window.hit_token_ratio,
             mean_ttft_s=window.mean_ttft_s,
@@ -166,30 +184,6 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         super().close()
 
     # ------------------------------------------------------------------ helpers
-
-    def features(self, window: WindowMetrics) -> WindowFeatures:
-        """The observation's raw features for one replayed window."""
-        span = max(window.trace_end_s - window.trace_start_s, MIN_WINDOW_SPAN_S)
-        page_bytes = self.profile.kv_layout().page_bytes(self.config.page_size)
-        offered = window.write_bytes / page_bytes + window.dropped_pages
-        return WindowFeatures(
-            arrival_rate_rps=window.arrival_rate,
-            prefix_reuse=window.prefix_reuse,
-            hit_token_ratio=window.hit_token_ratio,
-            mean_prompt_tokens=window.mean_prompt_tokens,
-            write_bytes_per_s=window.device_write_bytes / span,
-            read_bytes_per_s=window.device_read_bytes / span,
-            l0_files=float(window.l0_files),
-            pending_compaction_bytes=float(window.pending_compaction_bytes),
-            stall_fraction=min(window.stall_s / span, 1.0),
-            blob_garbage_fraction=window.blob_garbage_bytes / max(window.disk_bytes, 1),
-            space_used_fraction=window.disk_bytes / self.config.budget_bytes
-            if self.config.budget_bytes
-            else 0.0,
-            writer_queue_fill=window.writer_queue_depth / self.current_config.writer_queue_depth,
-            dropped_fraction=window.dropped_pages / offered if offered > 0 else 0.0,
-            mean_ttft_s=window.mean_ttft_s if math.isfinite(window.mean_ttft_s) else 0.0,
-        )
 
     def _close_session(self) -> None:
         if self._session is not None:

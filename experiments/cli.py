@@ -12,7 +12,9 @@ import typer
 
 from experiments import (
     bench_cmd,
+    bench_sglang_cmd,
     crash_cmd,
+    deploy_cmd,
     help_bench_cmd,
     model_check_cmd,
     replay_cmd,
@@ -28,7 +30,8 @@ app = typer.Typer(
 for module in (replay_cmd, train_cmd, study_cmd, run_cmd, model_check_cmd):
     app.add_typer(module.app)
 app.add_typer(bench_cmd.app, name="bench")
-for bench_module in (help_bench_cmd, stress_cmd, crash_cmd):
+app.command("deploy")(deploy_cmd.deploy_command)
+for bench_module in (help_bench_cmd, stress_cmd, crash_cmd, bench_sglang_cmd):
     bench_cmd.app.add_typer(bench_module.app)
 
 

@@ -185,7 +185,7 @@ def test_heuristic_calm_window_makes_no_write_pressure_changes() -> None:
         level0_file_num_compaction_trigger=16,
         writer_batch_size=64,
     )
-    calm = observation(grown, arrival_rate_rps=5.0, hit_token_ratio=0.6, prefix_reuse=0.7)
+    calm = observation(grown, arrival_rate_rps=5.0, store_hit_ratio=0.6, page_reuse=0.7)
     decided = HeuristicPolicy().decide(calm, grown)
     assert grown.changed(decided) == {"level0_file_num_compaction_trigger": 8}, "only L0 eases back"
     assert HeuristicPolicy().decide(observation(), StoreConfig()) == StoreConfig()
