@@ -11,6 +11,7 @@ import logging
 import typer
 
 from experiments import (
+    adversarial_cmd,
     bench_cmd,
     bench_sglang_cmd,
     crash_cmd,
@@ -31,7 +32,7 @@ for module in (replay_cmd, train_cmd, study_cmd, run_cmd, model_check_cmd):
     app.add_typer(module.app)
 app.add_typer(bench_cmd.app, name="bench")
 app.command("deploy")(deploy_cmd.deploy_command)
-for bench_module in (help_bench_cmd, stress_cmd, crash_cmd, bench_sglang_cmd):
+for bench_module in (help_bench_cmd, stress_cmd, crash_cmd, bench_sglang_cmd, adversarial_cmd):
     bench_cmd.app.add_typer(bench_module.app)
 
 
