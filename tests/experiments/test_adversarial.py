@@ -1,5 +1,5 @@
-"""An adversarial policy cannot hurt the store: the knob ranges and the controller's guards keep RocksDB out
-of a write stop, and a loaded store driven by the policy keeps serving exact pages without an escaped error."""
+"""An adversarial policy cannot hurt the store: the knob ranges and the controller's guards keep RocksDB
+out of a write stop, and a loaded store driven by the policy serves exact pages with no escaped error."""
 
 from __future__ import annotations
 
