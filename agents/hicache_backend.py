@@ -42,7 +42,7 @@ from sglang.srt.mem_cache.hicache_storage import (
 )
 
 from agents.controller import Guards, RuntimeController
-from agents.policies import make_policy
+from agents.registry import make_policy
 from store import KVLayout, KVStore, PageMissingError, open_store
 
 logger = logging.getLogger(__name__)

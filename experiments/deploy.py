@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from agents.controller import Guards, MlflowTarget, RuntimeController
-from agents.policies import make_policy
+from agents.registry import make_policy
 from env.config import EnvConfig
 from env.tuning_env import build_requests
 from workloads.profiles import get_device_profile, get_profile

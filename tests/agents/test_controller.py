@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from agents.controller import Guards, MlflowTarget, RuntimeController
-from agents.policies import DefaultPolicy, HeuristicPolicy, Policy, StaticPolicy, make_policy
+from agents.policies import DefaultPolicy, HeuristicPolicy, Policy, StaticPolicy
+from agents.registry import make_policy
 from env.actions import ActionMapper
 from store import KVLayout, KVStore, StoreConfig, open_store
 from store.config import MiB
