@@ -359,6 +359,11 @@ def _clamp(values: dict[str, Any]) -> bool:
         if clamped != values[name]:
             values[name] = type(values[name])(clamped)
             moved = True
+    # L0 must reach the compaction trigger before the stop trigger, or writes stop for good
+    stop_floor = values["level0_file_num_compaction_trigger"] + 1
+    if values["level0_stop_writes_trigger"] < stop_floor:
+        values["level0_stop_writes_trigger"] = stop_floor
+        moved = True
     return moved
 
 

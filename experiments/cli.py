@@ -11,9 +11,11 @@ import logging
 import typer
 
 from experiments import (
+    adversarial_cmd,
     bench_cmd,
     bench_env_cmd,
     bench_sglang_cmd,
+    crash_cmd,
     deploy_cmd,
     help_bench_cmd,
     model_check_cmd,
@@ -34,7 +36,7 @@ for module in (replay_cmd, train_cmd, study_cmd, run_cmd, model_check_cmd, deplo
 app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(paper_cmd.app, name="experiment")
 paper_cmd.app.add_typer(tuning_cmd.app)
-for bench_module in (help_bench_cmd, stress_cmd, bench_sglang_cmd, bench_env_cmd):
+for bench_module in (help_bench_cmd, stress_cmd, crash_cmd, bench_sglang_cmd, adversarial_cmd, bench_env_cmd):
     bench_cmd.app.add_typer(bench_module.app)
 
 

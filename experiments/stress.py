@@ -16,6 +16,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +83,9 @@ class StressReport:
     error_messages: list[str]
     dropped_pages: int
     evicted_pages: int
+    stall_s: float
+    """Seconds writes were stalled (RocksDB's write stalls for ``lsm``, 0 for the others)."""
+    put_p99_s: float
 
     @property
     def ok(self) -> bool:
@@ -183,27 +187,34 @@ class _Load:
             with self.tally.lock:
                 self.tally.ops[operation] += 1
 
-    def knob_changer(self) -> int:
+    def knob_changer(self, store: KVStore, stop: threading.Event) -> int:
         changes = 0
-        while not self.stop.wait(self.config.knob_interval_s):
+        while not stop.wait(self.config.knob_interval_s):
             values = KNOB_CONFIGS[changes % len(KNOB_CONFIGS)]
             try:
-                self.store.apply(self.store.config.replace(**values))
+                store.apply(store.config.replace(**values))
             except Exception as error:
                 self.tally.error("apply", error)
             changes += 1
         return changes
 
 
-def run_stress(config: StressConfig) -> StressReport:
-    """Run the load for ``config.seconds``; returns the samples and totals (see :class:`StressReport`)."""
+KnobDriver = Callable[[KVStore, threading.Event], int]
+"""Changes the store's knobs until the event is set; returns how many changes it applied."""
+
+
+def run_stress(config: StressConfig, knob_driver: KnobDriver | None = None) -> StressReport:
+    """Run the load for ``config.seconds`` while ``knob_driver`` (by default: the two configs of
+    :data:`KNOB_CONFIGS` in turn every ``knob_interval_s``) changes knobs; returns the samples and totals
+    (see :class:`StressReport`)."""
     store = open_store(
         config.kind, config.path, LAYOUT, PAGE_SIZE, config.budget_bytes, StoreConfig(), namespace="stress"
     )
     load = _Load(config, store)
     workers = [threading.Thread(target=load.worker, args=(i,), daemon=True) for i in range(config.threads)]
     changes: list[int] = []
-    knobs = threading.Thread(target=lambda: changes.append(load.knob_changer()), daemon=True)
+    driver = knob_driver or load.knob_changer
+    knobs = threading.Thread(target=lambda: changes.append(driver(store, load.stop)), daemon=True)
     samples: list[StressSample] = []
     started = time.perf_counter()
     for thread in [*workers, knobs]:
@@ -243,4 +254,6 @@ def run_stress(config: StressConfig) -> StressReport:
         error_messages=list(tally.messages),
         dropped_pages=stats.dropped_pages,
         evicted_pages=stats.evicted_pages,
+        stall_s=stats.stall_s,
+        put_p99_s=stats.put_latency.p99_s,
     )

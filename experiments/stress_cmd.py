@@ -72,6 +72,7 @@ def stress(
         f"operations {report.ops}; misses between probe and get {report.misses}; knob changes "
         f"{report.knob_changes}; dropped pages {report.dropped_pages}; evicted pages {report.evicted_pages}"
     )
+    console.print(f"write stalls {report.stall_s:.2f} s; put p99 {report.put_p99_s * 1e3:.1f} ms")
     console.print(f"errors {report.errors}, wrong tensors {report.wrong_tensors}")
     for message in report.error_messages:
         console.print(f"  {message}")

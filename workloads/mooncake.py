@@ -90,8 +90,15 @@ def _parse_line(path: Path, number: int, text: str) -> MooncakeRecord:
             f"{where}: missing key(s) {', '.join(missing)}; every line needs {', '.join(FIELDS)}"
         )
     timestamp = obj["timestamp"]
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float) or not math.isfinite(timestamp):
-        raise ValueError(f"{where}: timestamp must be a finite number of milliseconds, got {timestamp!r}")
+    if (
+        isinstance(timestamp, bool)
+        or not isinstance(timestamp, int | float)
+        or not math.isfinite(timestamp)
+        or timestamp < 0
+    ):
+        raise ValueError(
+            f"{where}: timestamp must be a finite number of milliseconds >= 0, got {timestamp!r}"
+        )
     lengths = {}
     for name in ("input_length", "output_length"):
         value = obj[name]
@@ -102,9 +109,11 @@ def _parse_line(path: Path, number: int, text: str) -> MooncakeRecord:
         raise ValueError(f"{where}: input_length is 0; a request needs at least one prompt token")
     hash_ids = obj["hash_ids"]
     if not isinstance(hash_ids, list) or not all(
-        isinstance(h, int) and not isinstance(h, bool) and h >= 0 for h in hash_ids
+        isinstance(h, int) and not isinstance(h, bool) and 0 <= h < 2**64 for h in hash_ids
     ):
-        raise ValueError(f"{where}: hash_ids must be a list of ints >= 0, got {str(hash_ids)[:80]}")
+        raise ValueError(
+            f"{where}: hash_ids must be a list of ints >= 0 and < 2**64, got {str(hash_ids)[:80]}"
+        )
     expected = math.ceil(lengths["input_length"] / BLOCK_TOKENS)
     if len(hash_ids) != expected:
         raise ValueError(

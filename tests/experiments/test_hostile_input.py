@@ -125,6 +125,8 @@ CASES = [
     Case("length as a string", lambda s, t: _trace(t, _line(input_length="10")), ValueError, "input_length"),
     Case("10 MB trace line", lambda s, t: _trace(t, "x" * 10_000_000), ValueError, "not valid JSON"),
     Case("negative hash id", lambda s, t: _trace(t, _line(hash_ids=[-1])), ValueError, "hash_ids"),
+    Case("hash id >= 2^64", lambda s, t: _trace(t, _line(hash_ids=[2**64])), ValueError, "< 2"),
+    Case("negative timestamp", lambda s, t: _trace(t, _line(timestamp=-1)), ValueError, "timestamp"),
     Case("missing key", lambda s, t: _trace(t, json.dumps({"timestamp": 0})), ValueError, "missing key"),
     Case("line not an object", lambda s, t: _trace(t, "[1, 2]"), ValueError, "JSON object"),
     Case("infinite timestamp", lambda s, t: _trace(t, '{"timestamp": Infinity}'), ValueError, "timestamp"),
