@@ -27,9 +27,9 @@ def crash(
     """Kill a writing process at random moments (while writing, reclaiming under a budget, applying a
     knob change), reopen, verify. Exits 1 on any wrong tensor or lost acknowledged page."""
     from experiments.crash import CrashConfig, run_crash_rounds
-    from store import STORE_KINDS
+    from store import DISK_STORE_KINDS
 
-    disk_kinds = [kind for kind in STORE_KINDS if kind != "memory"]
+    disk_kinds = list(DISK_STORE_KINDS)
     chosen = [kind.strip() for kind in kinds.split(",") if kind.strip()]
     unknown = [kind for kind in chosen if kind not in disk_kinds]
     if unknown or not chosen:
