@@ -689,7 +689,7 @@ class LSMStore(DiskKVStore):
             body = access_key[header:]
             raw = self._db.get(b"M" + self._ns + body)
             meta = PageMeta.decode(raw) if raw is not None else None
-            if meta is None or meta.stamp != stamp or body in counted:
+            if meta is None or meta.stamp != stamp or _within_counted(body, counted):
                 continue
             subtree_pages, subtree_bytes = self._count_subtree(subtree, body, counted)
             self._delete_range(batch, body)
@@ -756,3 +756,10 @@ class LSMStore(DiskKVStore):
         with self._lock:
             self._check_open()
             return self._tickers()
+
+
+def _within_counted(body: bytes, counted: set[bytes]) -> bool:
+    """Whether the page at ``body`` or one of its ancestors heads a subtree already counted (and deleted)
+    in this eviction batch: an older ancestor evicted before a newer descendant takes the descendant with
+    it, and counting the descendant again would drive the page and byte counters below zero."""
+    return any(body[:end] in counted for end in range(KEY_DIGEST_BYTES, len(body) + 1, KEY_DIGEST_BYTES))

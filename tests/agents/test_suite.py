@@ -6,11 +6,9 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from agents.bundle import LearnedPolicy
 from agents.evaluation import EpisodeResult
 from agents.policies import StaticPolicy
 from agents.registry import make_policy
@@ -103,19 +101,8 @@ def test_smoke_suite_runs_every_baseline_on_the_same_workload() -> None:
 
 
 def test_learned_names_list_the_shipped_policies() -> None:
-    with pytest.raises(ValueError, match=r"no shipped policy 'nope'; shipped policies: default"):
+    with pytest.raises(ValueError, match=r"no shipped policy 'nope'; shipped policies: none"):
         make_policy("learned:nope")
-
-
-def test_the_shipped_default_loads_by_name_with_its_command_and_evaluation() -> None:
-    policy = make_policy("learned:default")
-    assert isinstance(policy, LearnedPolicy)
-    assert policy.card.training["command"].startswith("kvtune train --algo ppo")
-    assert policy.card.training["distribution"]["name"] == "serving-mix"
-    assert {row["policy"] for row in policy.card.evaluation} >= {"ppo", "rocksdb-defaults", "oracle-static"}
-    assert isinstance(
-        policy.decide(np.zeros(policy.model.observation_space.shape, np.float32), StoreConfig()), StoreConfig
-    )
 
 
 def test_experiment_tuning_command_writes_tables_plots_and_reuses_searches(tmp_path: Path) -> None:

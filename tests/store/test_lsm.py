@@ -366,3 +366,23 @@ def test_large_pages_are_read_by_parallel_single_gets(make_store: MakeStore) -> 
     assert_bit_exact(s.get_batch(tokens, 5), page_slice(kv, 5, page_size))
     delta = _delta(s, before)
     assert delta[KEYS_READ] == 5 and delta.get(MULTIGET, 0) == 0
+
+
+@pytest.mark.parametrize("reclaim", ["relocate", "blob_age"])
+def test_budget_eviction_counts_an_old_ancestors_newer_descendants_once(tmp_path: Path, reclaim: str) -> None:
+    """In write order a parent is older than its children, so the budget's eviction meets the parent
+    first and takes the children with it; a child's own recency entry must not count it again (that
+    drove the page counter below zero, and every later write failed packing it)."""
+    config = StoreConfig(eviction_order="fifo", reclaim=reclaim, disable_wal=True)
+    page_value_bytes = 2 * PAGE_SIZE * LAYOUT.page_bytes(1)
+    s = open_kind("lsm", tmp_path / "s", config=config, budget_bytes=40 * page_value_bytes)
+    parents = [make_tokens(900 + i, 2 * PAGE_SIZE) for i in range(8)]
+    children = [torch.cat([p, make_tokens(950 + i, 2 * PAGE_SIZE)]) for i, p in enumerate(parents)]
+    for round_ in range(3):
+        for tokens in (*parents, *children):
+            s.put_batch(tokens, prefix_kv(tokens))
+        stats = s.stats()
+        reachable = {(tuple(t[: n * PAGE_SIZE].tolist())) for t in children for n in range(1, s.probe(t) + 1)}
+        assert stats.write_errors == 0, f"round {round_}"
+        assert stats.pages_stored == len(reachable) >= 0, f"round {round_}"
+    s.close()
