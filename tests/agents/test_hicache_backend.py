@@ -18,14 +18,14 @@ from experiments.bench_sglang import storage_config
 from store import StoreConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = (ROOT / "README.md", ROOT / "NOTES-issue10.md")
+README = ROOT / "README.md"
 PAGE_TOKENS = 16
 LAYERS, HEADS, HEAD_DIM = 2, 2, 8
 
 
 def readme_extra_config() -> dict:
-    """The one-line extra-config JSON exactly as the README (or, before the merge, the notes) shows it."""
-    lines = [line for doc in DOCS if doc.is_file() for line in doc.read_text().splitlines()]
+    """The one-line extra-config JSON exactly as the README shows it."""
+    lines = README.read_text().splitlines()
     return json.loads(next(line for line in lines if line.startswith('{"backend_name"')))
 
 
