@@ -99,4 +99,3 @@ def test_adversarial_policy_on_a_loaded_store_with_only_the_knob_ranges(tmp_path
     assert report.guards_fired["policy_error"] >= 1  # the NaN window
     assert report.applied_changes >= 5
     assert report.stall_fraction < 0.5
-    assert report.max_disk_over_budget < 2.0

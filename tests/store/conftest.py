@@ -37,6 +37,13 @@ NOT_CRASH_TESTED = {
 }
 
 
+NOT_KVTUNE_IO = {
+    "sglang-file": "its I/O is SGLang's HiCacheFile: it takes no directory lock, and a save that does not "
+    "fit is logged by SGLang and left as a short file instead of raising (kvtune counts it as dropped)",
+}
+"""Kinds whose disk I/O is another project's code: kvtune's locking and full-disk contract does not apply."""
+
+
 def skip_for(kind: str, reasons: dict[str, str]) -> None:
     """Skip the calling test for ``kind`` if ``reasons`` says why it does not apply."""
     if kind in reasons:

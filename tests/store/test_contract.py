@@ -339,16 +339,8 @@ def _check_budget_run(make_store: MakeStore, kind: str, config: StoreConfig) -> 
 
 
 @pytest.mark.parametrize("order", ["lru", "fifo"])
-def test_budget_holds(make_store: MakeStore, kind: str, order: str, request: pytest.FixtureRequest) -> None:
+def test_budget_holds(make_store: MakeStore, kind: str, order: str) -> None:
     skip_for(kind, NO_OWN_EVICTION)
-    if (kind, order) == ("lsm", "fifo"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="known bug: after FIFO evictions the LSM store counts fewer pages_stored than "
-                "probe reaches (141 vs 178 here); found when this case joined the contract",
-            )
-        )
     _check_budget_run(make_store, kind, StoreConfig(eviction_order=order))
 
 

@@ -15,7 +15,7 @@ import torch
 
 from store import KVLayout, KVStore, StoreConfig, StoreFullError, open_store
 from store.applog import AppendLogStore
-from tests.store.conftest import assert_bit_exact, make_tokens, prefix_kv
+from tests.store.conftest import NOT_KVTUNE_IO, assert_bit_exact, make_tokens, prefix_kv, skip_for
 
 TMPFS_BYTES = 24 << 20
 FILLER_BYTES = 6 << 20
@@ -91,6 +91,7 @@ def _assert_exact_or_absent(s: KVStore, prompts: list[torch.Tensor]) -> int:
 
 
 def test_disk_full_is_typed_counted_harmless_and_recoverable(tmpfs: Path, disk_kind: str) -> None:
+    skip_for(disk_kind, NOT_KVTUNE_IO)
     filler = tmpfs / "filler"
     filler.write_bytes(bytes(FILLER_BYTES))
     path = tmpfs / disk_kind

@@ -5,10 +5,20 @@ from __future__ import annotations
 import pytest
 
 from store.pages import plan_pages
-from tests.store.conftest import PAGE_SIZE, MakeStore, assert_bit_exact, make_tokens, page_slice, prefix_kv
+from tests.store.conftest import (
+    NO_OWN_EVICTION,
+    PAGE_SIZE,
+    MakeStore,
+    assert_bit_exact,
+    make_tokens,
+    page_slice,
+    prefix_kv,
+    skip_for,
+)
 
 
 def test_a_plan_is_accepted_wherever_tokens_are(make_store: MakeStore, kind: str) -> None:
+    skip_for(kind, NO_OWN_EVICTION)
     s = make_store(kind)
     tokens = make_tokens(1, 5 * PAGE_SIZE + 2)
     kv = prefix_kv(tokens)

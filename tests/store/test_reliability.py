@@ -14,12 +14,14 @@ import torch
 from store import IncompatibleStoreError, KVStore, StoreBusyError, StoreClosedError, StoreConfig
 from tests.store.conftest import (
     DISK_KINDS,
+    NOT_KVTUNE_IO,
     PAGE_SIZE,
     MakeStore,
     assert_bit_exact,
     make_tokens,
     open_kind,
     prefix_kv,
+    skip_for,
 )
 
 CLOSE_RACE_ROUNDS = 4
@@ -86,6 +88,7 @@ def test_close_is_idempotent_and_every_method_then_raises_closed(make_store: Mak
 
 
 def test_a_second_handle_on_a_directory_is_refused_and_harms_nothing(tmp_path: Path, disk_kind: str) -> None:
+    skip_for(disk_kind, NOT_KVTUNE_IO)
     path = tmp_path / "shared"
     tokens = make_tokens(2, 3 * PAGE_SIZE)
     a = open_kind(disk_kind, path, namespace="tenant-a")
