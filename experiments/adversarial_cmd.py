@@ -11,13 +11,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from experiments.options import HELP_STORE_KINDS
+
 app = typer.Typer()
 MiB = 1 << 20
 
 
 @app.command("adversarial")
 def adversarial(
-    kind: Annotated[str, typer.Option(help="Store kind: lsm, file, applog or memory.")] = "lsm",
+    kind: Annotated[str, typer.Option(help=f"Store kind: {HELP_STORE_KINDS}.")] = "lsm",
     threads: Annotated[int, typer.Option(min=1, help="Threads loading the store.")] = 4,
     minutes: Annotated[float, typer.Option(min=0.01, help="How long each run lasts.")] = 2.0,
     budget_mib: Annotated[int, typer.Option(min=1, help="The store's byte budget, in MiB.")] = 32,

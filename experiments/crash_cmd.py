@@ -18,7 +18,7 @@ app = typer.Typer()
 def crash(
     rounds: Annotated[int, typer.Option(min=1, help="SIGKILL rounds per kind (WAL on).")] = 100,
     kinds: Annotated[
-        str, typer.Option(help="Comma-separated disk kinds: lsm, file, applog.")
+        str, typer.Option(help="Comma-separated disk kinds (see `kvtune replay --help` for the kinds).")
     ] = "lsm,file,applog",
     wal_off_rounds: Annotated[int, typer.Option(min=0, help="Extra lsm rounds with the WAL off.")] = 30,
     workdir: Annotated[Path | None, typer.Option(help="Where the stores live (default: a temp dir).")] = None,
