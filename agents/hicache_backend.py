@@ -17,11 +17,25 @@ treats them: the first page written fixes the page's byte size and dtype, record
 So the default path needs no host pool; the v1 path reads and writes pages through the registered
 pool's ``get_data_page``/``set_from_flat_data_page`` (a copy per page, not zero-copy pointers).
 
-Keys: SGLang's 64-hex-char page hashes are chained (each names its whole prefix), so each page is
-stored under its own hash, as a one-page prompt of the store whose 8 "tokens" are the hash's 32 bytes.
-Locality: ``extra_info.prefix_keys`` (``hicache_storage_pass_prefix_keys``) is accepted and not yet
-used for the layout: pages sort by hash, so a prompt's pages are not neighbours on disk and a
-``batch_exists`` costs one store probe per page up to the first miss.
+Keys: SGLang's 64-hex-char page hashes are chained sha256 digests (each names its whole prefix), so
+they are the store's page digests as they are (:func:`store.pages.plan_of_digests`): nothing is hashed
+again. Two layouts, chosen per call by what SGLang passes:
+
+- prefix layout, when a call carries ``extra_info.prefix_keys`` on the v1 path (``"interface_v1": 1``
+  with ``"hicache_storage_pass_prefix_keys": true``): the call's pages are the tail of one plan over
+  the request's page keys from its first page, so a request's pages are neighbours in key order and a
+  call is one store operation: ``batch_exists`` one probe (one seek), ``batch_set_v1`` one probe and
+  one atomic ``put_batch``, ``batch_get_v1`` one probe and one ``get_batch``. The store reads pages from
+  a plan's first page, so ``batch_get_v1`` also reads the prefix pages it was told about (a store
+  read starting mid-plan would remove that cost). A call whose prefix is not stored writes nothing
+  (the store stays prefix-closed: a page is stored only under its stored prefix).
+- page layout, otherwise: each page is a one-page plan of its own hash, so it is found whatever
+  batch it was written or asked in. SGLang's default path has no ``extra_info`` on ``batch_set`` and
+  ``batch_get``, so it uses this layout even when ``batch_exists`` gets prefix keys, and costs one
+  store operation per page. A request's pages sort by hash: no locality on disk.
+
+A store read with the other layout than it was written misses; it never returns a wrong page (every
+read checks the page's full hash).
 """
 
 from __future__ import annotations
@@ -33,7 +47,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from sglang.srt.mem_cache.hicache_storage import (
     HiCacheStorage,
@@ -44,24 +57,29 @@ from sglang.srt.mem_cache.hicache_storage import (
 from agents.controller import Guards, RuntimeController
 from agents.registry import make_policy
 from store import KVLayout, KVStore, PageMissingError, open_store
+from store.pages import CHECK_BYTES, PagePlan, plan_of_digests
 
 logger = logging.getLogger(__name__)
 
 PAGE_FORMAT_FILE = "hicache-page.json"
-KEY_WORDS = 8
-"""A page hash's 32 bytes as the store's "tokens" (uint32 ids): the store's page size."""
+STORE_PAGE_SIZE = 8
+"""The store's "tokens" per page: a page's bytes are laid out as 8 positions of K and V halves."""
+STORE_NAMESPACE = "hicache"
 DEFAULT_PAGE_TOKENS = 64
 
 
-def key_tokens(key: str) -> np.ndarray:
-    """The 8 uint32 "tokens" naming ``key``: its 32 bytes for a SHA-256 hex key, else a SHA-256 of it."""
+def key_digest(key: str) -> bytes:
+    """The 32-byte digest naming ``key``: its bytes for a SHA-256 hex key, else a SHA-256 of the key."""
     try:
         raw = bytes.fromhex(key)
     except ValueError:
         raw = b""
-    if len(raw) != 4 * KEY_WORDS:
-        raw = hashlib.sha256(key.encode()).digest()
-    return np.frombuffer(raw, dtype="<u4")
+    return raw if len(raw) == CHECK_BYTES else hashlib.sha256(key.encode()).digest()
+
+
+def page_plan(keys: list[str]) -> PagePlan:
+    """The store plan of pages named by ``keys`` (the first key's page is the plan's first page)."""
+    return plan_of_digests([key_digest(key) for key in keys], STORE_PAGE_SIZE, STORE_NAMESPACE)
 
 
 def rank_namespace(config: HiCacheStorageConfig) -> str:
@@ -94,6 +112,7 @@ class KvtuneHiCacheStorage(HiCacheStorage):
         self.controller: RuntimeController | None = None
         self._format: dict[str, Any] | None = None
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         format_file = self.directory / PAGE_FORMAT_FILE
         if format_file.is_file():
             recorded = json.loads(format_file.read_text())
@@ -102,15 +121,17 @@ class KvtuneHiCacheStorage(HiCacheStorage):
     # ------------------------------------------------------------------ the store, opened on first use
 
     def _open(self, page_bytes: int, dtype: str) -> None:
-        if page_bytes % (2 * KEY_WORDS):
+        if page_bytes % (2 * STORE_PAGE_SIZE):
             raise ValueError(
                 f"page of {page_bytes} bytes: the kvtune backend stores pages of a multiple of "
-                f"{2 * KEY_WORDS} bytes"
+                f"{2 * STORE_PAGE_SIZE} bytes"
             )
         self.directory.mkdir(parents=True, exist_ok=True)
-        layout = KVLayout(layers=1, kv_heads=1, head_dim=page_bytes // (2 * KEY_WORDS), dtype=torch.uint8)
+        layout = KVLayout(
+            layers=1, kv_heads=1, head_dim=page_bytes // (2 * STORE_PAGE_SIZE), dtype=torch.uint8
+        )
         self.store = open_store(
-            "lsm", self.directory / "lsm", layout, page_size=KEY_WORDS, namespace="hicache"
+            "lsm", self.directory / "lsm", layout, page_size=STORE_PAGE_SIZE, namespace=STORE_NAMESPACE
         )
         self._format = {"page_bytes": page_bytes, "dtype": dtype}
         (self.directory / PAGE_FORMAT_FILE).write_text(json.dumps(self._format) + "\n")
@@ -120,17 +141,18 @@ class KvtuneHiCacheStorage(HiCacheStorage):
             ).start()
         logger.info("kvtune backend at %s (%s, policy %s)", self.directory, self._format, self.policy_spec)
 
-    def _store_for(self, page: torch.Tensor) -> KVStore:
-        """The open store, opening it for ``page``'s format on the first write; refuse another format."""
-        page_bytes, dtype = page.numel() * page.element_size(), str(page.dtype).removeprefix("torch.")
+    def _store_for(self, pages: list[torch.Tensor]) -> KVStore:
+        """The open store, opening it for the pages' format on the first write; refuse another format."""
         with self._lock:
-            if self.store is None:
-                self._open(page_bytes, dtype)
-            elif self._format != {"page_bytes": page_bytes, "dtype": dtype}:
-                raise ValueError(
-                    f"{self.directory} holds pages of {self._format}; got {page_bytes} bytes of {dtype}: "
-                    "use another path for another model, page size or KV dtype"
-                )
+            for page in pages:
+                page_bytes, dtype = page.numel() * page.element_size(), str(page.dtype).removeprefix("torch.")
+                if self.store is None:
+                    self._open(page_bytes, dtype)
+                elif self._format != {"page_bytes": page_bytes, "dtype": dtype}:
+                    raise ValueError(
+                        f"{self.directory} holds pages of {self._format}; got {page_bytes} bytes of "
+                        f"{dtype}: use another path for another model, page size or KV dtype"
+                    )
         assert self.store is not None
         return self.store
 
@@ -141,14 +163,51 @@ class KvtuneHiCacheStorage(HiCacheStorage):
         if self.store is not None:
             self.store.close()
 
+    def _record_lookup(self, plan: PagePlan) -> None:
+        if self.controller is not None:
+            self.controller.record_lookup(list(plan.checks))
+
+    def _prefix(self, extra_info: HiCacheStorageExtraInfo | None) -> list[str] | None:
+        """The request's earlier page keys when this call uses the prefix layout, else ``None``."""
+        if not self.interface_v1 or extra_info is None or extra_info.prefix_keys is None:
+            return None
+        return list(extra_info.prefix_keys)
+
+    def _leading_hits(self, plan: PagePlan, skip: int) -> int:
+        """Stored pages of ``plan`` from page ``skip`` on, up to the first missing one."""
+        if self.store is None:
+            return 0
+        return max(self.store.probe(plan) - skip, 0)
+
+    def _page_bytes(self, page: torch.Tensor) -> torch.Tensor:
+        """A flat page as the store's ``[1, 2, 8, 1, page_bytes / 16]`` bytes."""
+        assert self.store is not None
+        flat = page.detach().contiguous().view(-1).view(torch.uint8)
+        return flat.view(self.store.layout.page_shape(STORE_PAGE_SIZE))
+
+    def _put_page(self, key: str, page: torch.Tensor) -> None:
+        store = self._store_for([page])
+        with self._write_lock:
+            store.put_batch(page_plan([key]), self._page_bytes(page))
+
+    def _page_of(self, pages: torch.Tensor, index: int) -> torch.Tensor:
+        """Page ``index`` of a store read of several pages, flat and in the dtype it was written in."""
+        assert self._format is not None
+        span = pages[:, :, index * STORE_PAGE_SIZE : (index + 1) * STORE_PAGE_SIZE]
+        return span.contiguous().view(-1).view(getattr(torch, self._format["dtype"]))
+
     # ------------------------------------------------------------------ default path: flat page tensors
 
     def exists(self, key: str) -> bool:
-        return self.store is not None and self.store.probe(key_tokens(key)) == 1
+        return self._leading_hits(page_plan([key]), 0) == 1
 
     def batch_exists(self, keys: list[str], extra_info: HiCacheStorageExtraInfo | None = None) -> int:
-        if self.controller is not None:
-            self.controller.record_lookup([key_tokens(key).tobytes() for key in keys])
+        prefix = self._prefix(extra_info)
+        if prefix is not None:
+            plan = page_plan(prefix + keys)
+            self._record_lookup(plan)
+            return min(self._leading_hits(plan, len(prefix)), len(keys))
+        self._record_lookup(page_plan(keys))
         for index, key in enumerate(keys):
             if not self.exists(key):
                 return index
@@ -163,9 +222,7 @@ class KvtuneHiCacheStorage(HiCacheStorage):
     ) -> bool:
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"set needs the page as a tensor, got {type(value).__name__}")
-        store = self._store_for(value)
-        flat = value.detach().contiguous().view(-1).view(torch.uint8)
-        store.put_batch(key_tokens(key), flat.view(store.layout.page_shape(KEY_WORDS)))
+        self._put_page(key, value)
         return True
 
     def batch_set(
@@ -188,7 +245,7 @@ class KvtuneHiCacheStorage(HiCacheStorage):
         if self.store is None or not isinstance(target_location, torch.Tensor):
             return None
         try:
-            page = self.store.get_batch(key_tokens(key), 1)
+            page = self.store.get_batch(page_plan([key]), 1)
         except PageMissingError:
             return None
         target_location.view(-1).view(torch.uint8).copy_(page.view(-1))
@@ -221,10 +278,30 @@ class KvtuneHiCacheStorage(HiCacheStorage):
         extra_info: HiCacheStorageExtraInfo | None = None,
     ) -> list[bool]:
         pool = self.mem_pool_host
-        return [
-            self.set(key, pool.get_data_page(self._host_page(host_indices, i), flat=True))
-            for i, key in enumerate(keys)
-        ]
+        pages = [pool.get_data_page(self._host_page(host_indices, i), flat=True) for i in range(len(keys))]
+        prefix = self._prefix(extra_info)
+        if prefix is None:
+            for key, page in zip(keys, pages, strict=True):
+                self._put_page(key, page)
+            return [True] * len(keys)
+        if not keys:
+            return []
+        store = self._store_for(pages)
+        plan = page_plan(prefix + keys)
+        with self._write_lock:  # no other write of this backend evicts the prefix between probe and put
+            if store.probe(plan) < len(prefix):
+                logger.debug(
+                    "%d pages not written: their prefix of %d pages is not stored", len(keys), len(prefix)
+                )
+                return [False] * len(keys)
+            # Positions of the stored prefix are never read by put_batch (it writes from the first
+            # missing page on), so they stay uninitialised.
+            kv = torch.empty(store.layout.page_shape(STORE_PAGE_SIZE * plan.n_pages), dtype=torch.uint8)
+            for index, page in enumerate(pages, start=len(prefix)):
+                span = kv[:, :, index * STORE_PAGE_SIZE : (index + 1) * STORE_PAGE_SIZE]
+                span.copy_(self._page_bytes(page))
+            store.put_batch(plan, kv)
+        return [True] * len(keys)
 
     def batch_get_v1(
         self,
@@ -233,11 +310,26 @@ class KvtuneHiCacheStorage(HiCacheStorage):
         extra_info: HiCacheStorageExtraInfo | None = None,
     ) -> list[bool]:
         pool = self.mem_pool_host
-        results: list[bool] = []
-        for i, key in enumerate(keys):
-            page = self.get(key, pool.get_dummy_flat_data_page())
-            if page is None:
-                break
-            pool.set_from_flat_data_page(self._host_page(host_indices, i), page)
-            results.append(True)
-        return results + [False] * (len(keys) - len(results))
+        prefix = self._prefix(extra_info)
+        if prefix is None:
+            results: list[bool] = []
+            for i, key in enumerate(keys):
+                page = self.get(key, pool.get_dummy_flat_data_page())
+                if page is None:
+                    break
+                pool.set_from_flat_data_page(self._host_page(host_indices, i), page)
+                results.append(True)
+            return results + [False] * (len(keys) - len(results))
+        plan = page_plan(prefix + keys)
+        hits = min(self._leading_hits(plan, len(prefix)), len(keys))
+        if hits == 0 or self.store is None:
+            return [False] * len(keys)
+        try:
+            pages = self.store.get_batch(plan, len(prefix) + hits)
+        except PageMissingError:  # evicted since the probe: a miss
+            return [False] * len(keys)
+        for i in range(hits):
+            pool.set_from_flat_data_page(
+                self._host_page(host_indices, i), self._page_of(pages, len(prefix) + i)
+            )
+        return [True] * hits + [False] * (len(keys) - hits)

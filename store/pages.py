@@ -10,6 +10,7 @@ miss and never a wrong tensor.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -46,6 +47,21 @@ class PagePlan:
         """Concatenated short digests of pages ``0 .. n_pages-1`` (the prefix-preserving key body)."""
         count = len(range(len(self.checks))[:n_pages])  # what ``checks[:n_pages]`` holds, negatives too
         return self._key_body[: count * KEY_DIGEST_BYTES]
+
+
+def plan_of_digests(digests: Sequence[bytes], page_size: int, namespace: str) -> PagePlan:
+    """The plan of pages named by chained digests made elsewhere (SGLang's sha256 page hashes are).
+
+    Each digest must name its page's whole prefix, as :func:`plan_pages`'s do: the store keys page k
+    by the short digests of pages 0..k and checks page k's full digest on every read.
+    """
+    for index, digest in enumerate(digests):
+        if not isinstance(digest, bytes) or len(digest) != CHECK_BYTES:
+            raise ValueError(
+                f"digest {index} is {digest!r}: every page digest must be {CHECK_BYTES} bytes "
+                "(hash longer names down to a 32-byte chained digest first)"
+            )
+    return PagePlan(namespace=namespace, page_size=page_size, checks=tuple(digests))
 
 
 def as_token_array(tokens: Any) -> np.ndarray:

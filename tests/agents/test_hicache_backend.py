@@ -13,7 +13,7 @@ import torch
 from sglang.srt.mem_cache.storage.backend_factory import StorageBackendFactory
 from sglang.srt.mem_cache.utils import get_hash_str
 
-from agents.hicache_backend import KvtuneHiCacheStorage, key_tokens
+from agents.hicache_backend import KvtuneHiCacheStorage, key_digest
 from experiments.bench_sglang import storage_config
 from store import StoreConfig
 
@@ -113,10 +113,10 @@ def test_missing_path_names_the_extra_config_key(tmp_path: Path) -> None:
         StorageBackendFactory.create_backend("dynamic", storage_config(extra), None)
 
 
-def test_key_tokens_are_the_hash_bytes() -> None:
+def test_key_digest_is_the_hash_bytes() -> None:
     key = "00" * 31 + "01"
-    assert key_tokens(key).tolist() == [0] * 7 + [1 << 24]
-    assert key_tokens("not-hex").shape == (8,)
+    assert key_digest(key) == bytes(31) + b"\x01"
+    assert len(key_digest("not-hex")) == 32 and key_digest("not-hex") != key_digest("not-hex2")
 
 
 def test_controller_inside_the_backend_rolls_back_a_forced_regression(tmp_path: Path) -> None:
