@@ -30,7 +30,7 @@ def sglang(
     rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds (A B, then B A, ...).")] = 2,
 ) -> None:
     """kvtune's SGLang backend vs SGLang's HiCacheFile: batch_set, batch_exists, batch_get, reopen, files."""
-    from experiments.bench_sglang import SglangBenchConfig, run_sglang_bench, summarise
+    from experiments.bench_sglang import BACKENDS, SglangBenchConfig, run_sglang_bench, summarise
 
     console = Console(width=200)
     try:
@@ -47,23 +47,29 @@ def sglang(
             writer = csv.DictWriter(handle, fieldnames=list(records[0]))
             writer.writeheader()
             writer.writerows(records)
+    contenders = [name for name in BACKENDS if name != "file"] + ["file"]
     table = Table(title=f"kvtune vs SGLang file, {page_bytes} B pages, median of {rounds} rounds")
-    for header in ("pages", "op", "kvtune pages/s", "file pages/s", "ratio", "kvtune p99 ms", "file p99 ms"):
-        table.add_column(header)
+    table.add_column("pages")
+    table.add_column("op")
+    for name in contenders:
+        table.add_column(f"{name} pages/s")
+    for name in contenders[:-1]:
+        table.add_column(f"{name} / file")
+    for name in contenders:
+        table.add_column(f"{name} p99 ms")
     for entry in summary:
-        kv, fi = entry["kvtune_pages_per_s"], entry["file_pages_per_s"]
+        rate = {name: entry[f"{name}_pages_per_s"] for name in contenders}
         if entry["op"] == "reopen":
-            kv, fi = 1 / entry["kvtune_seconds"], 1 / entry["file_seconds"]
+            rate = {name: 1 / entry[f"{name}_seconds"] for name in contenders}
         table.add_row(
             str(entry["pages"]),
             entry["op"] + (" (1/s)" if entry["op"] == "reopen" else ""),
-            f"{kv:,.0f}",
-            f"{fi:,.0f}",
-            f"{kv / fi:.2f}x" if fi else "-",
-            f"{entry['kvtune_p99_ms']:.2f}",
-            f"{entry['file_p99_ms']:.2f}",
+            *(f"{rate[name]:,.0f}" for name in contenders),
+            *(f"{rate[name] / rate['file']:.2f}x" if rate["file"] else "-" for name in contenders[:-1]),
+            *(f"{entry[f'{name}_p99_ms']:.2f}" for name in contenders),
         )
     console.print(table)
-    files = {(e["pages"]): (e["kvtune_files"], e["file_files"]) for e in summary}
-    for n_pages, (kv_files, file_files) in files.items():
-        console.print(f"{n_pages} pages: files created kvtune {kv_files:,}, file {file_files:,}")
+    for n_pages in sorted({e["pages"] for e in summary}):
+        files = next(e for e in summary if e["pages"] == n_pages)
+        created = ", ".join(f"{name} {files[f'{name}_files']:,}" for name in contenders)
+        console.print(f"{n_pages} pages: files created {created}")

@@ -14,7 +14,7 @@ from sglang.srt.mem_cache.storage.backend_factory import StorageBackendFactory
 from sglang.srt.mem_cache.utils import get_hash_str
 
 from agents.hicache_backend import KvtuneHiCacheStorage, key_digest
-from experiments.bench_sglang import storage_config
+from experiments.bench_sglang import HostPages, storage_config
 from store import StoreConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,28 +139,12 @@ def test_controller_inside_the_backend_rolls_back_a_forced_regression(tmp_path: 
     assert controller._thread is None
 
 
-class HostPoolStandIn:
-    """The part of SGLang's host pool the v1 path calls. SGLang's real pool cannot be imported here
-    (its module chain needs torchvision and tvm_ffi), so this holds pages like its page-first layout."""
-
-    def __init__(self, pages: int) -> None:
-        self.page_size = PAGE_TOKENS
-        self.kv_buffer = torch.zeros(
-            (pages, LAYERS * 2 * PAGE_TOKENS * HEADS * HEAD_DIM), dtype=torch.bfloat16
-        )
-
-    def get_data_page(self, index: int, flat: bool = True) -> torch.Tensor:
-        return self.kv_buffer[index // self.page_size].flatten()
-
-    def get_dummy_flat_data_page(self) -> torch.Tensor:
-        return torch.zeros_like(self.kv_buffer[0])
-
-    def set_from_flat_data_page(self, index: int, data_page: torch.Tensor) -> None:
-        self.kv_buffer[index // self.page_size].copy_(data_page)
+def host_pool(pages: int) -> HostPages:
+    return HostPages(pages, LAYERS * 2 * PAGE_TOKENS * HEADS * HEAD_DIM, page_tokens=PAGE_TOKENS)
 
 
 def test_v1_path_moves_pages_between_host_pool_slots_bit_exactly(backend: KvtuneHiCacheStorage) -> None:
-    pool = HostPoolStandIn(pages=8)
+    pool = host_pool(8)
     pool.kv_buffer[:3] = torch.stack(flat_pages(3, "page_first", seed=7))
     backend.register_mem_pool_host(pool)
     keys = page_keys(list(range(4 * PAGE_TOKENS)))

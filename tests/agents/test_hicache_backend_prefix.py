@@ -12,13 +12,13 @@ from sglang.srt.mem_cache.hicache_storage import HiCacheStorageExtraInfo
 from sglang.srt.mem_cache.storage.backend_factory import StorageBackendFactory
 
 from agents.hicache_backend import KvtuneHiCacheStorage
-from experiments.bench_sglang import storage_config
+from experiments.bench_sglang import HostPages, storage_config
 from store import KVStore
 from tests.agents.test_hicache_backend import (
     PAGE_TOKENS,
-    HostPoolStandIn,
     build,
     flat_pages,
+    host_pool,
     page_keys,
     readme_extra_config,
 )
@@ -32,14 +32,14 @@ def after(prefix: list[str]) -> HiCacheStorageExtraInfo:
 
 
 @pytest.fixture
-def pool() -> HostPoolStandIn:
-    pool = HostPoolStandIn(pages=16)
+def pool() -> HostPages:
+    pool = host_pool(16)
     pool.kv_buffer[:5] = torch.stack(flat_pages(5, "page_first", seed=3))
     return pool
 
 
 @pytest.fixture
-def backend(tmp_path: Path, pool: HostPoolStandIn) -> Iterator[KvtuneHiCacheStorage]:
+def backend(tmp_path: Path, pool: HostPages) -> Iterator[KvtuneHiCacheStorage]:
     built = build(tmp_path, interval_s=0, interface_v1=1)
     built.register_mem_pool_host(pool)
     yield built
@@ -70,7 +70,7 @@ def test_leading_hits_count_from_the_call_whatever_the_batches_written(backend: 
     assert backend.batch_exists(keys[5:], after(keys[:5])) == 0
 
 
-def test_a_call_is_one_store_operation(backend: KvtuneHiCacheStorage, pool: HostPoolStandIn) -> None:
+def test_a_call_is_one_store_operation(backend: KvtuneHiCacheStorage, pool: HostPages) -> None:
     keys = page_keys(REQUEST)
     write_request(backend, keys)
     store = opened(backend)
@@ -82,9 +82,7 @@ def test_a_call_is_one_store_operation(backend: KvtuneHiCacheStorage, pool: Host
     assert counted.puts == 2 and counted.pages_written == 5
 
 
-def test_v1_reads_are_bit_exact_into_the_host_slots(
-    backend: KvtuneHiCacheStorage, pool: HostPoolStandIn
-) -> None:
+def test_v1_reads_are_bit_exact_into_the_host_slots(backend: KvtuneHiCacheStorage, pool: HostPages) -> None:
     keys = page_keys(REQUEST + OTHER_TAIL)
     write_request(backend, keys)
     assert backend.batch_get_v1(keys[2:7], slots(8, 5), after(keys[:2])) == [True, True, True, False, False]
