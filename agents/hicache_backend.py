@@ -47,6 +47,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from sglang.srt.mem_cache.hicache_storage import (
     HiCacheStorage,
@@ -190,11 +191,11 @@ class KvtuneHiCacheStorage(HiCacheStorage):
         with self._write_lock:
             store.put_batch(page_plan([key]), self._page_bytes(page))
 
-    def _page_of(self, pages: torch.Tensor, index: int) -> torch.Tensor:
-        """Page ``index`` of a store read of several pages, flat and in the dtype it was written in."""
-        assert self._format is not None
-        span = pages[:, :, index * STORE_PAGE_SIZE : (index + 1) * STORE_PAGE_SIZE]
-        return span.contiguous().view(-1).view(getattr(torch, self._format["dtype"]))
+    @staticmethod
+    def _halves(kv: torch.Tensor) -> torch.Tensor:
+        """The store's ``[1, 2, 8 * n, 1, d]`` bytes of n pages as ``[2, n, 8 * d]``: page i's flat bytes
+        are ``[0, i]`` then ``[1, i]`` (the store's K and V halves)."""
+        return kv.view(2, kv.shape[2] // STORE_PAGE_SIZE, -1)
 
     # ------------------------------------------------------------------ default path: flat page tensors
 
@@ -268,8 +269,9 @@ class KvtuneHiCacheStorage(HiCacheStorage):
 
     # ------------------------------------------------------------------ v1 path: the registered host pool
 
-    def _host_page(self, host_indices: torch.Tensor, index: int) -> int:
-        return int(host_indices[index * self.mem_pool_host.page_size])
+    def _host_pages(self, host_indices: torch.Tensor, n_pages: int) -> list[int]:
+        """The host-pool index of each of ``n_pages`` pages (their first token's slot)."""
+        return [int(i) for i in host_indices[:: self.mem_pool_host.page_size][:n_pages].tolist()]
 
     def batch_set_v1(
         self,
@@ -278,7 +280,7 @@ class KvtuneHiCacheStorage(HiCacheStorage):
         extra_info: HiCacheStorageExtraInfo | None = None,
     ) -> list[bool]:
         pool = self.mem_pool_host
-        pages = [pool.get_data_page(self._host_page(host_indices, i), flat=True) for i in range(len(keys))]
+        pages = [pool.get_data_page(index, flat=True) for index in self._host_pages(host_indices, len(keys))]
         prefix = self._prefix(extra_info)
         if prefix is None:
             for key, page in zip(keys, pages, strict=True):
@@ -297,9 +299,11 @@ class KvtuneHiCacheStorage(HiCacheStorage):
             # Positions of the stored prefix are never read by put_batch (it writes from the first
             # missing page on), so they stay uninitialised.
             kv = torch.empty(store.layout.page_shape(STORE_PAGE_SIZE * plan.n_pages), dtype=torch.uint8)
-            for index, page in enumerate(pages, start=len(prefix)):
-                span = kv[:, :, index * STORE_PAGE_SIZE : (index + 1) * STORE_PAGE_SIZE]
-                span.copy_(self._page_bytes(page))
+            # numpy copies: torch's run an OpenMP region that waits for a free core on a busy machine
+            flat = np.stack([page.detach().reshape(-1).view(torch.uint8).numpy() for page in pages])
+            np.copyto(
+                self._halves(kv)[:, len(prefix) :].numpy(), flat.reshape(len(keys), 2, -1).transpose(1, 0, 2)
+            )
             store.put_batch(plan, kv)
         return [True] * len(keys)
 
@@ -313,11 +317,11 @@ class KvtuneHiCacheStorage(HiCacheStorage):
         prefix = self._prefix(extra_info)
         if prefix is None:
             results: list[bool] = []
-            for i, key in enumerate(keys):
+            for key, index in zip(keys, self._host_pages(host_indices, len(keys)), strict=True):
                 page = self.get(key, pool.get_dummy_flat_data_page())
                 if page is None:
                     break
-                pool.set_from_flat_data_page(self._host_page(host_indices, i), page)
+                pool.set_from_flat_data_page(index, page)
                 results.append(True)
             return results + [False] * (len(keys) - len(results))
         plan = page_plan(prefix + keys)
@@ -328,8 +332,9 @@ class KvtuneHiCacheStorage(HiCacheStorage):
             pages = self.store.get_batch(plan, len(prefix) + hits)
         except PageMissingError:  # evicted since the probe: a miss
             return [False] * len(keys)
-        for i in range(hits):
-            pool.set_from_flat_data_page(
-                self._host_page(host_indices, i), self._page_of(pages, len(prefix) + i)
-            )
+        assert self._format is not None
+        read = np.ascontiguousarray(self._halves(pages)[:, len(prefix) :].numpy().transpose(1, 0, 2))
+        flat = torch.from_numpy(read).view(hits, -1).view(getattr(torch, self._format["dtype"]))
+        for page, index in zip(flat, self._host_pages(host_indices, hits), strict=True):
+            pool.set_from_flat_data_page(index, page)
         return [True] * hits + [False] * (len(keys) - hits)
