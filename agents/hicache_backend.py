@@ -164,9 +164,10 @@ class KvtuneHiCacheStorage(HiCacheStorage):
         if self.store is not None:
             self.store.close()
 
-    def _record_lookup(self, plan: PagePlan) -> None:
+    def _record_lookup(self, plan: PagePlan, skip: int = 0) -> None:
+        """Feed the controller's reuse sketch the pages looked up (not the prefix pages named again)."""
         if self.controller is not None:
-            self.controller.record_lookup(list(plan.checks))
+            self.controller.record_lookup(list(plan.checks[skip:]))
 
     def _prefix(self, extra_info: HiCacheStorageExtraInfo | None) -> list[str] | None:
         """The request's earlier page keys when this call uses the prefix layout, else ``None``."""
@@ -206,7 +207,7 @@ class KvtuneHiCacheStorage(HiCacheStorage):
         prefix = self._prefix(extra_info)
         if prefix is not None:
             plan = page_plan(prefix + keys)
-            self._record_lookup(plan)
+            self._record_lookup(plan, len(prefix))
             return min(self._leading_hits(plan, len(prefix)), len(keys))
         self._record_lookup(page_plan(keys))
         for index, key in enumerate(keys):

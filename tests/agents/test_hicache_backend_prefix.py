@@ -129,3 +129,21 @@ def test_the_default_path_ignores_prefix_keys(tmp_path: Path) -> None:
     assert backend.batch_set(keys[2:4], flat_pages(2, "layer_first")) is True
     assert backend.batch_exists(keys[2:], after(keys[:2])) == 2
     backend.close()
+
+
+def test_the_reuse_sketch_counts_the_pages_asked_not_the_prefix_named(
+    tmp_path: Path, pool: HostPages
+) -> None:
+    backend = build(tmp_path, interval_s=3600, interface_v1=1)
+    backend.register_mem_pool_host(pool)
+    keys = page_keys(REQUEST)
+    write_request(backend, keys)
+    assert backend.controller is not None
+    sketch = backend.controller.sketch
+    sketch.take_window()
+    assert backend.batch_exists(keys[:2], after([])) == 2
+    assert backend.batch_exists(keys[2:], after(keys[:2])) == 3
+    assert len(sketch) == 5 and sketch.take_window() == 0.0, "each page recorded once: no reuse yet"
+    assert backend.batch_exists(keys[2:4], after(keys[:2])) == 2
+    assert sketch.take_window() == 1.0
+    backend.close()
