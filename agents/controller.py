@@ -8,7 +8,8 @@ applies what survives the guards (:class:`Guards`, in this order):
 1. ``policy_error``: the policy raised, or returned something that is not a valid ``StoreConfig``
    (NaN and out-of-range knobs fail ``StoreConfig``'s checks): the store stays as it is, counted.
 2. ``clamp``: values outside the action space's safe ranges (:data:`env.actions.DEFAULT_ACTION_KNOBS`)
-   are clamped into them.
+   are clamped into them, and the L0 stop trigger is derived from the others
+   (:meth:`store.StoreConfig.derive`).
 3. ``reopen_blocked``: knobs that need a reopen keep their value unless ``allow_reopen``.
 4. ``hysteresis``: a knob moves only by at least ``min_change`` of its action range (choices always).
 5. ``rate_limit``: at most ``max_changes_per_minute`` applied changes in any 60 s.
@@ -359,10 +360,9 @@ def _clamp(values: dict[str, Any]) -> bool:
         if clamped != values[name]:
             values[name] = type(values[name])(clamped)
             moved = True
-    # L0 must reach the compaction trigger before the stop trigger, or writes stop for good
-    stop_floor = values["level0_file_num_compaction_trigger"] + 1
-    if values["level0_stop_writes_trigger"] < stop_floor:
-        values["level0_stop_writes_trigger"] = stop_floor
+    stop = StoreConfig().derive(values).level0_stop_writes_trigger
+    if values["level0_stop_writes_trigger"] != stop:
+        values["level0_stop_writes_trigger"] = stop
         moved = True
     return moved
 

@@ -1,8 +1,9 @@
 """The action space: a ``Box`` in [-1, 1]^d mapped onto :class:`store.StoreConfig` knobs.
 
 Shared by training and deployment, so a policy drives a live store exactly as it drove the environment.
-Each dimension covers one knob over a safe sub-range of the knob's valid range, on the knob's scale
-(log for sizes and counts, linear for fractions, equal bins for choices).
+Each dimension covers one knob over the sub-range its declaration allows a tuner
+(:class:`store.config.TuningRange`), on the knob's scale (log for sizes and counts, linear for
+fractions, equal bins for choices).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from store import StoreConfig
-from store.config import KiB, KnobSpec, MiB
+from store.config import KnobSpec
 
 ACTION_SCHEMA_VERSION = 1
 
@@ -91,26 +92,16 @@ class ActionKnob:
         return (value - low) / (high - low)
 
 
-DEFAULT_ACTION_KNOBS: tuple[ActionKnob, ...] = (
-    ActionKnob("write_buffer_size", 1 * MiB, 256 * MiB),
-    ActionKnob("max_write_buffer_number", 2, 8),
-    ActionKnob("level0_file_num_compaction_trigger", 1, 32),
-    ActionKnob("level0_slowdown_writes_trigger", 4, 128),
-    ActionKnob("max_bytes_for_level_base", 16 * MiB, 1024 * MiB),
-    ActionKnob("enable_blob_files"),
-    ActionKnob("min_blob_size", 256, 256 * KiB),
-    ActionKnob("blob_file_size", 4 * MiB, 1024 * MiB),
-    ActionKnob("enable_blob_garbage_collection"),
-    ActionKnob("blob_garbage_collection_age_cutoff", 0.05, 1.0),
-    ActionKnob("disable_wal"),
-    ActionKnob("writer_batch_size", 1, 256),
-    ActionKnob("writer_queue_depth", 4, 1024),
-    ActionKnob("eviction_order"),
-    # 'generations' is left out: one training run drove its page counters below zero (a defect under
-    # investigation); it stays a knob value a user may set.
-    ActionKnob("reclaim", allowed=("relocate", "blob_age")),
-    ActionKnob("write_admission_hits", 0, 4),
-)
+def _declared_action_knobs() -> tuple[ActionKnob, ...]:
+    """One dimension per knob that declares a :class:`store.config.TuningRange`, in declaration order."""
+    return tuple(
+        ActionKnob(name, spec.tuning.low, spec.tuning.high, spec.tuning.choices)
+        for name, spec in StoreConfig.specs().items()
+        if spec.tuning is not None
+    )
+
+
+DEFAULT_ACTION_KNOBS: tuple[ActionKnob, ...] = _declared_action_knobs()
 
 
 def select_knobs(names: tuple[str, ...] | list[str]) -> tuple[ActionKnob, ...]:
@@ -131,7 +122,13 @@ class ActionMapper:
         names = [knob.name for knob in knobs]
         if len(set(names)) != len(names):
             raise ValueError(f"action knobs must be distinct, got {names}")
+        derived = StoreConfig.derived_knobs()
         for knob in knobs:
+            if knob.name in derived:
+                raise ValueError(
+                    f"knob {knob.name} is derived from {derived[knob.name]}: put {derived[knob.name]} in "
+                    "the action space instead"
+                )
             if not knob.choices():
                 knob.bounds()
         self.knobs = knobs
@@ -162,10 +159,8 @@ class ActionMapper:
         return units * 2.0 - 1.0
 
     def consistent(self, values: dict[str, Any]) -> StoreConfig:
-        """Derive the knobs that must move with the chosen ones (RocksDB needs slowdown <= stop)."""
-        slowdown = values.get("level0_slowdown_writes_trigger", self.base.level0_slowdown_writes_trigger)
-        stop = max(self.base.level0_stop_writes_trigger, slowdown + slowdown // 2)
-        return StoreConfig.from_dict({**values, "level0_stop_writes_trigger": min(stop, 512)}, base=self.base)
+        """``values`` over the base config, with the knobs derived from them (:meth:`StoreConfig.derive`)."""
+        return self.base.derive(values)
 
     def describe(self) -> list[dict[str, Any]]:
         """The schema recorded in policy cards: name, range, scale per dimension."""

@@ -105,23 +105,8 @@ def request_keys(n_pages: int, request_pages: int) -> list[list[str]]:
     return requests
 
 
-def storage_config(extra: dict[str, Any], tp_rank: int = 0, tp_size: int = 1) -> Any:
-    """The ``HiCacheStorageConfig`` SGLang hands a backend of Llama-3.1-8B (MHA, layer-first, no PP/CP)."""
-    from sglang.srt.mem_cache.hicache_storage import HiCacheStorageConfig
-
-    return HiCacheStorageConfig(
-        tp_rank=tp_rank,
-        tp_size=tp_size,
-        pp_rank=0,
-        pp_size=1,
-        attn_cp_rank=0,
-        attn_cp_size=1,
-        is_mla_model=False,
-        enable_storage_metrics=False,
-        is_page_first_layout=False,
-        model_name="meta-llama/Llama-3.1-8B",
-        extra_config=extra,
-    )
+BENCH_MODEL = "meta-llama/Llama-3.1-8B"
+"""The model whose pages the benchmark stores (its name keys the backends' files)."""
 
 
 def make_backend(name: str, path: Path, pool: HostPages) -> Any:
@@ -129,16 +114,19 @@ def make_backend(name: str, path: Path, pool: HostPages) -> Any:
     from sglang.srt.mem_cache.hicache_storage import HiCacheFile
 
     from agents.hicache_backend import KvtuneHiCacheStorage
+    from store.hicache_adapter import storage_config
 
     extra = {"path": str(path), "interval_s": 0, "file_storage_path": str(path)}
+    config = storage_config(BENCH_MODEL, extra, page_first=False)
     if name == "kvtune":
-        return KvtuneHiCacheStorage(storage_config(extra), {})
+        return KvtuneHiCacheStorage(config, {})
     if name == "kvtune-v1":
-        backend = KvtuneHiCacheStorage(storage_config({**extra, "interface_v1": 1}), {})
+        v1_config = storage_config(BENCH_MODEL, {**extra, "interface_v1": 1}, page_first=False)
+        backend = KvtuneHiCacheStorage(v1_config, {})
         backend.register_mem_pool_host(pool)
         return backend
     if name == "file":
-        return HiCacheFile(storage_config(extra), file_path=str(path))
+        return HiCacheFile(config, file_path=str(path))
     raise ValueError(f"unknown backend {name!r}; valid backends: {', '.join(BACKENDS)}")
 
 

@@ -18,6 +18,7 @@ from experiments import (
     crash_cmd,
     deploy_cmd,
     help_bench_cmd,
+    knobs_cmd,
     model_check_cmd,
     paper_cmd,
     replay_cmd,
@@ -31,7 +32,7 @@ from experiments import (
 app = typer.Typer(
     help="kvtune: an LSM-tree KV-cache store for LLM serving, and RL that tunes it.", no_args_is_help=True
 )
-for module in (replay_cmd, train_cmd, study_cmd, run_cmd, model_check_cmd, deploy_cmd):
+for module in (replay_cmd, train_cmd, study_cmd, run_cmd, model_check_cmd, deploy_cmd, knobs_cmd):
     app.add_typer(module.app)
 app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(paper_cmd.app, name="experiment")

@@ -35,7 +35,6 @@ import zlib
 from collections import deque
 from collections.abc import Sequence
 from itertools import islice
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -47,7 +46,6 @@ from store.dirlock import lock_directory, unlock
 from store.errors import disk_full_error
 from store.header import HEADER_FILE, ensure_header_file
 from store.indexed import IndexedStore
-from store.layout import KVLayout
 from store.pages import CHECK_BYTES, PagePlan
 from store.recency import PageEntry, RecencyIndex, disk_state, parent_of
 
@@ -157,23 +155,18 @@ class AppendLogStore(IndexedStore, DiskKVStore):
 
     kind = "applog"
 
-    def __init__(
-        self,
-        path: str | Path | None,
-        layout: KVLayout,
-        page_size: int,
-        budget_bytes: int | None,
-        config: StoreConfig,
-        namespace: str,
-        *,
-        segment_bytes: int = SEGMENT_BYTES,
-    ) -> None:
+    segment_bytes = SEGMENT_BYTES
+    """Bytes of one segment file: the unit in which the log gives disk space back."""
+
+    @classmethod
+    def with_segment_bytes(cls, segment_bytes: int) -> type[AppendLogStore]:
+        """This kind with segment files of ``segment_bytes`` (a budget well over it is kept by segments)."""
         if isinstance(segment_bytes, bool) or not isinstance(segment_bytes, int) or segment_bytes < 1:
             raise ValueError(
                 f"segment_bytes must be a positive int (default {SEGMENT_BYTES}), got {segment_bytes!r}"
             )
-        self._segment_bytes = segment_bytes
-        super().__init__(path, layout, page_size, budget_bytes, config, namespace)
+        sized: type[AppendLogStore] = type(cls.__name__, (cls,), {"segment_bytes": segment_bytes})
+        return sized
 
     def _start(self, config: StoreConfig) -> None:
         self._value_bytes = VALUE_HEADER_BYTES + self.page_bytes
@@ -329,7 +322,7 @@ class AppendLogStore(IndexedStore, DiskKVStore):
         start = offset = self._sizes[self._active]
         for parts in records:
             size = sum(len(part) for part in parts)
-            if offset and offset + size > self._segment_bytes:
+            if offset and offset + size > self.segment_bytes:
                 self._write_chunk(chunk, start)
                 self._rotate()
                 chunk, start, offset = [], 0, 0

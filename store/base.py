@@ -86,7 +86,7 @@ class KVStore(ABC):
             raise ValueError(
                 f"namespace {namespace!r} is not encodable as UTF-8 ({error.reason}): use valid text"
             ) from None
-        self.path = Path(path) if path is not None else None
+        self.path = self._own_path(path)
         self.layout = layout
         self.page_size = page_size
         self.budget_bytes = budget_bytes
@@ -98,6 +98,7 @@ class KVStore(ABC):
         self._writer = AsyncPageWriter(
             self._store_requests, config, self._count_dropped, self._count_failed_async, self._closed_error
         )
+        self._start(config)
 
     # ------------------------------------------------------------------ public surface
 
@@ -358,6 +359,16 @@ class KVStore(ABC):
 
     # ------------------------------------------------------------------ backend hooks (called under lock)
 
+    def _own_path(self, path: str | Path | None) -> Path | None:
+        """The directory this store's pages live in: none for a kind whose pages live in this process
+        (``path`` is ignored)."""
+        return None
+
+    @abstractmethod
+    def _start(self, config: StoreConfig) -> None:
+        """Set the store up (in ``path``, which exists, for a kind on disk) and open it: the
+        constructor's last step."""
+
     @abstractmethod
     def _probe_plan(self, plan: PagePlan) -> int: ...
 
@@ -397,25 +408,14 @@ class KVStore(ABC):
 
 
 class DiskKVStore(KVStore):
-    """A store whose pages live in the directory ``path``: it creates the directory, then opens there."""
+    """A store whose pages live in the directory ``path``: it creates the directory before it opens."""
 
     path: Path
 
-    def __init__(
-        self,
-        path: str | Path | None,
-        layout: KVLayout,
-        page_size: int,
-        budget_bytes: int | None,
-        config: StoreConfig,
-        namespace: str,
-    ) -> None:
+    def _own_path(self, path: str | Path | None) -> Path:
+        """``path``, created: the directory this store's pages live in."""
         if path is None:
             raise ValueError(f"store kind {self.kind!r} keeps its pages on disk: pass a directory as path")
-        super().__init__(path, layout, page_size, budget_bytes, config, namespace)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._start(config)
-
-    @abstractmethod
-    def _start(self, config: StoreConfig) -> None:
-        """Set the store up in ``path`` (which exists) and open it: the constructor's last step."""
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory

@@ -46,7 +46,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,7 +54,6 @@ from store.base import BackendState, DiskKVStore, PageRecord
 from store.config import StoreConfig
 from store.diskusage import directory_usage
 from store.header import HEADER_FILE, ensure_header_file
-from store.layout import KVLayout
 from store.pages import PagePlan, as_token_array
 
 logger = logging.getLogger(__name__)
@@ -139,18 +137,26 @@ def backend_spec(kind: str) -> BackendSpec:
     return BackendSpec(kind, "dynamic", extra, budget_supported=False, op_costs=UNKNOWN_BACKEND_OPS)
 
 
-def single_rank_storage_config(model_name: str, extra_config: dict[str, Any]) -> Any:
-    """SGLang's ``HiCacheStorageConfig`` of one rank (tp 0 of 1, pp 0 of 1), MHA, page-first host pool."""
+def storage_config(
+    model_name: str,
+    extra_config: dict[str, Any],
+    *,
+    tp_rank: int = 0,
+    tp_size: int = 1,
+    page_first: bool = True,
+) -> Any:
+    """SGLang's ``HiCacheStorageConfig`` for an MHA model on TP rank ``tp_rank`` of ``tp_size`` (no
+    pipeline or context parallelism), with a ``page_first`` (or layer-first) host pool."""
     return sglang_api().storage_config(
-        tp_rank=0,
-        tp_size=1,
+        tp_rank=tp_rank,
+        tp_size=tp_size,
         pp_rank=0,
         pp_size=1,
         attn_cp_rank=0,
         attn_cp_size=1,
         is_mla_model=False,
         enable_storage_metrics=False,
-        is_page_first_layout=True,
+        is_page_first_layout=page_first,
         model_name=model_name,
         extra_config=extra_config,
     )
@@ -171,24 +177,22 @@ class HiCacheStore(DiskKVStore):
 
     kind = SGLANG_FILE_KIND
 
-    def __init__(
-        self,
-        path: str | Path | None,
-        layout: KVLayout,
-        page_size: int,
-        budget_bytes: int | None,
-        config: StoreConfig,
-        namespace: str,
-        backend_kind: str = SGLANG_FILE_KIND,
-    ) -> None:
-        spec = backend_spec(backend_kind)
-        if budget_bytes is not None and not spec.budget_supported:
+    @classmethod
+    def for_kind(cls, kind: str) -> type[HiCacheStore]:
+        """The store class of ``kind``: ``sglang-file`` or a ``hicache:<module>:<Class>`` form."""
+        backend_spec(kind)
+        return cls if kind == SGLANG_FILE_KIND else _hicache_class(kind)
+
+    # ------------------------------------------------------------------ open
+
+    def _start(self, config: StoreConfig) -> None:
+        spec = backend_spec(self.kind)
+        if self.budget_bytes is not None and not spec.budget_supported:
             raise ValueError(
-                f"store kind {backend_kind!r}: kvtune knows no capacity handling of this backend, so it "
-                f"cannot keep it within budget_bytes={budget_bytes}; open it with budget_bytes=None "
+                f"store kind {self.kind!r}: kvtune knows no capacity handling of this backend, so it "
+                f"cannot keep it within budget_bytes={self.budget_bytes}; open it with budget_bytes=None "
                 f"(or use {SGLANG_FILE_KIND}, whose LRU file evictor enforces a budget)"
             )
-        self.kind = spec.kind
         self._spec = spec
         self._api = sglang_api()
         self.backend_label = f"SGLang {self._api.version} {spec.factory_name} backend ({spec.kind})"
@@ -197,11 +201,6 @@ class HiCacheStore(DiskKVStore):
         # a file backend's pages are counted on disk; of any other, the adapter knows only what it wrote
         self._keys_written: set[str] | None = None if spec.factory_name == "file" else set()
         self._pages = 0
-        super().__init__(path, layout, page_size, budget_bytes, config, namespace)
-
-    # ------------------------------------------------------------------ open
-
-    def _start(self, config: StoreConfig) -> None:
         self._open_backend()
 
     def _open_backend(self) -> None:
@@ -210,8 +209,9 @@ class HiCacheStore(DiskKVStore):
         extra: dict[str, Any] = {**self._spec.extra_config, "file_storage_path": directory, "path": directory}
         if self._spec.budget_supported:
             extra["max_size"] = self._max_size_bytes()
-        storage_config = single_rank_storage_config(self.namespace, extra)
-        self._backend = self._api.factory.create_backend(self._spec.factory_name, storage_config, None)
+        self._backend = self._api.factory.create_backend(
+            self._spec.factory_name, storage_config(self.namespace, extra), None
+        )
         backend_dir = getattr(self._backend, "file_path", directory)
         if os.path.realpath(backend_dir) != os.path.realpath(directory):
             raise ValueError(
@@ -343,3 +343,10 @@ class HiCacheStore(DiskKVStore):
         close = getattr(self._backend, "close", None)
         if callable(close):
             close()
+
+
+@cache
+def _hicache_class(kind: str) -> type[HiCacheStore]:
+    """A :class:`HiCacheStore` of the ``hicache:`` form ``kind`` (one class per kind, made once)."""
+    kind_class: type[HiCacheStore] = type(HiCacheStore.__name__, (HiCacheStore,), {"kind": kind})
+    return kind_class

@@ -126,20 +126,8 @@ def _options(config: StoreConfig) -> Options:
     table.set_metadata_block_size(4096)
     table.set_pin_top_level_index_and_filter(True)
     options.set_block_based_table_factory(table)
-    options.set_write_buffer_size(config.write_buffer_size)
-    options.set_max_write_buffer_number(config.max_write_buffer_number)
-    options.set_level_zero_file_num_compaction_trigger(config.level0_file_num_compaction_trigger)
-    options.set_level_zero_slowdown_writes_trigger(config.level0_slowdown_writes_trigger)
-    options.set_level_zero_stop_writes_trigger(config.level0_stop_writes_trigger)
-    options.set_target_file_size_base(config.target_file_size_base)
-    options.set_max_bytes_for_level_base(config.max_bytes_for_level_base)
-    options.set_max_bytes_for_level_multiplier(config.max_bytes_for_level_multiplier)
-    options.set_enable_blob_files(config.enable_blob_files)
-    options.set_min_blob_size(config.min_blob_size)
-    options.set_blob_file_size(config.blob_file_size)
-    options.set_enable_blob_gc(config.enable_blob_garbage_collection)
-    options.set_blob_gc_age_cutoff(config.blob_garbage_collection_age_cutoff)
-    options.set_blob_gc_force_threshold(config.blob_garbage_collection_force_threshold)
+    for spec, value in config.rocksdb_knobs():
+        getattr(options, spec.open_setter())(spec.open_value(value))
     if config.reclaim == "generations":
         # A page's metadata (default family) and its value (a generation's family) are flushed together,
         # so a crash with the WAL off never keeps a metadata record whose value was lost.
@@ -245,8 +233,7 @@ class LSMStore(DiskKVStore):
 
     def _apply_live(self, config: StoreConfig) -> None:
         changed = self._config.changed(config)
-        new_options = config.rocksdb_options()
-        live = {name: new_options[name] for name in changed if name in new_options}
+        live = config.rocksdb_options(changed)
         if live:
             self._db.set_options(live)
         if "disable_wal" in changed:

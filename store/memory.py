@@ -6,15 +6,12 @@ kinds: a value that is not the asked page's is a miss, never a wrong tensor. Not
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from store.base import BackendState, PageRecord
 from store.codec import decode_value, encode_value
 from store.config import StoreConfig
 from store.indexed import IndexedStore
-from store.layout import KVLayout
 from store.pages import PagePlan
 from store.recency import PageEntry, RecencyIndex, parent_of
 
@@ -24,16 +21,7 @@ class MemoryStore(IndexedStore):
 
     kind = "memory"
 
-    def __init__(
-        self,
-        path: str | Path | None,
-        layout: KVLayout,
-        page_size: int,
-        budget_bytes: int | None,
-        config: StoreConfig,
-        namespace: str,
-    ) -> None:
-        super().__init__(None, layout, page_size, budget_bytes, config, namespace)
+    def _start(self, config: StoreConfig) -> None:
         self._values: dict[bytes, bytes] = {}
         self._index = RecencyIndex(config.eviction_order)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from store.base import KVStore
 from store.config import StoreConfig
-from store.hicache_adapter import HICACHE_FORM, HICACHE_PREFIX
+from store.hicache_adapter import HICACHE_FORM, HICACHE_PREFIX, HiCacheStore
 from store.layout import KVLayout
 
 
@@ -30,6 +30,8 @@ class StoreKind:
     ignored."""
 
     def store_class(self) -> type[KVStore]:
+        if self.name.startswith(HICACHE_PREFIX):
+            return HiCacheStore.for_kind(self.name)
         cls: type[KVStore] = getattr(importlib.import_module(self.module), self.class_name)
         return cls
 
@@ -77,16 +79,6 @@ def open_store(
     spec = store_kind(kind)
     if spec.on_disk and path is None:
         raise ValueError(f"store kind {kind!r} keeps its pages on disk: pass a directory as path")
-    arguments = (
-        path if spec.on_disk else None,
-        layout,
-        page_size,
-        budget_bytes,
-        config or StoreConfig(),
-        namespace,
+    return spec.store_class()(
+        path if spec.on_disk else None, layout, page_size, budget_bytes, config or StoreConfig(), namespace
     )
-    if spec.name.startswith(HICACHE_PREFIX):
-        from store.hicache_adapter import HiCacheStore
-
-        return HiCacheStore(*arguments, spec.name)
-    return spec.store_class()(*arguments)

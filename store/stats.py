@@ -42,16 +42,23 @@ class OpCounts:
 
 
 @dataclass(frozen=True, kw_only=True)
-class BackendState:
-    """What a backend reports of itself for :class:`StoreStats`: its sizes and device counters."""
+class DeviceCounters:
+    """The device counters a backend reports, cumulative since open (with :class:`OpCounts`'
+    ``device_ops``, what the replay engine's ``counters`` clock prices)."""
+
+    device_write_bytes: int = 0
+    device_read_bytes: int = 0
+    stall_s: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendState(DeviceCounters):
+    """What a backend reports of itself for :class:`StoreStats`: its sizes and :class:`DeviceCounters`."""
 
     pages_stored: int
     live_bytes: int
     disk_bytes: int
     files: int
-    device_write_bytes: int
-    device_read_bytes: int
-    stall_s: float = 0.0
     l0_files: int = 0
     pending_compaction_bytes: int = 0
     blob_live_bytes: int = 0

@@ -14,38 +14,24 @@ import dataclasses
 from dataclasses import dataclass
 
 from store import StoreStats
+from store.stats import DeviceCounters, OpCounts
 from workloads.profiles import DeviceProfile
 
 CLOCKS = ("counters", "measured")
 
 
-@dataclass(frozen=True)
-class IOCounters:
-    """Cumulative I/O counters of a store, or their change over a window."""
+@dataclass(frozen=True, kw_only=True)
+class IOCounters(OpCounts, DeviceCounters):
+    """A store's cumulative counters, as its :class:`store.StoreStats` holds them, with the wall time of
+    its calls (``store_op_s``); or their change over a window."""
 
-    device_write_bytes: int = 0
-    device_read_bytes: int = 0
-    device_ops: int = 0
-    stall_s: float = 0.0
     store_op_s: float = 0.0
-    bytes_written: int = 0
-    bytes_read: int = 0
-    dropped_pages: int = 0
-    evicted_pages: int = 0
 
     @classmethod
     def from_stats(cls, stats: StoreStats) -> IOCounters:
-        return cls(
-            device_write_bytes=stats.device_write_bytes,
-            device_read_bytes=stats.device_read_bytes,
-            device_ops=stats.device_ops,
-            stall_s=stats.stall_s,
-            store_op_s=stats.put_latency.total_s + stats.probe_latency.total_s + stats.get_latency.total_s,
-            bytes_written=stats.bytes_written,
-            bytes_read=stats.bytes_read,
-            dropped_pages=stats.dropped_pages,
-            evicted_pages=stats.evicted_pages,
-        )
+        calls = (stats.put_latency, stats.probe_latency, stats.get_latency)
+        counters = {f.name: getattr(stats, f.name) for f in dataclasses.fields(cls) if f.name != "store_op_s"}
+        return cls(**counters, store_op_s=sum(latency.total_s for latency in calls))
 
     def _combine(self, other: IOCounters, sign: int) -> IOCounters:
         return IOCounters(

@@ -14,8 +14,8 @@ import yaml
 from env.actions import ActionMapper, select_knobs
 from store import StoreConfig
 
-DERIVED_KNOBS = {"level0_stop_writes_trigger": "level0_slowdown_writes_trigger"}
-"""Knobs the study derives from another (RocksDB needs slowdown <= stop), so a space may not search them."""
+DERIVED_KNOBS = StoreConfig.derived_knobs()
+"""Knobs derived from another (:meth:`store.StoreConfig.derive`), so a space may not search them."""
 AGENT_ALGORITHMS = ("ppo", "sac")
 
 
@@ -105,8 +105,8 @@ def _override_range(name: str, entry: Any, source: str) -> ParamRange:
         raise ValueError(f"{source}: unknown knob {name!r}; valid knobs: {', '.join(specs)}")
     if name in DERIVED_KNOBS:
         raise ValueError(
-            f"{source}: knob {name} is derived from {DERIVED_KNOBS[name]} (1.5x it, at least its "
-            f"default); search {DERIVED_KNOBS[name]} instead"
+            f"{source}: knob {name} is derived from {DERIVED_KNOBS[name]} (see StoreConfig.derive); "
+            f"search {DERIVED_KNOBS[name]} instead"
         )
     spec = specs[name]
     if not isinstance(entry, Mapping) or set(entry) not in ({"low", "high"}, {"choices"}):
@@ -159,7 +159,7 @@ def static_search_space(
 
 def static_config(params: Mapping[str, Any]) -> StoreConfig:
     """The store config of a static trial: its knobs over the defaults, derived knobs made consistent."""
-    return ActionMapper(()).consistent(dict(params))
+    return StoreConfig().derive(params)
 
 
 def agent_search_space(algo: str) -> SearchSpace:

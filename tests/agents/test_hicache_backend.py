@@ -14,8 +14,9 @@ from sglang.srt.mem_cache.storage.backend_factory import StorageBackendFactory
 from sglang.srt.mem_cache.utils import get_hash_str
 
 from agents.hicache_backend import KvtuneHiCacheStorage, key_digest
-from experiments.bench_sglang import HostPages, storage_config
+from experiments.bench_sglang import BENCH_MODEL, HostPages
 from store import StoreConfig
+from store.hicache_adapter import storage_config
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -31,7 +32,9 @@ def readme_extra_config() -> dict:
 
 def build(tmp_path: Path, **overrides: object) -> KvtuneHiCacheStorage:
     extra = {**readme_extra_config(), "path": str(tmp_path / "kv"), **overrides}
-    backend = StorageBackendFactory.create_backend("dynamic", storage_config(extra), None)
+    backend = StorageBackendFactory.create_backend(
+        "dynamic", storage_config(BENCH_MODEL, extra, page_first=False), None
+    )
     assert isinstance(backend, KvtuneHiCacheStorage)
     return backend
 
@@ -91,7 +94,13 @@ def test_namespace_is_model_and_rank_and_a_reopen_keeps_pages(tmp_path: Path) ->
     first.close()
     other_rank = StorageBackendFactory.create_backend(
         "dynamic",
-        storage_config({**readme_extra_config(), "path": str(tmp_path / "kv"), "interval_s": 0}, 1, 2),
+        storage_config(
+            BENCH_MODEL,
+            {**readme_extra_config(), "path": str(tmp_path / "kv"), "interval_s": 0},
+            tp_rank=1,
+            tp_size=2,
+            page_first=False,
+        ),
         None,
     )
     assert other_rank.batch_exists(keys) == 0, "rank 1 of 2 has its own store"
@@ -110,7 +119,9 @@ def test_namespace_is_model_and_rank_and_a_reopen_keeps_pages(tmp_path: Path) ->
 def test_missing_path_names_the_extra_config_key(tmp_path: Path) -> None:
     extra = {k: v for k, v in readme_extra_config().items() if k != "path"}
     with pytest.raises(ValueError, match='needs "path"'):
-        StorageBackendFactory.create_backend("dynamic", storage_config(extra), None)
+        StorageBackendFactory.create_backend(
+            "dynamic", storage_config(BENCH_MODEL, extra, page_first=False), None
+        )
 
 
 def test_key_digest_is_the_hash_bytes() -> None:

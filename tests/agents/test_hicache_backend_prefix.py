@@ -12,8 +12,9 @@ from sglang.srt.mem_cache.hicache_storage import HiCacheStorageExtraInfo
 from sglang.srt.mem_cache.storage.backend_factory import StorageBackendFactory
 
 from agents.hicache_backend import KvtuneHiCacheStorage
-from experiments.bench_sglang import HostPages, storage_config
+from experiments.bench_sglang import BENCH_MODEL, HostPages
 from store import KVStore
+from store.hicache_adapter import storage_config
 from tests.agents.test_hicache_backend import (
     PAGE_TOKENS,
     build,
@@ -112,8 +113,10 @@ def test_keys_of_another_model_or_rank_never_hit(tmp_path: Path, backend: Kvtune
     keys = page_keys(REQUEST)
     write_request(backend, keys)
     extra = {**readme_extra_config(), "path": str(tmp_path / "kv"), "interval_s": 0, "interface_v1": 1}
-    other_model = dataclasses.replace(storage_config(extra), model_name="Qwen/Qwen3-8B")
-    for config in (storage_config(extra, 1, 2), other_model):
+    other_model = dataclasses.replace(
+        storage_config(BENCH_MODEL, extra, page_first=False), model_name="Qwen/Qwen3-8B"
+    )
+    for config in (storage_config(BENCH_MODEL, extra, tp_rank=1, tp_size=2, page_first=False), other_model):
         other = StorageBackendFactory.create_backend("dynamic", config, None)
         assert isinstance(other, KvtuneHiCacheStorage) and other.namespace != backend.namespace
         assert other.batch_exists(keys, after([])) == 0

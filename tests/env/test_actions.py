@@ -278,3 +278,18 @@ def test_an_action_knob_restricted_to_some_choices_never_yields_the_others() -> 
     }
     with pytest.raises(ValueError, match="non-empty subset"):
         ActionKnob("reclaim", allowed=("relocate", "sideways")).choices()
+
+
+def test_the_action_space_is_the_declared_tuning_ranges() -> None:
+    specs = StoreConfig.specs()
+    assert [knob.name for knob in DEFAULT_ACTION_KNOBS] == [
+        n for n, s in specs.items() if s.tuning is not None
+    ]
+    assert DEFAULT_ACTION_KNOBS[INDEX["write_buffer_size"]].bounds() == (1 * MiB, 256 * MiB)
+    assert DEFAULT_ACTION_KNOBS[INDEX["reclaim"]].choices() == ("relocate", "blob_age")
+    assert DEFAULT_ACTION_KNOBS[INDEX["disable_wal"]].choices() == (False, True)
+
+
+def test_a_derived_knob_is_refused_as_an_action_dimension() -> None:
+    with pytest.raises(ValueError, match="level0_stop_writes_trigger is derived from level0_slowdown"):
+        ActionMapper((ActionKnob("level0_stop_writes_trigger", 4, 64),))

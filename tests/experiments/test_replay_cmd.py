@@ -156,7 +156,7 @@ def test_replay_serves_on_several_servers_within_one_host_ram_budget(tmp_path: P
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["host_ram_bytes"] == 4 * 2**20 and summary["store_ram_bytes"] == 0
-    assert summary["backup_dropped_pages"] == 0 and summary["backup_late_pages"] >= 0
+    assert summary["backup_dropped_pages"] == 0
     assert 0 < summary["gpu_utilization"] <= 1 and 0 <= summary["disk_utilization"] <= 1
     assert summary["config"]["servers"] == 2 and summary["config"]["prefetch"] == "best_effort"
 

@@ -21,6 +21,7 @@ from agents.bundle import LearnedPolicy, load_policy_bundle
 from agents.training import TrainConfig
 from env import EnvConfig, RewardConfig
 from experiments.cli import app
+from tests.workloads.test_mooncake import LINES, write_trace
 
 TIMESTEPS, EVAL_EVERY = 32, 16
 
@@ -182,6 +183,7 @@ def test_evaluate_run_logs_a_table_and_a_plot(runs: Runs) -> None:
         "evaluation.json",
     }
     assert (runs.eval_dir / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert run.info.run_name == "evaluate-staged"
     params = run.data.params
     assert params["seed"] == "0"
     assert params["env.workload"] == "staged"
@@ -206,6 +208,19 @@ def test_evaluate_run_logs_metrics_for_every_policy(runs: Runs) -> None:
         assert float(row["mean_ttft_s"]) > 0
         assert float(row["p99_ttft_s"]) >= float(row["mean_ttft_s"])
     assert metrics["default/episode/requests"] == requests
+
+
+def test_evaluate_on_a_trace_is_named_after_the_trace(tmp_path: Path) -> None:
+    trace = write_trace(tmp_path / "conversation_trace.jsonl", list(LINES))
+    out = tmp_path / "e"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        invoke("evaluate", "--trace", str(trace), "--policy", "default", "--out", str(out))
+    finally:
+        mlflow.set_tracking_uri(previous)  # the command sets it process-wide
+    run = only_run(MlflowClient(tracking_uri=f"sqlite:///{out.resolve() / 'mlflow.db'}"), "kvtune-evaluate")
+    assert run.info.run_name == "evaluate-conversation_trace"
+    assert run.data.params["env.workload"] == "mooncake"
 
 
 # ---------------------------------------------------------------------------------------- errors

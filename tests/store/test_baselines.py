@@ -95,14 +95,14 @@ def test_applog_ignores_and_truncates_a_torn_tail(tmp_path: Path) -> None:
 def test_applog_collects_garbage_without_resurrecting_evicted_pages(tmp_path: Path) -> None:
     path = tmp_path / "gc"
     page_record = HEADER_BYTES + VALUE_HEADER_BYTES + LAYOUT.page_bytes(PAGE_SIZE)  # 4 to a segment
-    s = AppendLogStore(path, LAYOUT, PAGE_SIZE, None, StoreConfig(), "ns", segment_bytes=4 * page_record)
+    s = AppendLogStore.with_segment_bytes(4 * page_record)(path, LAYOUT, PAGE_SIZE, None, StoreConfig(), "ns")
     prompts = [_put(s, seed, 3) for seed in range(20, 30)]
     segments = len(list(path.glob("segment-*.log")))
     for tokens, _ in prompts[:8]:
         s.evict(tokens, 0)
     assert len(list(path.glob("segment-*.log"))) < segments
     s.close()
-    s = AppendLogStore(path, LAYOUT, PAGE_SIZE, None, StoreConfig(), "ns", segment_bytes=4 * page_record)
+    s = AppendLogStore.with_segment_bytes(4 * page_record)(path, LAYOUT, PAGE_SIZE, None, StoreConfig(), "ns")
     assert [s.probe(tokens) for tokens, _ in prompts] == [0] * 8 + [3, 3]
     for tokens, kv in prompts[8:]:
         assert_bit_exact(s.get_batch(tokens, 3), kv)
@@ -144,3 +144,16 @@ def test_recency_load_orders_ancestors_after_descendants_and_drops_orphans() -> 
     assert index.load(pages) == [b"x"]
     assert len(index) == 3
     assert index.victim() == b"b"
+
+
+@pytest.mark.parametrize("segment_bytes", [0, -1, True, 1.5])
+def test_applog_refuses_a_segment_size_that_is_not_a_positive_int(segment_bytes: object) -> None:
+    with pytest.raises(ValueError, match=r"segment_bytes must be a positive int \(default 67108864\)"):
+        AppendLogStore.with_segment_bytes(segment_bytes)  # type: ignore[arg-type]
+
+
+def test_applog_with_segment_bytes_is_the_applog_kind(tmp_path: Path) -> None:
+    sized = AppendLogStore.with_segment_bytes(4096)
+    assert (sized.kind, sized.segment_bytes, AppendLogStore.segment_bytes) == ("applog", 4096, 64 << 20)
+    with sized(tmp_path / "s", LAYOUT, PAGE_SIZE, None, StoreConfig(), "ns") as s:
+        assert isinstance(s, AppendLogStore)

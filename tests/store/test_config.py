@@ -264,3 +264,27 @@ def test_constructor_rejects_unknown_knobs_with_a_value_error() -> None:
         ValueError, match=r"unknown knob\(s\) memtable_bytes; valid knobs: .*write_buffer_size"
     ):
         StoreConfig(memtable_bytes=1 << 20)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("values", "stop"),
+    [
+        ({}, 36),  # the defaults already order the triggers
+        ({"level0_slowdown_writes_trigger": 40}, 60),  # 1.5x the slowdown trigger
+        ({"level0_slowdown_writes_trigger": 4, "level0_file_num_compaction_trigger": 64}, 65),
+        ({"level0_slowdown_writes_trigger": 4, "level0_stop_writes_trigger": 100}, 100),  # a given stop
+        ({"level0_slowdown_writes_trigger": 256}, 384),
+        ({"level0_slowdown_writes_trigger": 256, "level0_stop_writes_trigger": 500}, 500),
+    ],
+)
+def test_derive_orders_the_l0_triggers(values: dict[str, int], stop: int) -> None:
+    config = StoreConfig().derive(values)
+    assert config.level0_stop_writes_trigger == stop
+    assert config.level0_slowdown_writes_trigger <= config.level0_stop_writes_trigger
+    assert config.level0_file_num_compaction_trigger < config.level0_stop_writes_trigger
+
+
+def test_derive_stays_inside_the_stop_triggers_range() -> None:
+    base = StoreConfig(level0_stop_writes_trigger=512, level0_slowdown_writes_trigger=256)
+    assert base.derive({"level0_slowdown_writes_trigger": 256}).level0_stop_writes_trigger == 512
+    assert StoreConfig.derived_knobs() == {"level0_stop_writes_trigger": "level0_slowdown_writes_trigger"}

@@ -50,14 +50,8 @@ def _open(
     kind: str, path: Path, budget_bytes: int | None = None, config: StoreConfig | None = None
 ) -> KVStore:
     if kind == "applog":
-        return AppendLogStore(
-            path,
-            LAYOUT,
-            PAGE_SIZE,
-            budget_bytes,
-            config or StoreConfig(),
-            "ns",
-            segment_bytes=APPLOG_SEGMENT_BYTES,
+        return AppendLogStore.with_segment_bytes(APPLOG_SEGMENT_BYTES)(
+            path, LAYOUT, PAGE_SIZE, budget_bytes, config or StoreConfig(), "ns"
         )
     return open_store(kind, path, LAYOUT, PAGE_SIZE, budget_bytes, config, namespace="ns")
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from store import open_store
-from store.hicache_adapter import STORAGE_BATCH_SIZE, HiCacheStore, sglang_api, single_rank_storage_config
+from store.hicache_adapter import STORAGE_BATCH_SIZE, HiCacheStore, sglang_api, storage_config
 from tests.store.conftest import (
     LAYOUT,
     PAGE_SIZE,
@@ -33,8 +33,8 @@ def page_first(kv: torch.Tensor, page: int) -> torch.Tensor:
 
 def sglang_file_backend(path: Path) -> object:
     """A plain HiCacheFile on ``path``, built by SGLang's factory as its server does for ``file``."""
-    storage_config = single_rank_storage_config(NAMESPACE, {"file_storage_path": str(path)})
-    return sglang_api().factory.create_backend("file", storage_config, None)
+    config = storage_config(NAMESPACE, {"file_storage_path": str(path)})
+    return sglang_api().factory.create_backend("file", config, None)
 
 
 def test_keys_are_sglangs_own_page_hashes(make_store: MakeStore, tmp_path: Path) -> None:
