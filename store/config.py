@@ -104,7 +104,7 @@ class StoreConfig(metaclass=_NamedKnobs):
             1 * MiB,
             1 * GiB,
             rocksdb_option="write_buffer_size",
-            doc="bytes of one memtable",
+            doc="bytes of one memtable; under a budget at most 1/8 of it (store.knob_bounds)",
         ),
     )
     max_write_buffer_number: int = _knob(
@@ -116,7 +116,8 @@ class StoreConfig(metaclass=_NamedKnobs):
             2,
             16,
             rocksdb_option="max_write_buffer_number",
-            doc="memtables (active + immutable) before writes stall",
+            doc="memtables (active + immutable) before writes stall; under a budget lowered (to 2 at least) "
+            "until they hold at most 1/4 of it (store.knob_bounds)",
         ),
     )
     level0_file_num_compaction_trigger: int = _knob(
@@ -224,7 +225,7 @@ class StoreConfig(metaclass=_NamedKnobs):
             4 * GiB,
             rocksdb_option="blob_file_size",
             doc="bytes of one blob file (RocksDB's default: 256 MiB; smaller files let a budgeted store "
-            "free space file by file)",
+            "free space file by file); under a budget at most 1/8 of it (store.knob_bounds)",
         ),
     )
     blob_compression_type: str = _knob(

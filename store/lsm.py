@@ -61,6 +61,7 @@ from store.config import StoreConfig
 from store.diskusage import directory_usage
 from store.errors import StoreBusyError, StoreFullError, free_bytes
 from store.header import check_header, encode_header_record, expected_header, refuse_other_kind
+from store.knob_bounds import bound_by_budget
 from store.pages import KEY_DIGEST_BYTES, PagePlan
 
 logger = logging.getLogger(__name__)
@@ -261,6 +262,20 @@ class LSMStore(DiskKVStore):
     def _reopen(self, config: StoreConfig) -> None:
         self._close_db()
         self._open(config)
+
+    def _bounded(self, config: StoreConfig) -> StoreConfig:
+        bounded, clamped = bound_by_budget(config, self.budget_bytes)
+        for knob in clamped:
+            logger.warning(
+                "%s: %s=%d clamped to %d, its share of the %d-byte budget (store.knob_bounds)",
+                self.path,
+                knob.name,
+                knob.asked,
+                knob.used,
+                self.budget_bytes,
+            )
+        self._counters.add(knobs_clamped=len(clamped))
+        return bounded
 
     def _apply_live(self, config: StoreConfig) -> None:
         changed = self._config.changed(config)
@@ -687,10 +702,12 @@ class LSMStore(DiskKVStore):
         files), it compacts again with blob GC forced on over a growing share of the oldest blob files
         (:data:`RECLAIM_GC_CUTOFFS`): old files hold most of the garbage, so most reclaims relocate few
         live blobs. With ``reclaim="blob_age"`` victims go in write order, so the oldest blob files are
-        wholly garbage and the first compaction deletes them: nothing is relocated.
+        wholly garbage and the first compaction deletes them: nothing is relocated. With blob files
+        turned off, forced GC would move every live blob inline at once, the old files still on disk
+        (twice the live bytes for the length of the compaction): their pages leave by eviction instead.
         """
         options = self._compact_values()
-        if self._config.reclaim != "relocate":
+        if self._config.reclaim != "relocate" or not self._config.enable_blob_files:
             return
         start, end = VALUE_SPACE
         configured = (
