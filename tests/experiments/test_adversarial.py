@@ -134,3 +134,16 @@ def test_the_all_high_corner_keeps_the_disk_within_budget_and_slack(tmp_path: Pa
     assert report.evicted_pages > 0
     worst = max(sample.disk_bytes for sample in report.samples) / budget
     assert worst <= 1 + DISK_SLACK_SHARE, f"disk reached {worst:.2f}x the budget"
+
+
+def test_the_controller_records_what_the_store_applied_after_its_budget_bounds(tmp_path: Path) -> None:
+    config = StoreConfig(write_buffer_size=1 << 20, blob_file_size=1 << 20)
+    with open_store("lsm", tmp_path / "s", LAYOUT, PAGE_SIZE, 32 << 20, config) as store:
+        controller = RuntimeController(store, _AllHighPolicy(), guards=UNGUARDED)
+        first = controller.tick()
+        assert first.proposed["write_buffer_size"] == 256 << 20
+        assert (first.applied["write_buffer_size"], first.applied["blob_file_size"]) == (4 << 20, 4 << 20)
+        assert "max_write_buffer_number" not in first.applied  # bounded to 2, the value it had
+        again = controller.tick()
+        assert again.applied == {}  # asked for the same corner: the store is already at its bounds
+        assert store.stats().knobs_clamped == 6
