@@ -256,9 +256,11 @@ class RuntimeController:
                         self._watch, self._last_good = None, current
             if not fired:
                 target, proposed = self._propose(observation, current, now, fired)
-            applied = current.changed(target)
-            if applied:
+            applied: dict[str, Any] = {}
+            if current.changed(target):
                 self.store.apply(target)
+                applied = current.changed(self.store.config)  # the store bounds some knobs by its budget
+            if applied:
                 self._changes.append(now)
                 if "rollback" not in fired:
                     baseline = self._watch.baseline if self._watch is not None else metrics

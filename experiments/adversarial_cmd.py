@@ -63,7 +63,8 @@ def adversarial(
         title=f"adversarial policy: {kind}, {threads} threads, budget {budget_mib} MiB, {interval} s windows"
     )
     columns = ("controller", "windows", "applied", "ops/s min-max", "stall s (share)", "max window stall")
-    for column in (*columns, "put p99 ms", "disk/budget max", "escaped", "errors", "wrong tensors"):
+    tail = ("put p99 ms", "disk/budget max", "clamped", "escaped", "errors", "wrong tensors")
+    for column in (*columns, *tail):
         table.add_column(column, justify="right")
     for name, report in reports.items():
         rates = [sample.ops_per_s for sample in report.stress.samples]
@@ -76,6 +77,7 @@ def adversarial(
             f"{report.max_window_stall_fraction:.3f}",
             f"{report.stress.put_p99_s * 1e3:.1f}",
             f"{report.max_disk_over_budget:.2f}",
+            str(report.stress.knobs_clamped),
             str(len(report.escaped_errors)),
             str(report.stress.errors),
             str(report.stress.wrong_tensors),

@@ -69,6 +69,13 @@ class StressSample:
     wrong_tensors: int
     rss_bytes: int
     disk_bytes: int
+    stall_s: float
+    """Seconds of write stall in this window (RocksDB's, for ``lsm``)."""
+    evicted_pages: int
+    """Pages the capacity manager and ``evict`` calls removed in this window."""
+    slowest_put_s: float
+    """The longest ``put_batch`` or ``put_async`` call of this window: a reclaim runs inside a write, and
+    a full writer queue blocks ``put_async``."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,8 @@ class StressReport:
     stall_s: float
     """Seconds writes were stalled (RocksDB's write stalls for ``lsm``, 0 for the others)."""
     put_p99_s: float
+    knobs_clamped: int
+    """Knob values the store bounded by its budget (:mod:`store.knob_bounds`)."""
 
     @property
     def ok(self) -> bool:
@@ -121,6 +130,17 @@ class _Tally:
     errors: int = 0
     wrong_tensors: int = 0
     messages: list[str] = field(default_factory=list)
+    slowest_put_s: float = 0.0
+
+    def put_took(self, seconds: float) -> None:
+        with self.lock:
+            self.slowest_put_s = max(self.slowest_put_s, seconds)
+
+    def take_slowest_put(self) -> float:
+        """The longest put since the last call."""
+        with self.lock:
+            slowest, self.slowest_put_s = self.slowest_put_s, 0.0
+        return slowest
 
     def total(self) -> int:
         with self.lock:
@@ -153,7 +173,10 @@ class _Load:
     def run_operation(self, operation: str, tokens: torch.Tensor) -> None:
         store, tally = self.store, self.tally
         if operation in ("put_batch", "put_async"):
-            getattr(store, operation)(tokens, deterministic_kv(tokens))
+            kv = deterministic_kv(tokens)
+            started = time.perf_counter()
+            getattr(store, operation)(tokens, kv)
+            tally.put_took(time.perf_counter() - started)
         elif operation == "probe":
             store.probe(tokens)
         elif operation == "evict":
@@ -219,11 +242,11 @@ def run_stress(config: StressConfig, knob_driver: KnobDriver | None = None) -> S
     started = time.perf_counter()
     for thread in [*workers, knobs]:
         thread.start()
-    last_ops, last_time = 0, started
+    last_ops, last_time, last_stats = 0, started, store.stats()
     try:
         while (now := time.perf_counter()) - started < config.seconds:
             time.sleep(min(config.sample_interval_s, config.seconds - (now - started)))
-            now, ops = time.perf_counter(), load.tally.total()
+            now, ops, stats = time.perf_counter(), load.tally.total(), store.stats()
             sample = StressSample(
                 elapsed_s=now - started,
                 ops_per_s=(ops - last_ops) / max(now - last_time, 1e-9),
@@ -232,10 +255,13 @@ def run_stress(config: StressConfig, knob_driver: KnobDriver | None = None) -> S
                 wrong_tensors=load.tally.wrong_tensors,
                 rss_bytes=_rss_bytes(),
                 disk_bytes=directory_usage(config.path)[0] if store_kind(config.kind).on_disk else 0,
+                stall_s=max(stats.stall_s - last_stats.stall_s, 0.0),  # a reopen restarts RocksDB's count
+                evicted_pages=stats.evicted_pages - last_stats.evicted_pages,
+                slowest_put_s=load.tally.take_slowest_put(),
             )
             samples.append(sample)
             logger.info("stress %s", sample)
-            last_ops, last_time = ops, now
+            last_ops, last_time, last_stats = ops, now, stats
     finally:
         load.stop.set()
         for thread in [*workers, knobs]:
@@ -256,4 +282,5 @@ def run_stress(config: StressConfig, knob_driver: KnobDriver | None = None) -> S
         evicted_pages=stats.evicted_pages,
         stall_s=stats.stall_s,
         put_p99_s=stats.put_latency.p99_s,
+        knobs_clamped=stats.knobs_clamped,
     )

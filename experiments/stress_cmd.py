@@ -55,7 +55,8 @@ def stress(
             shutil.rmtree(base, ignore_errors=True)
     console = Console()
     table = Table(title=f"stress: {kind}, {threads} threads, budget {budget_mib} MiB")
-    for column in ("t (s)", "ops/s", "errors", "wrong tensors", "RSS (MiB)", "disk (MiB)", "disk/budget"):
+    columns = ("t (s)", "ops/s", "errors", "wrong tensors", "RSS (MiB)", "disk (MiB)", "disk/budget")
+    for column in (*columns, "stall s", "evicted", "slowest put s"):
         table.add_column(column, justify="right")
     for sample in report.samples:
         table.add_row(
@@ -66,6 +67,9 @@ def stress(
             f"{sample.rss_bytes / MiB:.0f}",
             f"{sample.disk_bytes / MiB:.1f}",
             f"{sample.disk_bytes / config.budget_bytes:.2f}",
+            f"{sample.stall_s:.2f}",
+            str(sample.evicted_pages),
+            f"{sample.slowest_put_s:.2f}",
         )
     console.print(table)
     console.print(

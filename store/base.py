@@ -91,9 +91,10 @@ class KVStore(ABC):
         self.page_size = page_size
         self.budget_bytes = budget_bytes
         self.namespace = namespace
-        self._config = config
         self._lock = threading.RLock()
         self._counters = OpCounters()
+        config = self._bounded(config)
+        self._config = config
         self._closed = False
         self._writer = AsyncPageWriter(
             self._store_requests, config, self._count_dropped, self._count_failed_async, self._closed_error
@@ -220,6 +221,7 @@ class KVStore(ABC):
         if not isinstance(config, StoreConfig):
             raise ValueError(f"config must be a StoreConfig, got {type(config).__name__}")
         self._check_open()
+        config = self._bounded(config)
         reopen = self._config.needs_reopen(config)
         if reopen:
             self._writer.flush()
@@ -399,6 +401,10 @@ class KVStore(ABC):
 
     @abstractmethod
     def _close(self) -> None: ...
+
+    def _bounded(self, config: StoreConfig) -> StoreConfig:
+        """``config`` with the knobs this kind bounds by its budget clamped (most kinds bound none)."""
+        return config
 
     def _flush_durable(self) -> None:  # noqa: B027 (a hook with nothing to do for most kinds)
         """Make every write so far survive a crash of this process (most kinds already do)."""

@@ -181,7 +181,7 @@ class StoreConfig(metaclass=_NamedKnobs):
             1 * MiB,
             1 * GiB,
             rocksdb_option="write_buffer_size",
-            doc="bytes of one memtable",
+            doc="bytes of one memtable; under a budget at most 1/8 of it (store.knob_bounds)",
             tuning=TuningRange(1 * MiB, 256 * MiB),
         ),
     )
@@ -194,7 +194,8 @@ class StoreConfig(metaclass=_NamedKnobs):
             2,
             16,
             rocksdb_option="max_write_buffer_number",
-            doc="memtables (active + immutable) before writes stall",
+            doc="memtables (active + immutable) before writes stall; under a budget lowered (to 2 at least) "
+            "until they hold at most 1/4 of it (store.knob_bounds)",
             tuning=TuningRange(2, 8),
         ),
     )
@@ -312,7 +313,7 @@ class StoreConfig(metaclass=_NamedKnobs):
             4 * GiB,
             rocksdb_option="blob_file_size",
             doc="bytes of one blob file (RocksDB's default: 256 MiB; smaller files let a budgeted store "
-            "free space file by file)",
+            "free space file by file); under a budget at most 1/8 of it (store.knob_bounds)",
             tuning=TuningRange(4 * MiB, 1024 * MiB),
         ),
     )

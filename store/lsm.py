@@ -11,6 +11,11 @@ Key spaces of one database (raw bytes; ``ns`` is an 8-byte digest of the namespa
 ``A`` ns stamp (~depth) d1..dk     recency index: iterating it yields eviction victims in order
 =================================  ========================================================
 
+Namespaces (tenants) may share a directory, one open handle at a time. The budget is the directory's:
+stamps continue across namespaces (a handle starts from the largest stamp any namespace recorded), so
+merging every namespace's ``A`` space is one recency order, and eviction takes the oldest pages of the
+whole directory, whichever namespace holds them; ``stats()`` counts every namespace's pages.
+
 With ``reclaim="generations"`` the ``D`` records live in column families ``gen-<ns>-<start stamp>``
 instead, one per generation of writes (a page's metadata names its generation), and reclaim drops the
 oldest family whole.
@@ -24,11 +29,13 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import heapq
 import json
 import logging
 import math
 import re
 import struct
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -54,6 +61,7 @@ from store.config import StoreConfig
 from store.diskusage import directory_usage
 from store.errors import StoreBusyError, StoreFullError, free_bytes
 from store.header import check_header, encode_header_record, expected_header, refuse_other_kind
+from store.knob_bounds import bound_by_budget
 from store.pages import KEY_DIGEST_BYTES, PagePlan
 
 logger = logging.getLogger(__name__)
@@ -72,6 +80,7 @@ GENERATIONS = 8
 written, so dropping the oldest one frees about that much at a time."""
 DEFAULT_GENERATION = 0
 """The generation of values in the default column family (written before generations were used)."""
+GENERATION_PREFIX = "gen-"
 PARALLEL_READ_BYTES = 256 * 1024
 """Pages of at least this size are read by :data:`READ_THREADS` threads at once (rocksdict releases the
 GIL in a get, so reads overlap on the disk); smaller pages are read one after another, where handing
@@ -91,6 +100,9 @@ BACKGROUND_PROPERTIES = (
 SPACE_RESERVE_BYTES = 4 * 1024 * 1024
 """Free space a write leaves on the file system beyond what its own flush needs: room for the MANIFEST,
 OPTIONS and info log files a reopen writes, and for evictions' small delete records."""
+NAMESPACE_BYTES = 8
+VALUE_SPACE = (b"D", b"E")
+"""Every namespace's value keys (``D`` ns d1..dk)."""
 _COUNTERS = struct.Struct("<QQQ")
 _ACCESS = struct.Struct(">QH")
 _TICKER = re.compile(r"^(rocksdb\.[\w.]+) COUNT : (\d+)$", re.MULTILINE)
@@ -165,7 +177,7 @@ class LSMStore(DiskKVStore):
     kind = "lsm"
 
     def _start(self, config: StoreConfig) -> None:
-        self._ns = hashlib.blake2b(self.namespace.encode(), digest_size=8).digest()
+        self._ns = hashlib.blake2b(self.namespace.encode(), digest_size=NAMESPACE_BYTES).digest()
         self._readers = (
             ThreadPoolExecutor(READ_THREADS, thread_name_prefix="kvtune-lsm-read")
             if self.page_bytes >= PARALLEL_READ_BYTES
@@ -199,13 +211,20 @@ class LSMStore(DiskKVStore):
             self._db.put(b"M" + self._ns, b"")
         raw = self._db.get(b"C" + self._ns)
         self._pages, self._live_bytes, self._stamp = _COUNTERS.unpack(raw) if raw else (0, 0, 0)
+        self._tenants = self._other_namespaces()
+        self._stamp = max([self._stamp, *(counters[2] for counters in self._tenants.values())])
         self._families: dict[int, tuple[Rdict, ColumnFamily | None]] = {DEFAULT_GENERATION: (self._db, None)}
+        self._tenant_families: list[tuple[Rdict, ColumnFamily]] = []
         prefix = self._generation_name(0)[:-16]
         for name in Rdict.list_cf(str(self.path), self._options):
             if name.startswith(prefix):
                 self._families[int(name[len(prefix) :], 16)] = (
                     self._db.get_column_family(name),
                     self._db.get_column_family_handle(name),
+                )
+            elif name.startswith(GENERATION_PREFIX):
+                self._tenant_families.append(
+                    (self._db.get_column_family(name), self._db.get_column_family_handle(name))
                 )
         self._generation_bytes = 0
 
@@ -225,11 +244,26 @@ class LSMStore(DiskKVStore):
     def _close_db(self) -> None:
         self._flush_durable()
         self._families.clear()  # a family's handles must go before the database closes
+        self._tenant_families.clear()
         self._db.close()
 
     def _reopen(self, config: StoreConfig) -> None:
         self._close_db()
         self._open(config)
+
+    def _bounded(self, config: StoreConfig) -> StoreConfig:
+        bounded, clamped = bound_by_budget(config, self.budget_bytes)
+        for knob in clamped:
+            logger.warning(
+                "%s: %s=%d clamped to %d, its share of the %d-byte budget (store.knob_bounds)",
+                self.path,
+                knob.name,
+                knob.asked,
+                knob.used,
+                self.budget_bytes,
+            )
+        self._counters.add(knobs_clamped=len(clamped))
+        return bounded
 
     def _apply_live(self, config: StoreConfig) -> None:
         changed = self._config.changed(config)
@@ -247,8 +281,31 @@ class LSMStore(DiskKVStore):
             self._flush_all()
 
     def _flush_all(self) -> None:
-        for family, _ in self._families.values():
+        for family, _ in self._all_families():
             family.flush()
+
+    def _all_families(self) -> list[tuple[Rdict, ColumnFamily | None]]:
+        """This namespace's families (the default one first) and the other namespaces' generations."""
+        return [*self._families.values(), *self._tenant_families]
+
+    def _other_namespaces(self) -> dict[bytes, list[int]]:
+        """[pages, live bytes, stamp] of every other namespace with a counter record in the directory."""
+        found: dict[bytes, list[int]] = {}
+        iterator = self._db.iter()
+        iterator.seek(b"C")
+        while iterator.valid() and iterator.key().startswith(b"C"):
+            ns = iterator.key()[1:]
+            if ns != self._ns:
+                found[ns] = list(_COUNTERS.unpack(iterator.value()))
+            iterator.next()
+        del iterator
+        return found
+
+    def _directory_pages(self) -> int:
+        return self._pages + sum(counters[0] for counters in self._tenants.values())
+
+    def _directory_live_bytes(self) -> int:
+        return self._live_bytes + sum(counters[1] for counters in self._tenants.values())
 
     # ------------------------------------------------------------------ keys
 
@@ -262,7 +319,7 @@ class LSMStore(DiskKVStore):
         return b"A" + self._ns + _ACCESS.pack(stamp, 0xFFFF - min(depth, 0xFFFF)) + body
 
     def _generation_name(self, start: int) -> str:
-        return f"gen-{self._ns.hex()}-{start:016x}"
+        return f"{GENERATION_PREFIX}{self._ns.hex()}-{start:016x}"
 
     def _current_generation(self) -> int:
         """The generation new values go to, starting a new one after each 1/:data:`GENERATIONS` of the
@@ -397,15 +454,26 @@ class LSMStore(DiskKVStore):
         return moved
 
     def _oldest_stamp(self) -> int:
-        """The stamp of the recency index's first entry (the next victim), or the current stamp."""
-        prefix = b"A" + self._ns
-        iterator = self._db.iter()
-        iterator.seek(prefix)
-        key = iterator.key() if iterator.valid() else b""
-        del iterator
-        if not key.startswith(prefix):
-            return self._stamp
-        return int(_ACCESS.unpack(key[len(prefix) : len(prefix) + _ACCESS.size])[0])
+        """The stamp of the directory's next eviction victim, or the current stamp if there is none."""
+        victims = self._victims()
+        first = next(victims, None)
+        victims.close()
+        return self._stamp if first is None else int(_ACCESS.unpack(first[0][: _ACCESS.size])[0])
+
+    def _victims(self) -> Generator[tuple[bytes, bytes, bytes]]:
+        """The recency-index entries of every namespace in the directory, merged into one order (stamp,
+        then deepest first): (stamp + depth + body, namespace, access key)."""
+
+        def entries(ns: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
+            prefix = b"A" + ns
+            iterator = self._db.iter()
+            iterator.seek(prefix)
+            while iterator.valid() and iterator.key().startswith(prefix):
+                key = iterator.key()
+                yield key[len(prefix) :], ns, key
+                iterator.next()
+
+        return heapq.merge(*(entries(ns) for ns in (self._ns, *self._tenants)))
 
     def _readmit(self, batch: WriteBatch, plan: PagePlan, n_pages: int) -> bool:
         """Write again, with the current stamp, the pages of ``plan`` that are among the next victims.
@@ -476,16 +544,15 @@ class LSMStore(DiskKVStore):
         self._generation_bytes += written
         self._counters.add(device_ops=1)
 
-    def _count_subtree(self, iterator: RdictIter, body: bytes, counted: set[bytes]) -> tuple[int, int]:
-        """(pages, value bytes) in the subtree at ``body``, skipping the subtrees rooted at ``counted``
-        bodies (already counted whole); adds ``body`` to ``counted``."""
-        head = b"M" + self._ns
-        end = prefix_successor(head + body)
+    def _count_subtree(self, iterator: RdictIter, page: bytes, counted: set[bytes]) -> tuple[int, int]:
+        """(pages, value bytes) in the subtree at ``page`` (namespace + body), skipping the subtrees rooted
+        at ``counted`` pages (already counted whole); adds ``page`` to ``counted``."""
+        end = prefix_successor(b"M" + page)
         pages, nbytes = 0, 0
-        iterator.seek(head + body)
+        iterator.seek(b"M" + page)
         while iterator.valid() and iterator.key() < end:
             key = iterator.key()
-            if key[len(head) :] in counted:
+            if key[1:] in counted:
                 iterator.seek(prefix_successor(key))
                 continue
             meta = PageMeta.decode(iterator.value())
@@ -493,35 +560,44 @@ class LSMStore(DiskKVStore):
                 pages += 1
                 nbytes += meta.value_bytes
             iterator.next()
-        counted.add(body)
+        counted.add(page)
         return pages, nbytes
 
-    def _delete_range(self, batch: WriteBatch, body: bytes) -> None:
-        """Add the deletion of the subtree at ``body`` (metadata and values) to ``batch``."""
-        start = b"M" + self._ns + body
+    def _delete_range(self, batch: WriteBatch, page: bytes) -> None:
+        """Add the deletion of the subtree at ``page`` (namespace + body), metadata and values."""
+        start = b"M" + page
         batch.delete_range(start, prefix_successor(start))
-        start = b"D" + self._ns + body
-        for _, family in self._families.values():
-            batch.delete_range(start, prefix_successor(start), family)
+        start = b"D" + page
+        for _, handle in self._all_families():
+            batch.delete_range(start, prefix_successor(start), handle)
 
-    def _commit_eviction(self, batch: WriteBatch, pages: int, nbytes: int) -> None:
-        self._pages -= pages
-        self._live_bytes -= nbytes
-        batch.put(*self._counter_record())
+    def _commit_eviction(self, batch: WriteBatch, freed: dict[bytes, tuple[int, int]]) -> int:
+        """Write the eviction ``batch`` with the counters of each namespace it frees (pages, value bytes)
+        from; returns the pages evicted."""
+        for ns, (pages, nbytes) in freed.items():
+            if ns == self._ns:
+                self._pages -= pages
+                self._live_bytes -= nbytes
+                batch.put(*self._counter_record())
+            else:
+                counters = self._tenants[ns]
+                counters[0] -= pages
+                counters[1] -= nbytes
+                batch.put(b"C" + ns, _COUNTERS.pack(*counters))
         self._db.write(batch, self._write_options)
         self._counters.add(device_ops=1)
+        return sum(pages for pages, _ in freed.values())
 
     def _evict_subtree(self, plan: PagePlan, index: int) -> int:
         if index >= plan.n_pages:
             return 0
-        body = plan.prefix_key(index + 1)
+        page = self._ns + plan.prefix_key(index + 1)
         iterator = self._db.iter()
-        pages, nbytes = self._count_subtree(iterator, body, set())
+        freed = self._count_subtree(iterator, page, set())
         del iterator
         batch = WriteBatch(raw_mode=True)
-        self._delete_range(batch, body)
-        self._commit_eviction(batch, pages, nbytes)
-        return pages
+        self._delete_range(batch, page)
+        return self._commit_eviction(batch, {self._ns: freed})
 
     def _check_room(self, value_bytes: int) -> None:
         """Refuse a write the file system has no room for, before RocksDB meets a full disk.
@@ -563,11 +639,8 @@ class LSMStore(DiskKVStore):
             self._counters.add(evicted_pages=self._drop_generations(self.budget_bytes))
             return
         live_cap = self.budget_bytes * LIVE_FRACTION
-        target = (
-            live_cap
-            if self._live_bytes > live_cap
-            else self._live_bytes - self.budget_bytes * EVICT_CHUNK_FRACTION
-        )
+        live = self._directory_live_bytes()
+        target = live_cap if live > live_cap else live - self.budget_bytes * EVICT_CHUNK_FRACTION
         evicted = self._evict_until(target)
         self._counters.add(evicted_pages=evicted)
         if evicted:
@@ -597,15 +670,14 @@ class LSMStore(DiskKVStore):
         return evicted
 
     def _compact_values(self) -> CompactOptions:
-        """Compact the value key space of every family, so evicted values' files are deleted; returns
-        the options used."""
-        start = b"D" + self._ns
-        end = prefix_successor(start)
+        """Compact the value key space (every namespace's) of every family, so evicted values' files are
+        deleted; returns the options used."""
+        start, end = VALUE_SPACE
         # By default a manual compaction skips the bottommost level, where the evicted keys' blob
         # references usually sit; forcing it is what lets their blob files go.
         options = CompactOptions()
         options.set_bottommost_level_compaction(BottommostLevelCompaction.force_optimized())
-        for family, _ in self._families.values():
+        for family, _ in self._all_families():
             family.compact_range(start, end, options)
         return options
 
@@ -617,13 +689,14 @@ class LSMStore(DiskKVStore):
         files), it compacts again with blob GC forced on over a growing share of the oldest blob files
         (:data:`RECLAIM_GC_CUTOFFS`): old files hold most of the garbage, so most reclaims relocate few
         live blobs. With ``reclaim="blob_age"`` victims go in write order, so the oldest blob files are
-        wholly garbage and the first compaction deletes them: nothing is relocated.
+        wholly garbage and the first compaction deletes them: nothing is relocated. With blob files
+        turned off, forced GC would move every live blob inline at once, the old files still on disk
+        (twice the live bytes for the length of the compaction): their pages leave by eviction instead.
         """
         options = self._compact_values()
-        if self._config.reclaim != "relocate":
+        if self._config.reclaim != "relocate" or not self._config.enable_blob_files:
             return
-        start = b"D" + self._ns
-        end = prefix_successor(start)
+        start, end = VALUE_SPACE
         configured = (
             self._config.blob_garbage_collection_age_cutoff
             if self._config.enable_blob_garbage_collection
@@ -656,36 +729,32 @@ class LSMStore(DiskKVStore):
         Each victim's whole subtree goes with it (one ``delete_range`` per key space), so the stored set
         stays prefix-closed; stale index entries met on the way are removed in the same batch.
         """
-        prefix = b"A" + self._ns
-        header = len(prefix) + _ACCESS.size
         batch = WriteBatch(raw_mode=True)
         counted: set[bytes] = set()
-        pages, nbytes = 0, 0
-        victims = self._db.iter()
+        freed: dict[bytes, tuple[int, int]] = {}
+        live = self._directory_live_bytes()
+        victims = self._victims()
         subtree = self._db.iter()
-        victims.seek(prefix)
-        while self._live_bytes - nbytes > live_target and victims.valid():
-            access_key = victims.key()
-            if not access_key.startswith(prefix):
+        for order, ns, access_key in victims:
+            if live <= live_target:
                 break
-            stamp, _ = _ACCESS.unpack(access_key[len(prefix) : header])
+            stamp, _ = _ACCESS.unpack(order[: _ACCESS.size])
             if before_stamp is not None and stamp >= before_stamp:
                 break
-            victims.next()
             batch.delete(access_key)
-            body = access_key[header:]
-            raw = self._db.get(b"M" + self._ns + body)
+            page = ns + order[_ACCESS.size :]
+            raw = self._db.get(b"M" + page)
             meta = PageMeta.decode(raw) if raw is not None else None
-            if meta is None or meta.stamp != stamp or _within_counted(body, counted):
+            if meta is None or meta.stamp != stamp or _within_counted(page, counted):
                 continue
-            subtree_pages, subtree_bytes = self._count_subtree(subtree, body, counted)
-            self._delete_range(batch, body)
-            pages += subtree_pages
-            nbytes += subtree_bytes
-        del victims, subtree
-        if not batch.is_empty():
-            self._commit_eviction(batch, pages, nbytes)
-        return pages
+            subtree_pages, subtree_bytes = self._count_subtree(subtree, page, counted)
+            self._delete_range(batch, page)
+            pages, nbytes = freed.get(ns, (0, 0))
+            freed[ns] = (pages + subtree_pages, nbytes + subtree_bytes)
+            live -= subtree_bytes
+        victims.close()
+        del subtree
+        return 0 if batch.is_empty() else self._commit_eviction(batch, freed)
 
     def _tickers(self) -> dict[str, int]:
         text = self._options.get_statistics() or ""
@@ -711,8 +780,8 @@ class LSMStore(DiskKVStore):
         )
         garbage = prop("rocksdb.live-blob-file-garbage-size") or 0
         return BackendState(
-            pages_stored=self._pages,
-            live_bytes=self._live_bytes,
+            pages_stored=self._directory_pages(),
+            live_bytes=self._directory_live_bytes(),
             disk_bytes=disk,
             files=files,
             device_write_bytes=written,
@@ -736,7 +805,8 @@ class LSMStore(DiskKVStore):
         with self._lock:
             self._check_open()
             found = _RAW_KEY_SIZE.search(self._db.property_value("rocksdb.aggregated-table-properties") or "")
-            return int(found.group(1)) / self._pages if found and self._pages else math.nan
+            pages = self._directory_pages()
+            return int(found.group(1)) / pages if found and pages else math.nan
 
     def statistics_tickers(self) -> dict[str, int]:
         """RocksDB's statistics tickers (``rocksdb.*`` counters), cumulative since open."""
@@ -745,8 +815,10 @@ class LSMStore(DiskKVStore):
             return self._tickers()
 
 
-def _within_counted(body: bytes, counted: set[bytes]) -> bool:
-    """Whether the page at ``body`` or one of its ancestors heads a subtree already counted (and deleted)
-    in this eviction batch: an older ancestor evicted before a newer descendant takes the descendant with
-    it, and counting the descendant again would drive the page and byte counters below zero."""
-    return any(body[:end] in counted for end in range(KEY_DIGEST_BYTES, len(body) + 1, KEY_DIGEST_BYTES))
+def _within_counted(page: bytes, counted: set[bytes]) -> bool:
+    """Whether ``page`` (namespace + body) or one of its ancestors heads a subtree already counted (and
+    deleted) in this eviction batch: an older ancestor evicted before a newer descendant takes the
+    descendant with it, and counting the descendant again would drive the page and byte counters below
+    zero."""
+    first = NAMESPACE_BYTES + KEY_DIGEST_BYTES
+    return any(page[:end] in counted for end in range(first, len(page) + 1, KEY_DIGEST_BYTES))

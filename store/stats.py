@@ -39,6 +39,8 @@ class OpCounts:
     write_errors: int = 0
     """Writes that raised (put_batch, or a background write whose pages then count as dropped)."""
     device_ops: int = 0
+    knobs_clamped: int = 0
+    """Knob values a config asked for that the store bounded by its budget (:mod:`store.knob_bounds`)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,6 +4,7 @@ out of a write stop, and a loaded store driven by the policy serves exact pages 
 from __future__ import annotations
 
 import itertools
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ from agents.controller import Guards, RuntimeController
 from agents.policies import Policy
 from env.actions import ActionMapper
 from experiments.adversarial import UNGUARDED, AdversarialPolicy, adversarial_actions, run_adversarial
-from experiments.stress import LAYOUT, PAGE_SIZE, StressConfig
-from store import StoreConfig, open_store
+from experiments.stress import LAYOUT, PAGE_SIZE, StressConfig, run_stress
+from store import KVStore, StoreConfig, open_store
+from store.knob_bounds import DISK_SLACK_SHARE
 
 L0_KNOBS = ("max_write_buffer_number", "level0_file_num_compaction_trigger", "level0_slowdown_writes_trigger")
 
@@ -99,3 +101,49 @@ def test_adversarial_policy_on_a_loaded_store_with_only_the_knob_ranges(tmp_path
     assert report.guards_fired["policy_error"] >= 1  # the NaN window
     assert report.applied_changes >= 5
     assert report.stall_fraction < 0.5
+    assert report.stress.knobs_clamped > 0  # the all-high windows asked for more than the budget allows
+    assert report.max_disk_over_budget <= 1 + DISK_SLACK_SHARE
+
+
+class _AllHighPolicy(Policy):
+    """Every knob at the high end of the action space, every window."""
+
+    name = "all-high"
+
+    def decide(self, observation: np.ndarray, current: StoreConfig) -> StoreConfig:
+        mapper = ActionMapper()
+        return mapper.to_config(np.ones(mapper.dim))
+
+
+def test_the_all_high_corner_keeps_the_disk_within_budget_and_slack(tmp_path: Path) -> None:
+    """1 GiB blob files and 256 MiB memtables on a 16 MiB budget: the store bounds them by its budget."""
+    budget = 16 << 20
+    config = StressConfig(
+        kind="lsm", path=tmp_path / "s", threads=3, seconds=8.0, budget_bytes=budget, sample_interval_s=0.25
+    )
+
+    def drive(store: KVStore, stop: threading.Event) -> int:
+        RuntimeController(store, _AllHighPolicy(), guards=UNGUARDED).tick()
+        stop.wait()
+        return 1
+
+    report = run_stress(config, drive)
+    assert (report.errors, report.wrong_tensors) == (0, 0), report.error_messages
+    # at open, the defaults' 64 MiB memtable and 32 MiB blob files; then the corner's three knobs
+    assert report.knobs_clamped == 2 + 3
+    assert report.evicted_pages > 0
+    worst = max(sample.disk_bytes for sample in report.samples) / budget
+    assert worst <= 1 + DISK_SLACK_SHARE, f"disk reached {worst:.2f}x the budget"
+
+
+def test_the_controller_records_what_the_store_applied_after_its_budget_bounds(tmp_path: Path) -> None:
+    config = StoreConfig(write_buffer_size=1 << 20, blob_file_size=1 << 20)
+    with open_store("lsm", tmp_path / "s", LAYOUT, PAGE_SIZE, 32 << 20, config) as store:
+        controller = RuntimeController(store, _AllHighPolicy(), guards=UNGUARDED)
+        first = controller.tick()
+        assert first.proposed["write_buffer_size"] == 256 << 20
+        assert (first.applied["write_buffer_size"], first.applied["blob_file_size"]) == (4 << 20, 4 << 20)
+        assert "max_write_buffer_number" not in first.applied  # bounded to 2, the value it had
+        again = controller.tick()
+        assert again.applied == {}  # asked for the same corner: the store is already at its bounds
+        assert store.stats().knobs_clamped == 6

@@ -46,3 +46,6 @@ def test_short_stress_has_no_errors_and_no_wrong_tensors(tmp_path: Path, kind: s
     assert sum(report.ops.values()) > 0 and all(count > 0 for count in report.ops.values())
     assert report.evicted_pages > 0  # the budget was reached: eviction ran under load
     assert len(report.samples) == 3
+    # the windows' evictions add up to at most the run's (which also counts what the end of the run did)
+    assert 0 < sum(sample.evicted_pages for sample in report.samples) <= report.evicted_pages
+    assert all(sample.stall_s >= 0 and sample.slowest_put_s > 0 for sample in report.samples)
