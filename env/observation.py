@@ -167,7 +167,7 @@ def observation_size() -> int:
 def encode_observation(features: WindowFeatures, config: StoreConfig) -> np.ndarray:
     """The observation vector: normalised features, then the current knobs as units in [0, 1]."""
     raw = [f.normalise(float(getattr(features, f.name))) for f in FEATURES]
-    knobs = (KNOB_STATE.to_action(config) + 1.0) / 2.0
+    knobs = [knob.to_unit(getattr(config, knob.name)) for knob in KNOB_STATE.knobs]
     return np.clip(np.concatenate([np.asarray(raw), knobs]), 0.0, 1.0).astype(np.float32)
 
 

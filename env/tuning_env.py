@@ -61,9 +61,9 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Action Space
     ``Box(-1, 1, (d,), float32)``: one dimension per knob of :data:`env.actions.DEFAULT_ACTION_KNOBS`
-    (log scale for sizes and counts, linear for fractions, equal bins for on/off and choices), mapped
-    by :class:`env.actions.ActionMapper`. :class:`env.wrappers.DiscreteKnobActions` gives a discrete
-    variant for DQN.
+    (log scale for sizes and counts, linear for fractions, equal intervals for on/off and choices), mapped
+    by :class:`env.actions.ActionMapper`: the zero action is kvtune's defaults, -1 and 1 the range ends.
+    :class:`env.wrappers.DiscreteKnobActions` gives a discrete variant for DQN.
 
     ## Observation Space
     ``Box(0, 1, ({observation_size()},), float32)``, schema version 2. Entries 0 .. {len(FEATURES) - 1}:
