@@ -5,11 +5,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+MIN_BASELINE_TTFT_S = 1e-9
+"""The least defaults' TTFT a relative reward divides by (no window is free; this only guards a zero)."""
+
+
+@dataclass(frozen=True)
+class WindowOutcome:
+    """What a window's reward is computed from, for the policy's store or the defaults' store."""
+
+    hit_token_ratio: float
+    mean_ttft_s: float
+
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """reward = hit_weight * hit_token_ratio - ttft_weight * mean_ttft_s / ttft_scale_s
-    - budget_weight * max(0, disk_bytes / budget_bytes - 1) - drop_weight * dropped_fraction.
+    """reward = hit_weight * (hit_token_ratio - baseline hits) - ttft_weight * (mean_ttft_s - baseline TTFT)
+    / scale - budget_weight * max(0, disk_bytes / budget_bytes - 1) - drop_weight * dropped_fraction.
+
+    Absolute (``relative_to_defaults=False``): the baseline is zero hits and zero TTFT and the scale is
+    ``ttft_scale_s``. Relative: the baseline is the same window replayed in lockstep on a second store
+    that keeps kvtune's defaults, and the scale is that window's TTFT; a reward of 0 is "as good as the
+    defaults", +0.1 is 10% less TTFT, at any model scale or arrival rate. An idle window, where no
+    config matters, scores about 0 instead of a small absolute TTFT the agent cannot change, so the
+    windows where a knob matters carry the signal. It costs a second replay per step.
     """
 
     hit_weight: float = 0.5
@@ -17,6 +35,7 @@ class RewardConfig:
     ttft_scale_s: float = 1.0
     budget_weight: float = 2.0
     drop_weight: float = 0.5
+    relative_to_defaults: bool = False
 
     def __post_init__(self) -> None:
         for name in ("hit_weight", "ttft_weight", "budget_weight", "drop_weight"):
@@ -26,11 +45,24 @@ class RewardConfig:
             raise ValueError(f"RewardConfig.ttft_scale_s must be > 0, got {self.ttft_scale_s}")
 
     def reward(
-        self, hit_token_ratio: float, mean_ttft_s: float, over_budget: float, dropped_fraction: float
+        self,
+        hit_token_ratio: float,
+        mean_ttft_s: float,
+        over_budget: float,
+        dropped_fraction: float,
+        baseline: WindowOutcome | None = None,
     ) -> float:
+        """The window's reward; ``baseline`` is the defaults' window (required when relative)."""
+        if self.relative_to_defaults and baseline is None:
+            raise ValueError("a reward relative to the defaults needs the defaults' window: pass baseline")
+        if self.relative_to_defaults and baseline is not None:
+            base_hits, base_ttft = baseline.hit_token_ratio, baseline.mean_ttft_s
+            scale = max(base_ttft, MIN_BASELINE_TTFT_S)
+        else:
+            base_hits, base_ttft, scale = 0.0, 0.0, self.ttft_scale_s
         return (
-            self.hit_weight * hit_token_ratio
-            - self.ttft_weight * mean_ttft_s / self.ttft_scale_s
+            self.hit_weight * (hit_token_ratio - base_hits)
+            - self.ttft_weight * (mean_ttft_s - base_ttft) / scale
             - self.budget_weight * max(0.0, over_budget)
             - self.drop_weight * dropped_fraction
         )
