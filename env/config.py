@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-MIN_BASELINE_TTFT_S = 1e-9
-"""The least defaults' TTFT a relative reward divides by (no window is free; this only guards a zero)."""
+MIN_TTFT_S = 1e-9
+"""The least TTFT a relative reward takes the log of (no window is free; this only guards a zero)."""
 
 
 @dataclass(frozen=True)
@@ -19,15 +20,17 @@ class WindowOutcome:
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """reward = hit_weight * (hit_token_ratio - baseline hits) - ttft_weight * (mean_ttft_s - baseline TTFT)
-    / scale - budget_weight * max(0, disk_bytes / budget_bytes - 1) - drop_weight * dropped_fraction.
+    """reward = hit_weight * hit_token_ratio - ttft_weight * mean_ttft_s / ttft_scale_s
+    - budget_weight * max(0, disk_bytes / budget_bytes - 1) - drop_weight * dropped_fraction.
 
-    Absolute (``relative_to_defaults=False``): the baseline is zero hits and zero TTFT and the scale is
-    ``ttft_scale_s``. Relative: the baseline is the same window replayed in lockstep on a second store
-    that keeps kvtune's defaults, and the scale is that window's TTFT; a reward of 0 is "as good as the
-    defaults", +0.1 is 10% less TTFT, at any model scale or arrival rate. An idle window, where no
+    With ``relative_to_defaults``, the same window is also replayed in lockstep on a second store that
+    keeps kvtune's defaults, and the first two terms become ``hit_weight * (hit_token_ratio - defaults'
+    hit_token_ratio) - ttft_weight * ln(mean_ttft_s / defaults' mean_ttft_s)``: 0 is "as good as the
+    defaults", +0.105 is 10% less TTFT, at any model scale or arrival rate. An idle window, where no
     config matters, scores about 0 instead of a small absolute TTFT the agent cannot change, so the
-    windows where a knob matters carry the signal. It costs a second replay per step.
+    windows where a knob matters carry the signal; the log makes 2x slower weigh what 2x faster does,
+    so the rare catastrophic window of exploration (a config 80x slower) does not swamp the rest. It
+    costs a second replay per step.
     """
 
     hit_weight: float = 0.5
@@ -56,13 +59,13 @@ class RewardConfig:
         if self.relative_to_defaults and baseline is None:
             raise ValueError("a reward relative to the defaults needs the defaults' window: pass baseline")
         if self.relative_to_defaults and baseline is not None:
-            base_hits, base_ttft = baseline.hit_token_ratio, baseline.mean_ttft_s
-            scale = max(base_ttft, MIN_BASELINE_TTFT_S)
+            ttft_term = math.log(max(mean_ttft_s, MIN_TTFT_S) / max(baseline.mean_ttft_s, MIN_TTFT_S))
+            hits = hit_token_ratio - baseline.hit_token_ratio
         else:
-            base_hits, base_ttft, scale = 0.0, 0.0, self.ttft_scale_s
+            ttft_term, hits = mean_ttft_s / self.ttft_scale_s, hit_token_ratio
         return (
-            self.hit_weight * (hit_token_ratio - base_hits)
-            - self.ttft_weight * (mean_ttft_s - base_ttft) / scale
+            self.hit_weight * hits
+            - self.ttft_weight * ttft_term
             - self.budget_weight * max(0.0, over_budget)
             - self.drop_weight * dropped_fraction
         )

@@ -81,7 +81,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
     mean_ttft_s / ttft_scale_s - budget_weight * max(0, disk/budget - 1) - drop_weight * dropped_fraction``.
     With ``reward.relative_to_defaults``, the same window is replayed in lockstep on a second store with
     kvtune's defaults, and hits and TTFT count relative to it: ``hit_weight * (hits - default hits) -
-    ttft_weight * (TTFT - default TTFT) / default TTFT - ...`` (0: as good as the defaults).
+    ttft_weight * ln(TTFT / default TTFT) - ...`` (0: as good as the defaults).
     TTFT comes from the replay's ``counters`` clock by default (``clock="measured"`` on request). With
     ``host_ram_bytes``, the store's RAM (memtables, block cache) is taken from the memory tier, so a
     config that holds more RAM loses tier hits, and one that does not fit is clamped (logged).
