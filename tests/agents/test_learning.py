@@ -17,8 +17,9 @@ environment with the admission knob only, windows of 4 requests and agents start
 exploration std (about 45% of their actions harmful), the probability of a harmful action went, over
 seeds 0-2, from 0.45 to 0.55, 0.38 and 0.43 after 64 PPO windows, and from 0.43, 0.45 and 0.47 to
 0.43, 0.42 and 0.46 after 48 SAC windows: no consistent drop, because the admission's cost lands
-in later windows and a few dozen windows are too few to assign it. A run long enough to show it takes minutes per seed on 2 shared cores; the full
-training runs and their per-window traces are in ``NOTES-issue12.md``.
+in later windows and a few dozen windows are too few to assign it. A run long enough to show it takes
+minutes per seed on 2 shared cores; the full training runs and their per-window traces are in
+``NOTES-issue12.md``.
 """
 
 from __future__ import annotations
