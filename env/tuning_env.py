@@ -17,6 +17,7 @@ from env.config import EnvConfig, WindowOutcome
 from env.distribution import get_distribution, unique_page_count
 from env.observation import (
     FEATURES,
+    OBSERVATION_SCHEMA_VERSION,
     WindowFeatures,
     encode_observation,
     observation_size,
@@ -45,7 +46,7 @@ def build_requests(workload: str, options: dict[str, Any], seed: int) -> list[Re
 
 
 def _observation_table() -> str:
-    rows = [f"    | {i:>2} | {f.name:<26} | {f.unit:<45} | {f.scale:<16} |" for i, f in enumerate(FEATURES)]
+    rows = [f"    | {i:>2} | {f.name:<27} | {f.unit:<45} | {f.scale:<16} |" for i, f in enumerate(FEATURES)]
     return "\n".join(rows)
 
 
@@ -66,10 +67,11 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
     :class:`env.wrappers.DiscreteKnobActions` gives a discrete variant for DQN.
 
     ## Observation Space
-    ``Box(0, 1, ({observation_size()},), float32)``, schema version 2. Entries 0 .. {len(FEATURES) - 1}:
+    ``Box(0, 1, ({observation_size()},), float32)``, schema version {OBSERVATION_SCHEMA_VERSION}.
+    Entries 0 .. {len(FEATURES) - 1}:
 
-    |  # | feature                    | unit                                          | normalisation    |
-    |----|----------------------------|-----------------------------------------------|------------------|
+    |  # | feature                     | unit                                          | normalisation    |
+    |----|-----------------------------|-----------------------------------------------|------------------|
 {_observation_table()}
 
     ``log:M`` is log1p(x) / log1p(M), ``ratio:M`` is x / M, both clipped to [0, 1]. Entries
