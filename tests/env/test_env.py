@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def test_spaces_have_the_documented_shapes(tuning_env: KVCacheTuningEnv) -> None
     doc = KVCacheTuningEnv.__doc__ or ""
     assert f"Box(0, 1, ({observation_size()},), float32)" in doc
     for feature in FEATURES:
-        assert f"| {feature.name:<26} |" in doc, f"{feature.name} missing from the observation table"
+        assert re.search(rf"\| {feature.name} +\|", doc), f"{feature.name} missing from the observation table"
 
 
 def test_action_knobs_select_the_action_space_but_not_the_observation() -> None:
