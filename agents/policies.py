@@ -97,7 +97,7 @@ class HeuristicPolicy(Policy):
         garbage = feature_value(observation, "blob_garbage_fraction")
         space = feature_value(observation, "space_used_fraction")
         changes: dict[str, Any] = {}
-        if feature_value(observation, "write_bytes_per_s") > 0.0:
+        if feature_value(observation, "write_amplification") > 0.0:
             changes.update(disable_wal=True)
         if stall > 0.01 or queue > 0.5 or dropped > 0.0:
             changes.update(

@@ -3,7 +3,8 @@
 Shared by training and deployment, so a policy drives a live store exactly as it drove the environment.
 Each dimension covers one knob over the sub-range its declaration allows a tuner
 (:class:`store.config.TuningRange`), on the knob's scale (log for sizes and counts, linear for
-fractions, equal bins for choices).
+fractions, equal intervals for choices), centred on the base config: action 0 is the base (kvtune's
+defaults), -1 and 1 the ends of the range.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import numpy as np
 from store import StoreConfig
 from store.config import KnobSpec
 
-ACTION_SCHEMA_VERSION = 1
+ACTION_SCHEMA_VERSION = 2
+"""2: the zero action is the base config (1: the middle of every range)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,66 @@ class ActionKnob:
             return (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
         return (value - low) / (high - low)
 
+    def from_action(self, action: float, centre: Any) -> Any:
+        """Knob value for ``action`` in [-1, 1]: 0 is ``centre`` (the base config's value), and moving
+        towards -1 or 1 moves the value towards the low or high end of the range on the knob's scale.
+
+        Centring on the base config makes the zero action, where an untrained agent starts, the
+        defaults: an agent must learn to leave them, instead of starting mid-range on every knob.
+        """
+        action = min(max(float(action), -1.0), 1.0)
+        if self.choices():
+            return self._choice(action, centre)
+        middle = self._centre_unit(centre)
+        return self.to_value(middle + action * ((1.0 - middle) if action >= 0 else middle))
+
+    def to_action(self, value: Any, centre: Any) -> float:
+        """Inverse of :meth:`from_action`: for a choice, the centre of the action interval that maps to it."""
+        if self.choices():
+            return self._choice_action(value, centre)
+        middle, unit = self._centre_unit(centre), self.to_unit(value)
+        span = (1.0 - middle) if unit >= middle else middle
+        return (unit - middle) / span if span else 0.0
+
+    def _centre_unit(self, centre: Any) -> float:
+        low, high = self.bounds()
+        if not low <= centre <= high:
+            raise ValueError(
+                f"knob {self.name}: the base config's value {centre!r} lies outside the action range "
+                f"[{low:g}, {high:g}]; widen the range or choose a base inside it"
+            )
+        return self.to_unit(centre)
+
+    def _sides(self, centre: Any) -> tuple[float, tuple[Any, ...], tuple[Any, ...]]:
+        """(half-width of the centre's interval, choices on the negative side, on the positive side)."""
+        choices = self.choices()
+        if centre not in choices:
+            raise ValueError(
+                f"knob {self.name}: the base config's value {centre!r} is not among the action's "
+                f"choices {list(choices)}; allow it or choose another base"
+            )
+        others = tuple(value for value in choices if value != centre)
+        if len(others) <= 1:
+            return 1.0 / len(choices), others, others
+        half = len(others) // 2
+        return 1.0 / len(choices), others[:half], others[half:]
+
+    def _choice(self, action: float, centre: Any) -> Any:
+        """Equal intervals: ``centre``'s is around 0; the other choices split the two sides."""
+        width, negative, positive = self._sides(centre)
+        side = negative if action < 0 else positive
+        if abs(action) < width or not side:
+            return centre
+        position = (abs(action) - width) / (1.0 - width)
+        return side[min(int(position * len(side)), len(side) - 1)]
+
+    def _choice_action(self, value: Any, centre: Any) -> float:
+        width, negative, positive = self._sides(centre)
+        for sign, side in ((1.0, positive), (-1.0, negative)):
+            if value in side:
+                return sign * (width + (side.index(value) + 0.5) * (1.0 - width) / len(side))
+        return 0.0
+
 
 def _declared_action_knobs() -> tuple[ActionKnob, ...]:
     """One dimension per knob that declares a :class:`store.config.TuningRange`, in declaration order."""
@@ -148,15 +210,18 @@ class ActionMapper:
             raise ValueError(
                 f"action has {action.size} values; this action space has {self.dim}: {self.names}"
             )
-        units = (np.clip(action, -1.0, 1.0) + 1.0) / 2.0
-        values = {knob.name: knob.to_value(float(u)) for knob, u in zip(self.knobs, units, strict=True)}
+        values = {
+            knob.name: knob.from_action(float(a), getattr(self.base, knob.name))
+            for knob, a in zip(self.knobs, action, strict=True)
+        }
         return self.consistent(values)
 
     def to_action(self, config: StoreConfig) -> np.ndarray:
-        units = np.array([knob.to_unit(getattr(config, knob.name)) for knob in self.knobs])
         # float64, not the Box's float32: float32 cannot hold e.g. a 256 MiB size to the byte, so
         # to_config(to_action(config)) would move knobs that nobody changed.
-        return units * 2.0 - 1.0
+        return np.array(
+            [knob.to_action(getattr(config, knob.name), getattr(self.base, knob.name)) for knob in self.knobs]
+        )
 
     def consistent(self, values: dict[str, Any]) -> StoreConfig:
         """``values`` over the base config, with the knobs derived from them (:meth:`StoreConfig.derive`)."""

@@ -7,6 +7,12 @@ replay knows (TTFT, an infinite cache's reuse) are not in it. :func:`store_windo
 :func:`window_features` turn two :class:`store.StoreStats` snapshots into the features, for the
 environment and the runtime controller alike. Every entry is normalised into [0, 1]; :data:`FEATURES`
 documents the raw quantity, its unit and the normalisation.
+
+No feature is a byte count or byte rate: bytes scale with the model (a KV page of a 70B model is
+hundreds of times a tiny one's), so the device's bytes are divided by the page bytes the store was
+asked to move (write and read amplification) and pending compaction by the bytes on disk. A feature
+then means the same on a 512x-shrunk replay as on the full-size model, and a policy trained at one scale
+reads another's store correctly.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ import numpy as np
 from env.actions import ActionMapper
 from store import StoreConfig, StoreStats
 
-OBSERVATION_SCHEMA_VERSION = 2
-GiB = 1024**3
+OBSERVATION_SCHEMA_VERSION = 3
+"""3: byte features are ratios of the store's own bytes (2: bytes/s and bytes on absolute scales)."""
 MIN_WINDOW_SPAN_S = 1e-3
 
 
@@ -32,10 +38,10 @@ class WindowFeatures:
     page_reuse: float
     store_hit_ratio: float
     mean_lookup_tokens: float
-    write_bytes_per_s: float
-    read_bytes_per_s: float
+    write_amplification: float
+    read_amplification: float
     l0_files: float
-    pending_compaction_bytes: float
+    pending_compaction_fraction: float
     stall_fraction: float
     blob_garbage_fraction: float
     space_used_fraction: float
@@ -54,6 +60,8 @@ class StoreWindow:
     pages_hit: int
     pages_offered: int
     dropped_pages: int
+    page_bytes_written: int
+    page_bytes_read: int
     device_write_bytes: int
     device_read_bytes: int
     stall_s: float
@@ -75,6 +83,8 @@ def store_window(before: StoreStats, after: StoreStats, span_s: float) -> StoreW
         pages_hit=hit,
         pages_offered=after.pages_written - before.pages_written + dropped,
         dropped_pages=dropped,
+        page_bytes_written=after.bytes_written - before.bytes_written,
+        page_bytes_read=after.bytes_read - before.bytes_read,
         device_write_bytes=after.device_write_bytes - before.device_write_bytes,
         device_read_bytes=after.device_read_bytes - before.device_read_bytes,
         stall_s=after.stall_s - before.stall_s,
@@ -102,10 +112,10 @@ def window_features(
         page_reuse=page_reuse,
         store_hit_ratio=window.pages_hit / window.pages_looked_up if window.pages_looked_up else 0.0,
         mean_lookup_tokens=window.pages_looked_up * page_tokens / window.lookups if window.lookups else 0.0,
-        write_bytes_per_s=max(window.device_write_bytes, 0) / span,
-        read_bytes_per_s=max(window.device_read_bytes, 0) / span,
+        write_amplification=_amplification(window.device_write_bytes, window.page_bytes_written),
+        read_amplification=_amplification(window.device_read_bytes, window.page_bytes_read),
         l0_files=float(window.l0_files),
-        pending_compaction_bytes=float(window.pending_compaction_bytes),
+        pending_compaction_fraction=window.pending_compaction_bytes / max(window.disk_bytes, 1),
         stall_fraction=min(max(window.stall_s, 0.0) / span, 1.0),
         blob_garbage_fraction=window.blob_garbage_bytes / max(window.disk_bytes, 1),
         space_used_fraction=window.disk_bytes / budget_bytes if budget_bytes else 0.0,
@@ -113,6 +123,14 @@ def window_features(
         dropped_fraction=window.dropped_pages / window.pages_offered if window.pages_offered > 0 else 0.0,
         store_ram_fraction=store_ram_fraction,
     )
+
+
+def _amplification(device_bytes: int, page_bytes: int) -> float:
+    """Device bytes per page byte; device bytes with no page bytes (a flush or compaction of earlier
+    writes) count as the feature's ceiling, so "the device is busy with old writes" stays visible."""
+    if device_bytes <= 0:
+        return 0.0
+    return device_bytes / page_bytes if page_bytes > 0 else math.inf
 
 
 @dataclass(frozen=True)
@@ -139,10 +157,10 @@ FEATURES: tuple[Feature, ...] = (
     Feature("page_reuse", "share of looked-up pages seen before (sketch)", "unit"),
     Feature("store_hit_ratio", "share of looked-up pages the store held", "unit"),
     Feature("mean_lookup_tokens", "tokens per lookup", "log:1000000"),
-    Feature("write_bytes_per_s", "device bytes/s written", f"log:{64 * GiB}"),
-    Feature("read_bytes_per_s", "device bytes/s read", f"log:{64 * GiB}"),
+    Feature("write_amplification", "device bytes written / page bytes written", "log:16"),
+    Feature("read_amplification", "device bytes read / page bytes read", "log:16"),
     Feature("l0_files", "files in L0", "ratio:64"),
-    Feature("pending_compaction_bytes", "bytes", f"log:{256 * GiB}"),
+    Feature("pending_compaction_fraction", "bytes compaction owes / disk bytes", "ratio:2"),
     Feature("stall_fraction", "write-stall seconds / window seconds", "unit"),
     Feature("blob_garbage_fraction", "blob garbage bytes / disk bytes", "unit"),
     Feature("space_used_fraction", "disk bytes / budget (2: twice the budget)", "ratio:2"),
@@ -167,7 +185,7 @@ def observation_size() -> int:
 def encode_observation(features: WindowFeatures, config: StoreConfig) -> np.ndarray:
     """The observation vector: normalised features, then the current knobs as units in [0, 1]."""
     raw = [f.normalise(float(getattr(features, f.name))) for f in FEATURES]
-    knobs = (KNOB_STATE.to_action(config) + 1.0) / 2.0
+    knobs = [knob.to_unit(getattr(config, knob.name)) for knob in KNOB_STATE.knobs]
     return np.clip(np.concatenate([np.asarray(raw), knobs]), 0.0, 1.0).astype(np.float32)
 
 

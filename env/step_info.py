@@ -17,7 +17,8 @@ class StepInfo:
 
     ``window``: the replay's window metrics; ``hit_tokens`` / ``prompt_tokens``: token totals of its
     requests; ``ttft_s``: each request's TTFT; ``applied``: the store config in force (a proposal that
-    did not fit the host-RAM budget is clamped); ``changed_knobs``: what the step changed.
+    did not fit the host-RAM budget is clamped); ``changed_knobs``: what the step changed; ``baseline``:
+    the same window replayed with kvtune's defaults (with a reward relative to them; else ``None``).
     """
 
     window: WindowMetrics
@@ -26,6 +27,7 @@ class StepInfo:
     ttft_s: list[float]
     applied: StoreConfig
     changed_knobs: dict[str, Any]
+    baseline: WindowMetrics | None = None
 
     def metrics(self) -> dict[str, float]:
         """The window's numeric metrics and token totals, for logging."""

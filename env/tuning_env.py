@@ -13,10 +13,11 @@ import gymnasium as gym
 import numpy as np
 
 from env.actions import ActionMapper, select_knobs
-from env.config import EnvConfig
+from env.config import EnvConfig, WindowOutcome
 from env.distribution import get_distribution, unique_page_count
 from env.observation import (
     FEATURES,
+    OBSERVATION_SCHEMA_VERSION,
     WindowFeatures,
     encode_observation,
     observation_size,
@@ -45,7 +46,7 @@ def build_requests(workload: str, options: dict[str, Any], seed: int) -> list[Re
 
 
 def _observation_table() -> str:
-    rows = [f"    | {i:>2} | {f.name:<26} | {f.unit:<45} | {f.scale:<16} |" for i, f in enumerate(FEATURES)]
+    rows = [f"    | {i:>2} | {f.name:<27} | {f.unit:<45} | {f.scale:<16} |" for i, f in enumerate(FEATURES)]
     return "\n".join(rows)
 
 
@@ -61,15 +62,16 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Action Space
     ``Box(-1, 1, (d,), float32)``: one dimension per knob of :data:`env.actions.DEFAULT_ACTION_KNOBS`
-    (log scale for sizes and counts, linear for fractions, equal bins for on/off and choices), mapped
-    by :class:`env.actions.ActionMapper`. :class:`env.wrappers.DiscreteKnobActions` gives a discrete
-    variant for DQN.
+    (log scale for sizes and counts, linear for fractions, equal intervals for on/off and choices), mapped
+    by :class:`env.actions.ActionMapper`: the zero action is kvtune's defaults, -1 and 1 the range ends.
+    :class:`env.wrappers.DiscreteKnobActions` gives a discrete variant for DQN.
 
     ## Observation Space
-    ``Box(0, 1, ({observation_size()},), float32)``, schema version 2. Entries 0 .. {len(FEATURES) - 1}:
+    ``Box(0, 1, ({observation_size()},), float32)``, schema version {OBSERVATION_SCHEMA_VERSION}.
+    Entries 0 .. {len(FEATURES) - 1}:
 
-    |  # | feature                    | unit                                          | normalisation    |
-    |----|----------------------------|-----------------------------------------------|------------------|
+    |  # | feature                     | unit                                          | normalisation    |
+    |----|-----------------------------|-----------------------------------------------|------------------|
 {_observation_table()}
 
     ``log:M`` is log1p(x) / log1p(M), ``ratio:M`` is x / M, both clipped to [0, 1]. Entries
@@ -79,6 +81,9 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Rewards
     Per window (see :class:`env.config.RewardConfig`): ``hit_weight * hit_token_ratio - ttft_weight *
     mean_ttft_s / ttft_scale_s - budget_weight * max(0, disk/budget - 1) - drop_weight * dropped_fraction``.
+    With ``reward.relative_to_defaults``, the same window is replayed in lockstep on a second store with
+    kvtune's defaults, and hits and TTFT count relative to it: ``hit_weight * (hits - default hits) -
+    ttft_weight * ln(TTFT / default TTFT) - ...`` (0: as good as the defaults).
     TTFT comes from the replay's ``counters`` clock by default (``clock="measured"`` on request). With
     ``host_ram_bytes``, the store's RAM (memtables, block cache) is taken from the memory tier, so a
     config that holds more RAM loses tier hits, and one that does not fit is clamped (logged).
@@ -106,6 +111,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         self._owned_root = self.config.root_dir is None
         self._root = Path(self.config.root_dir or tempfile.mkdtemp(prefix="kvtune-env-"))
         self._session: ReplaySession | None = None
+        self._baseline: ReplaySession | None = None
         self._requests: list[Request] = []
         self._reuse = ReuseSketch()
         self._episode = 0
@@ -152,6 +158,10 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
             seed=workload_seed,
         )
         self._session = ReplaySession(requests, replay_config, self.current_config, path)
+        if self.config.reward.relative_to_defaults:
+            defaults_path = self._root / f"episode-{self._episode}-defaults"
+            shutil.rmtree(defaults_path, ignore_errors=True)
+            self._baseline = ReplaySession(requests, replay_config, StoreConfig(), defaults_path)
         self._requests = requests
         self._reuse = ReuseSketch()
         empty = WindowFeatures(**dict.fromkeys((f.name for f in FEATURES), 0.0))
@@ -178,6 +188,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         self.current_config = config
         before = self._session.store.stats()
         window = self._session.run_window(self.config.requests_per_window)
+        baseline = None if self._baseline is None else self._baseline.run_window(window.requests)
         for request in self._requests[window.first_request : window.first_request + window.requests]:
             self._reuse.record(self._session.store.plan(request.tokens).checks)
         features = window_features(
@@ -195,6 +206,9 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
             mean_ttft_s=window.mean_ttft_s,
             over_budget=features.space_used_fraction - 1.0 if self._budget_bytes else 0.0,
             dropped_fraction=features.dropped_fraction,
+            baseline=None
+            if baseline is None
+            else WindowOutcome(baseline.hit_token_ratio, baseline.mean_ttft_s),
         )
         records = self._session.records[window.first_request : window.first_request + window.requests]
         record = StepInfo(
@@ -204,6 +218,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
             ttft_s=[r.ttft_s for r in records],
             applied=config,
             changed_knobs=changed,
+            baseline=baseline,
         )
         info: dict[str, Any] = {STEP_INFO_KEY: record}
         observation = encode_observation(features, config)
@@ -221,6 +236,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         return self.profile.kv_layout().page_bytes(self.config.page_size)
 
     def _close_session(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        for session in (self._session, self._baseline):
+            if session is not None:
+                session.close()
+        self._session = self._baseline = None

@@ -216,12 +216,15 @@ class KVStore(ABC):
     def apply(self, config: StoreConfig) -> list[str]:
         """Switch to ``config``: live where the kind allows it, reopening where it must.
 
-        Returns the knobs that needed a reopen (empty if everything was applied live).
+        Returns the knobs that needed a reopen (empty if everything was applied live). The same config
+        again costs nothing: a controller or environment re-applying its last choice waits on no lock.
         """
         if not isinstance(config, StoreConfig):
             raise ValueError(f"config must be a StoreConfig, got {type(config).__name__}")
         self._check_open()
         config = self._bounded(config)
+        if config == self._config:
+            return []
         reopen = self._config.needs_reopen(config)
         if reopen:
             self._writer.flush()

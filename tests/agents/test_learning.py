@@ -1,170 +1,90 @@
-"""Learning, not just running: a short training run on a known-answer setup must beat ``default``.
+"""Where learning starts and what it learns from: the untrained agents choose kvtune's defaults, and the
+reward relative to the defaults scores them 0 and a harmful config below 0 in every window it costs.
 
-The setup (``SETUP``) is a small staged workload, two windows of 12 requests, priced like an NVMe SSD,
-in which the agent acts on two knobs only: ``disable_wal`` and ``write_admission_hits``. Mean TTFT of
-every static config on the held-out seeds (``HELD_OUT_SEEDS``), relative to ``default`` (WAL on,
-admission 0), as measured on the project's machine:
+What this proves, over several seeds of each algorithm and workload:
 
-=================  ===========  ===========  ===========  ===========  ===========
-admission hits          0            1            2            3            4
-=================  ===========  ===========  ===========  ===========  ===========
-WAL on (default)     0 %          +12 %        +10 %        +10 %        +10 %
-WAL off            **-19 %**      +1 %         +5 %         +7 %         +9 %
-=================  ===========  ===========  ===========  ===========  ===========
+- an untrained PPO or SAC agent's deterministic decision is exactly kvtune's defaults (the action space
+  is centred on them), so training starts from the defaults and any move off them is learned; the
+  previous action space started every agent at ``write_admission_hits=2`` and five memtables, and the
+  agents trained on it never left that start (README, tuning);
+- with ``reward.relative_to_defaults``, the defaults score exactly 0 in every window (the tiny profile's
+  counters clock is deterministic), and ``write_admission_hits=2`` (a page goes to disk on its third
+  request, so the store misses pages the defaults hit) scores below 0 in every window where it lost
+  hits and never above 0: a signal an agent can climb, with no absolute-TTFT offset to learn first.
 
-One corner is clearly better: without the WAL the device writes nothing at all (the 64 MiB memtable
-never flushes in an episode), and admitting every page keeps the hits (0.60 of the prompt tokens
-against 0.42-0.47 with any admission threshold). Everywhere else the saved writes and the lost hits
-roughly cancel. The corner is not where an untrained policy sits: its deterministic action is about
-0 in both dimensions, which maps onto admission 2, the middle of 0..4 (seed 0 gives (-0.02, 0.06): WAL
-on, admission 2, +10 %); the corner needs admission's action below -0.75.
-
-The margin: the trained policy's mean TTFT must be at least ``MARGIN`` = 10 % below ``default``'s and
-10 % below the untrained policy's. No config but the corner comes within 10 % of ``default`` (the next
-best is +1 %), so passing means the agent found the corner; the corner itself is about 19 % better,
-which leaves room for the counters clock's run-to-run noise (RocksDB's background threads make the
-counted file operations and WAL bytes vary a little: about 2-3 % on ``default``'s TTFT). Over seven runs
-the trained policy came out 18-21 % below ``default`` (17-21 % with training seeds 1-3). The test also
-checks the setup itself (the untrained policy is not within the margin) and that every learned
-decision lies in the corner.
-
-The run: SAC (off-policy, so each window is reused in many updates) for 192 windows, gamma 0.9 (the
-admission a window chooses costs hits in the next one), and a reward of TTFT only in practice:
-``ttft_scale_s`` = 0.2 ms makes a window's reward about -200, so the few milliseconds a knob is worth
-outweigh SAC's entropy bonus and the actor commits to the corner instead of hovering near the middle
-(with ``ttft_scale_s`` = 1 ms it often stopped at admission 1). Training runs inside a real MLflow run
-on SQLite, as `kvtune train` does.
-
-What this test proves, and what it does not: it proves that the whole pipeline (env, SB3 training,
-policy bundle, learned policy on held-out workload seeds) can learn: with training seed 0 and this
-reward scale, the trained agent lands in the only config that beats ``default`` by the margin, which
-an untrained one does not. It does not prove that learning is robust to the training seed or to the
-reward scale: the reward scale was chosen so that SAC commits on seed 0, and the runs with training
-seeds 1-3 quoted above were checked by hand, not here (each costs one more training run; the suite's
-time budget keeps one).
+What it does not prove: that a short training run improves on the defaults. On the no-argument
+environment with the admission knob only, windows of 4 requests and agents started with a wide
+exploration std (about 45% of their actions harmful), the probability of a harmful action went, over
+seeds 0-2, from 0.45 to 0.55, 0.38 and 0.43 after 64 PPO windows, and from 0.43, 0.45 and 0.47 to
+0.43, 0.42 and 0.46 after 48 SAC windows: no consistent drop, because the admission's cost lands
+in later windows and a few dozen windows are too few to assign it. A run long enough to show it takes
+minutes per seed on 2 shared cores; the full training runs and their per-window traces are in
+``NOTES-issue12.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
 
-from agents.bundle import LearnedPolicy, PolicyCard, algorithm_class, load_policy_bundle
+from agents.bundle import algorithm_class
 from agents.evaluation import run_episode
-from agents.policies import DefaultPolicy, Policy
-from agents.tracking import default_tracking_uri, tracked_run
-from agents.training import TrainConfig, _algorithm_kwargs, train
+from agents.policies import StaticPolicy
+from agents.training import TrainConfig, _algorithm_kwargs
 from env import EnvConfig, KVCacheTuningEnv, RewardConfig
-from env.actions import ActionMapper, select_knobs
 from store import StoreConfig
 
 SETUP = EnvConfig(
-    workload="staged",
-    workload_options={
-        "phase_requests": 6,
-        "targets": (0.3, 0.5, 0.7, 0.9),
-        "chunk_tokens": 256,
-        "chunks_per_prompt": 8,
-        "pool_chunks": 1024,
-    },
-    requests_per_window=12,
-    profile="llama-3.1-8b",
-    profile_scale=2048,
-    device="nvme-pcie4",
-    memory_tier_bytes=256 * 1024,
-    action_knobs=("disable_wal", "write_admission_hits"),
-    reward=RewardConfig(ttft_scale_s=2e-4),
+    workload_options={"phase_requests": 8},
+    requests_per_window=4,
+    action_knobs=("write_admission_hits", "disable_wal"),
+    reward=RewardConfig(relative_to_defaults=True),
 )
-"""24 requests of 2048 tokens whose prefix reuse rises 0.3 -> 0.9; 4 KiB pages of 1/2048-size KV."""
-TRAINING = TrainConfig(
-    algo="sac",
-    timesteps=192,
-    n_envs=1,
-    seed=0,
-    eval_every=192,
-    learning_rate=3e-3,
-    n_steps=32,
-    batch_size=32,
-    gamma=0.9,
-    env=SETUP,
-)
-"""96 episodes; the first 32 windows are random actions (SAC's learning_starts is n_steps here)."""
-HELD_OUT_SEEDS = (4242, 7, 99)
-MARGIN = 0.10
+"""The no-argument environment's tiny staged workload, shortened to 8 requests a phase."""
+SEEDS = (0, 1, 2)
 
 
-class RecordingPolicy(Policy):
-    """Wraps a policy and keeps every config it chose."""
-
-    def __init__(self, inner: Policy) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.decisions: list[StoreConfig] = []
-
-    def decide(self, observation: np.ndarray, current: StoreConfig) -> StoreConfig:
-        config = self.inner.decide(observation, current)
-        self.decisions.append(config)
-        return config
+def observations(environment: KVCacheTuningEnv, seed: int) -> np.ndarray:
+    """The observations of an episode under the defaults (the zero action)."""
+    first, _ = environment.reset(seed=seed)
+    seen, terminated = [first], False
+    while not terminated:
+        observation, _, terminated, _, _ = environment.step(np.zeros(2, dtype=np.float32))
+        seen.append(observation)
+    return np.array(seen)
 
 
-def mean_ttft(policy: Policy) -> float:
-    """Mean over the held-out seeds of each episode's mean TTFT."""
-    return float(np.mean([run_episode(policy, SETUP, seed).mean_ttft_s for seed in HELD_OUT_SEEDS]))
-
-
-def untrained_policy() -> LearnedPolicy:
-    """The model ``train`` starts from: same algorithm, spaces, arguments and seed, no learning."""
-    mapper = ActionMapper(select_knobs(SETUP.action_knobs))
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_an_untrained_agent_decides_kvtunes_defaults(algo: str) -> None:
     environment = KVCacheTuningEnv(SETUP)
     try:
-        model = algorithm_class(TRAINING.algo)(
-            "MlpPolicy", environment, verbose=0, device="cpu", **_algorithm_kwargs(TRAINING)
-        )
+        seen = observations(environment, seed=7)
+        for seed in SEEDS:
+            config = TrainConfig(algo=algo, seed=seed, env=SETUP)
+            model = algorithm_class(algo)(
+                "MlpPolicy", environment, verbose=0, device="cpu", **_algorithm_kwargs(config)
+            )
+            actions, _ = model.predict(seen, deterministic=True)
+            decided = {environment.mapper.to_config(action) for action in actions}
+            assert decided == {StoreConfig()}, f"{algo} seed {seed}: {actions.tolist()}"
     finally:
         environment.close()
-    return LearnedPolicy(model, PolicyCard.for_mapper(TRAINING.algo, mapper, 0, {}), mapper)
 
 
-@pytest.fixture
-def one_torch_thread() -> Iterator[None]:
-    """Small networks on a shared 2-core machine: more threads only contend (SAC's updates ran 10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.mark.skip(
-    reason="known answer of the old replay model (I/O in the GPU's queue): under issue 8's model the WAL's "
-    "writes overlap compute, and (WAL off, admission 0) measured 0.0328-0.0329 s against default's "
-    "0.0329-0.0354 s on the held-out seeds, within run-to-run noise; the setup needs recalibrating"
-)
-@pytest.mark.slow
-@pytest.mark.usefixtures("one_torch_thread")
-def test_short_sac_run_learns_the_known_better_knob_region(tmp_path: Path) -> None:
-    default = mean_ttft(DefaultPolicy())
-    untrained = mean_ttft(untrained_policy())
-    assert untrained > (1 - MARGIN) * default, (
-        f"the setup needs no learning: the untrained policy's mean TTFT {untrained:.4f} s is already "
-        f"{MARGIN:.0%} below default's {default:.4f} s"
-    )
-
-    with tracked_run("test-learning", "sac", default_tracking_uri(tmp_path), {"train": TRAINING}):
-        bundle = train(TRAINING, tmp_path / "run", progress_bar=False)
-    trained = RecordingPolicy(load_policy_bundle(bundle))
-    learned = mean_ttft(trained)
-
-    summary = f"mean TTFT: default {default:.4f} s, untrained {untrained:.4f} s, trained {learned:.4f} s"
-    assert learned <= (1 - MARGIN) * default, f"trained is not {MARGIN:.0%} below default; {summary}"
-    assert learned <= (1 - MARGIN) * untrained, f"trained is not {MARGIN:.0%} below untrained; {summary}"
-    chosen = {(config.disable_wal, config.write_admission_hits) for config in trained.decisions}
-    assert chosen == {(True, 0)}, (
-        f"learned (disable_wal, write_admission_hits) decisions {sorted(chosen)}, not only the better "
-        f"corner (True, 0); {summary}"
-    )
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_relative_reward_is_zero_for_the_defaults_and_negative_where_a_config_costs_hits(
+    seed: int,
+) -> None:
+    defaults = run_episode(StaticPolicy(StoreConfig()), SETUP, seed)
+    harmful = run_episode(StaticPolicy(StoreConfig(write_admission_hits=2)), SETUP, seed)
+    assert [w["reward"] for w in defaults.windows] == [0.0] * len(defaults.windows)
+    assert len(harmful.windows) == len(defaults.windows) > 4
+    lost_hits = [
+        w["reward"]
+        for w, d in zip(harmful.windows, defaults.windows, strict=True)
+        if w["hit_token_ratio"] < d["hit_token_ratio"]
+    ]
+    assert len(lost_hits) >= len(harmful.windows) // 3
+    assert all(reward < 0.0 for reward in lost_hits), lost_hits
+    assert all(w["reward"] <= 0.0 for w in harmful.windows)
+    assert harmful.total_reward < -0.5 and harmful.hit_token_ratio < defaults.hit_token_ratio

@@ -152,7 +152,7 @@ def test_heuristic_write_pressure_doubles_writer_batches_and_costs_no_ram(pressu
 
 def test_heuristic_turns_the_wal_off_once_the_store_writes() -> None:
     current = StoreConfig()
-    decided = HeuristicPolicy().decide(observation(current, write_bytes_per_s=1e6), current)
+    decided = HeuristicPolicy().decide(observation(current, write_amplification=2.0), current)
     assert current.changed(decided) == {"disable_wal": True}
 
 

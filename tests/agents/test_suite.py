@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from agents.bundle import LearnedPolicy
 from agents.evaluation import EpisodeResult
 from agents.policies import StaticPolicy
 from agents.registry import make_policy
@@ -100,9 +101,15 @@ def test_smoke_suite_runs_every_baseline_on_the_same_workload() -> None:
     assert config == mapper.to_config(mapper.to_action(StoreConfig())), "trial 1 is the defaults"
 
 
-def test_learned_names_list_the_shipped_policies() -> None:
-    with pytest.raises(ValueError, match=r"no shipped policy 'nope'; shipped policies: none"):
+def test_learned_names_list_the_shipped_policies_and_the_default_one_loads() -> None:
+    with pytest.raises(ValueError, match=r"no shipped policy 'nope'; shipped policies: default"):
         make_policy("learned:nope")
+    shipped = make_policy("learned:default")
+    assert isinstance(shipped, LearnedPolicy)
+    card = shipped.card
+    assert card.training["command"].startswith("kvtune train --algo ppo")
+    assert card.training["seed"] == 0 and card.training["env"]["reward"]["relative_to_defaults"] is True
+    assert {row["policy"] for row in card.evaluation} >= {"ppo", "rocksdb-defaults", "static-train"}
 
 
 def test_experiment_tuning_command_writes_tables_plots_and_reuses_searches(tmp_path: Path) -> None:

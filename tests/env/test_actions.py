@@ -66,6 +66,11 @@ def test_default_config_survives_a_round_trip() -> None:
     assert MAPPER.to_config(MAPPER.to_action(StoreConfig())) == StoreConfig()
 
 
+def centre_unit(knob: ActionKnob) -> float:
+    """Where the default config's value sits in the knob's range, in [0, 1]."""
+    return knob.to_unit(getattr(StoreConfig(), knob.name))
+
+
 @FAST
 @given(st.one_of(actions64, wide_actions))
 def test_to_action_of_to_config_is_close_on_numeric_dimensions(action: np.ndarray) -> None:
@@ -73,23 +78,37 @@ def test_to_action_of_to_config_is_close_on_numeric_dimensions(action: np.ndarra
     clipped = np.clip(action, -1.0, 1.0)
     for knob in NUMERIC:
         i = INDEX[knob.name]
-        assert abs(back[i] - clipped[i]) <= rounding_tolerance(knob), (knob.name, clipped[i], back[i])
+        side = 1.0 - centre_unit(knob) if clipped[i] >= 0 else centre_unit(knob)
+        if side == 0:  # the default is this end of the range: the whole half-space maps onto it
+            assert back[i] == 0.0, knob.name
+            continue
+        # rounding_tolerance is in units of the full range over 2 action units; this side spans 1
+        tolerance = rounding_tolerance(knob) / (2.0 * side)
+        assert abs(back[i] - clipped[i]) <= tolerance, (knob.name, clipped[i], back[i])
 
 
 @FAST
 @given(actions64)
-def test_choice_dimensions_map_to_the_bin_centre(action: np.ndarray) -> None:
+def test_choice_dimensions_map_around_the_default(action: np.ndarray) -> None:
     config = MAPPER.to_config(action)
     back = MAPPER.to_action(config)
     for knob in CHOICE:
-        choices = knob.choices()
+        default = getattr(StoreConfig(), knob.name)
+        (other,) = (value for value in knob.choices() if value != default)
         i = INDEX[knob.name]
-        expected_bin = min(int((action[i] + 1.0) / 2.0 * len(choices)), len(choices) - 1)
-        assert getattr(config, knob.name) == choices[expected_bin]
-        assert back[i] == pytest.approx(-1.0 + 2.0 * (expected_bin + 0.5) / len(choices), abs=1e-12)
+        expected = default if abs(action[i]) < 0.5 else other
+        assert getattr(config, knob.name) == expected, knob.name
+        assert back[i] == (0.0 if expected == default else 0.75), knob.name
 
 
 # ---------------------------------------------------------------------------------------- scales
+
+
+def test_the_zero_action_is_the_base_config() -> None:
+    assert MAPPER.to_config(np.zeros(DIM)) == StoreConfig()
+    np.testing.assert_array_equal(MAPPER.to_action(StoreConfig()), np.zeros(DIM))
+    base = StoreConfig(write_buffer_size=16 * MiB, disable_wal=True, write_admission_hits=1)
+    assert ActionMapper(base=base).to_config(np.zeros(DIM)) == base
 
 
 def test_action_boundaries_map_exactly_to_the_range_ends() -> None:
@@ -100,41 +119,63 @@ def test_action_boundaries_map_exactly_to_the_range_ends() -> None:
         assert getattr(lowest, knob.name) == low, knob.name
         assert getattr(highest, knob.name) == high, knob.name
     for knob in CHOICE:
-        choices = knob.choices()
-        assert getattr(lowest, knob.name) == choices[0], knob.name
-        assert getattr(highest, knob.name) == choices[-1], knob.name
+        default = getattr(StoreConfig(), knob.name)
+        assert getattr(lowest, knob.name) != default, knob.name
+        assert getattr(highest, knob.name) != default, knob.name
     assert highest.write_buffer_size == 256 * MiB and lowest.write_buffer_size == 1 * MiB
     assert highest.max_bytes_for_level_base == 1 * GiB
     assert MAPPER.to_config(np.full(DIM, -7.0)) == lowest
     assert MAPPER.to_config(np.full(DIM, 7.0)) == highest
 
 
-def test_log_scale_midpoints_are_geometric_means() -> None:
-    middle = MAPPER.to_config(np.zeros(DIM))
-    assert middle.write_buffer_size == 16 * MiB
-    assert middle.max_bytes_for_level_base == 128 * MiB
-    assert middle.min_blob_size == 8 * KiB
-    assert middle.blob_file_size == 64 * MiB
-    assert middle.writer_batch_size == 16
-    assert middle.writer_queue_depth == 64
-    assert middle.level0_file_num_compaction_trigger == round(math.sqrt(32))
-    assert middle.level0_slowdown_writes_trigger == round(math.sqrt(4 * 128))
-    # Linear knobs: arithmetic means.
-    assert middle.max_write_buffer_number == 5
-    assert middle.write_admission_hits == 2
-    assert middle.blob_garbage_collection_age_cutoff == pytest.approx(0.525, abs=1e-12)
-    # A quarter of the way on a log scale is low * (high / low) ** 0.25.
-    quarter = MAPPER.to_config(action_with(write_buffer_size=-0.5))
-    assert quarter.write_buffer_size == 4 * MiB
+def test_half_actions_are_half_way_from_the_default_to_the_ends() -> None:
+    up = MAPPER.to_config(np.full(DIM, 0.5))
+    down = MAPPER.to_config(np.full(DIM, -0.5))
+    # Log knobs: geometric means of the default and the end.
+    assert (down.write_buffer_size, up.write_buffer_size) == (8 * MiB, 128 * MiB)
+    assert (down.writer_batch_size, up.writer_batch_size) == (4, 64)
+    assert (down.writer_queue_depth, up.writer_queue_depth) == (16, 256)
+    assert (down.min_blob_size, up.min_blob_size) == (1 * KiB, 32 * KiB)
+    # Linear knobs: arithmetic means; a default at the low end leaves the negative half at the default.
+    assert (down.max_write_buffer_number, up.max_write_buffer_number) == (2, 5)
+    assert (down.write_admission_hits, up.write_admission_hits) == (0, 2)
+    assert down.blob_garbage_collection_age_cutoff == pytest.approx(0.15, abs=1e-12)
+    assert up.blob_garbage_collection_age_cutoff == pytest.approx(0.625, abs=1e-12)
 
 
-def test_choice_bins_split_the_action_range_evenly() -> None:
-    for value, expected in ((-1.0, False), (-0.01, False), (0.0, True), (0.01, True), (1.0, True)):
+def test_choice_intervals_centre_the_default_and_split_the_others() -> None:
+    for value, expected in (
+        (-1.0, False),
+        (-0.5, False),
+        (-0.49, True),
+        (0.0, True),
+        (0.49, True),
+        (0.5, False),
+    ):
         assert MAPPER.to_config(action_with(enable_blob_files=value)).enable_blob_files is expected
-    assert MAPPER.to_config(action_with(eviction_order=-0.5)).eviction_order == "lru"
-    assert MAPPER.to_config(action_with(eviction_order=0.5)).eviction_order == "fifo"
-    assert MAPPER.to_action(StoreConfig(eviction_order="fifo"))[INDEX["eviction_order"]] == 0.5
-    assert MAPPER.to_action(StoreConfig(disable_wal=False))[INDEX["disable_wal"]] == -0.5
+    assert MAPPER.to_config(action_with(eviction_order=-0.6)).eviction_order == "fifo"
+    assert MAPPER.to_config(action_with(eviction_order=0.2)).eviction_order == "lru"
+    assert MAPPER.to_action(StoreConfig(eviction_order="fifo"))[INDEX["eviction_order"]] == 0.75
+    assert MAPPER.to_action(StoreConfig(disable_wal=False))[INDEX["disable_wal"]] == 0.0
+    # Three choices: the default's interval is the middle third; one other choice on each side.
+    reclaim = ActionKnob("reclaim")
+    assert reclaim.choices() == ("relocate", "blob_age", "generations")
+    picked = [reclaim.from_action(a, "relocate") for a in (-1.0, -0.34, -0.33, 0.33, 0.34, 1.0)]
+    assert picked == ["blob_age", "blob_age", "relocate", "relocate", "generations", "generations"]
+    assert [reclaim.to_action(v, "relocate") for v in ("blob_age", "relocate", "generations")] == [
+        pytest.approx(-2 / 3),
+        0.0,
+        pytest.approx(2 / 3),
+    ]
+
+
+def test_a_base_outside_the_action_range_raises() -> None:
+    narrow = ActionMapper((ActionKnob("write_buffer_size", 1 * MiB, 8 * MiB),))
+    with pytest.raises(ValueError, match=r"write_buffer_size: the base config's value 67108864 lies outside"):
+        narrow.to_config(np.zeros(1))
+    restricted = ActionKnob("reclaim", allowed=("relocate", "blob_age"))
+    with pytest.raises(ValueError, match="'generations' is not among the action's choices"):
+        restricted.from_action(0.0, "generations")
 
 
 base_configs = st.integers(1, 256).flatmap(
@@ -244,9 +285,9 @@ def test_discrete_wrapper_steps_the_store_config(discrete_env: DiscreteKnobActio
     assert inner.current_config == StoreConfig(), "action 0 keeps every knob"
     assert step_info(info).changed_knobs == {}
     knob = DEFAULT_ACTION_KNOBS[INDEX["write_buffer_size"]]
-    *_, info = discrete_env.step(1 + INDEX["write_buffer_size"] * 5 + 4)  # top level: unit 0.9
-    expected = knob.to_value(0.9)
-    assert expected == round(1 * MiB * 256**0.9)
+    *_, info = discrete_env.step(1 + INDEX["write_buffer_size"] * 5 + 4)  # top level: action 0.8
+    expected = knob.from_action(0.8, StoreConfig().write_buffer_size)
+    assert expected == round(64 * MiB * 4**0.8)
     assert step_info(info).changed_knobs == {"write_buffer_size": expected}
     assert inner.current_config == StoreConfig(write_buffer_size=expected)
     *_, info = discrete_env.step(1 + INDEX["enable_blob_files"] * 5 + 0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +22,15 @@ from env import (
     WindowFeatures,
     encode_observation,
 )
-from env.actions import DEFAULT_ACTION_KNOBS, ActionMapper
-from env.observation import Feature, feature_value, observation_names, observation_size
+from env.actions import DEFAULT_ACTION_KNOBS
+from env.observation import (
+    Feature,
+    StoreWindow,
+    feature_value,
+    observation_names,
+    observation_size,
+    window_features,
+)
 from env.step_info import step_info
 from store import StoreConfig
 from store.config import MiB
@@ -73,7 +82,7 @@ def test_spaces_have_the_documented_shapes(tuning_env: KVCacheTuningEnv) -> None
     doc = KVCacheTuningEnv.__doc__ or ""
     assert f"Box(0, 1, ({observation_size()},), float32)" in doc
     for feature in FEATURES:
-        assert f"| {feature.name:<26} |" in doc, f"{feature.name} missing from the observation table"
+        assert re.search(rf"\| {feature.name} +\|", doc), f"{feature.name} missing from the observation table"
 
 
 def test_action_knobs_select_the_action_space_but_not_the_observation() -> None:
@@ -178,8 +187,8 @@ def test_random_episode_stays_in_the_observation_space(tuning_env: KVCacheTuning
         assert observation.shape == (observation_size(),) and observation.dtype == np.float32
         assert observation in tuning_env.observation_space, f"step {steps}: {observation}"
         assert truncated is False
-        # The knob part is the config the step ran with, as units of the full action space.
-        knobs = (ActionMapper().to_action(tuning_env.current_config) + 1.0) / 2.0
+        # The knob part is the config the step ran with, as positions in each knob's action range.
+        knobs = [knob.to_unit(getattr(tuning_env.current_config, knob.name)) for knob in DEFAULT_ACTION_KNOBS]
         np.testing.assert_allclose(observation[len(FEATURES) :], knobs, atol=1e-6)
         # The reward is the stated objective of the raw window metrics (no budget set: no penalty).
         step = step_info(info)
@@ -196,6 +205,41 @@ def test_random_episode_stays_in_the_observation_space(tuning_env: KVCacheTuning
         assert len(step.ttft_s) == step.window.requests
     assert steps == math.ceil(requests / tuning_env.config.requests_per_window) > 1
     assert tuning_env._session is not None and tuning_env._session.done
+
+
+def test_a_reward_relative_to_the_defaults_scores_each_window_against_a_lockstep_default_replay() -> None:
+    reward_config = RewardConfig(relative_to_defaults=True)
+    environment = KVCacheTuningEnv(reward=reward_config)
+    try:
+        environment.reset(seed=3)
+        no_wal = environment.mapper.to_action(StoreConfig(disable_wal=True, writer_batch_size=64))
+        terminated, steps = False, 0
+        while not terminated:
+            _, reward, terminated, _, info = environment.step(no_wal.astype(np.float32))
+            step = step_info(info)
+            assert step.baseline is not None
+            assert (step.baseline.first_request, step.baseline.requests) == (
+                step.window.first_request,
+                step.window.requests,
+            )
+            assert step.applied == StoreConfig(disable_wal=True, writer_batch_size=64)
+            expected = reward_config.hit_weight * (
+                step.window.hit_token_ratio - step.baseline.hit_token_ratio
+            ) - math.log(step.window.mean_ttft_s / step.baseline.mean_ttft_s)
+            assert reward == pytest.approx(expected, rel=1e-9, abs=1e-12), f"step {steps}"
+            steps += 1
+        assert steps > 1
+        assert environment._baseline is not None and environment._baseline.done
+    finally:
+        environment.close()
+    assert environment._baseline is None
+
+
+def test_a_relative_reward_without_the_defaults_window_raises() -> None:
+    with pytest.raises(ValueError, match="needs the defaults' window: pass baseline"):
+        RewardConfig(relative_to_defaults=True).reward(0.5, 0.1, 0.0, 0.0)
+    absolute = RewardConfig(hit_weight=0.5, ttft_scale_s=0.5)
+    assert absolute.reward(0.5, 0.1, 0.25, 0.1) == pytest.approx(0.25 - 0.2 - 0.5 - 0.05)
 
 
 def test_feature_normalisation_on_known_inputs() -> None:
@@ -244,3 +288,35 @@ def test_encode_observation_places_each_normalised_feature() -> None:
     assert feature_value(observation, "l0_files") == 0.5
     with pytest.raises(ValueError, match=r"unknown feature 'l0'.*l0_files"):
         feature_value(observation, "l0")
+
+
+def test_window_features_mean_the_same_at_any_kv_scale() -> None:
+    def window(scale: int) -> StoreWindow:
+        return StoreWindow(
+            span_s=2.0,
+            lookups=8,
+            pages_looked_up=64,
+            pages_hit=16,
+            pages_offered=48,
+            dropped_pages=4,
+            page_bytes_written=44 * 1024 * scale,
+            page_bytes_read=16 * 1024 * scale,
+            device_write_bytes=88 * 1024 * scale,
+            device_read_bytes=20 * 1024 * scale,
+            stall_s=0.5,
+            l0_files=3,
+            pending_compaction_bytes=10 * 1024 * scale,
+            blob_garbage_bytes=5 * 1024 * scale,
+            disk_bytes=40 * 1024 * scale,
+            writer_queue_depth=16,
+        )
+
+    small, large = (window_features(window(scale), 0.5, 64, 80 * 1024 * scale, 64, 0.1) for scale in (1, 512))
+    assert small == large
+    assert (small.write_amplification, small.read_amplification) == (2.0, 1.25)
+    assert small.pending_compaction_fraction == 0.25
+    assert small.space_used_fraction == 0.5
+    flushing = dataclasses.replace(window(1), page_bytes_written=0)
+    busy = window_features(flushing, 0.5, 64, None, 64, 0.0)
+    assert busy.write_amplification == math.inf
+    assert encode_observation(busy, StoreConfig())[FEATURE_INDEX["write_amplification"]] == 1.0
