@@ -57,6 +57,8 @@ KINDS = (
     "lsm-best-static",
 )
 TRACE = Path("/work/shared/data/traces/mooncake_synthetic_trace.jsonl")
+PARTS = ("staged", "trace", "ablations")
+"""What a run covers: the staged matrix, the trace matrix, the ablations (a long run can be split)."""
 ABLATIONS: dict[str, dict[str, Any]] = {
     "no-kv-separation": {"enable_blob_files": False},
     "no-writer-batching": {"writer_batch_size": 1},
@@ -84,15 +86,16 @@ class PaperSpec:
     trace_limit: int = 1000
     best_static: dict[str, Any] | None = None
     kinds: tuple[str, ...] = KINDS
+    parts: tuple[str, ...] = PARTS
     ablations: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=lambda: dict(ABLATIONS))
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.phase_requests < 1 or self.scale < 1 or self.host_ram_bytes < 1:
             raise ValueError("phase_requests, scale and host_ram_bytes must be >= 1")
-        unknown = [kind for kind in self.kinds if kind not in KINDS]
-        if unknown or not self.kinds:
-            raise ValueError(f"kinds {list(self.kinds)} must be some of: {', '.join(KINDS)}")
+        for name, values, valid in (("kinds", self.kinds, KINDS), ("parts", self.parts, PARTS)):
+            if not values or any(value not in valid for value in values):
+                raise ValueError(f"{name} {list(values)} must be some of: {', '.join(valid)}")
         for name, knobs in self.ablations.items():
             try:
                 StoreConfig().replace(**knobs)
@@ -304,29 +307,28 @@ def _logged(spec: PaperSpec, cell: Cell, row: dict[str, Any], uri: str) -> dict[
 
 
 def run_paper(spec: PaperSpec, out: Path, uri: str, jobs: int = 1) -> list[dict[str, Any]]:
-    """The matrix on the staged workload and the trace, then the ablations; tables and plots in ``out``.
+    """The ``spec.parts`` of the experiment: the matrix on the staged workload and on the trace, then
+    the ablations; tables and plots in ``out``.
 
     ``jobs`` cells are replayed at a time, each in its own process when ``jobs > 1``."""
     out.mkdir(parents=True, exist_ok=True)
-    workloads: dict[str, list[Request]] = {
-        "staged": staged(
-            spec.seed,
-            phase_requests=spec.phase_requests,
-            chunk_tokens=spec.chunk_tokens,
-            chunks_per_prompt=spec.chunks_per_prompt,
-            pool_chunks=spec.pool_chunks,
-        )
-    }
-    if spec.trace is not None and spec.trace.exists():
-        workloads["trace"] = load_mooncake(spec.trace, limit=spec.trace_limit)
-    elif spec.trace is not None:
+    requests = staged(
+        spec.seed,
+        phase_requests=spec.phase_requests,
+        chunk_tokens=spec.chunk_tokens,
+        chunks_per_prompt=spec.chunks_per_prompt,
+        pool_chunks=spec.pool_chunks,
+    )
+    cells: list[tuple[Cell, Sequence[Request]]] = []
+    if "staged" in spec.parts:
+        cells.extend((cell, requests) for cell in plan_cells(spec, "staged", requests, spec.kinds))
+    if "trace" in spec.parts and spec.trace is not None and spec.trace.exists():
+        trace = load_mooncake(spec.trace, limit=spec.trace_limit)
+        cells.extend((cell, trace) for cell in plan_cells(spec, "trace", trace, spec.kinds))
+    elif "trace" in spec.parts and spec.trace is not None:
         logger.warning("trace %s not found: the trace matrix is skipped", spec.trace)
-    cells = [
-        (cell, requests)
-        for workload, requests in workloads.items()
-        for cell in plan_cells(spec, workload, requests, spec.kinds)
-    ]
-    cells.extend((cell, workloads["staged"]) for cell in ablation_cells(spec, workloads["staged"]))
+    if "ablations" in spec.parts:
+        cells.extend((cell, requests) for cell in ablation_cells(spec, requests))
     rows = run_cells(spec, cells, out, uri, jobs)
     write_report(rows, out)
     return rows

@@ -45,6 +45,12 @@ def paper_command(
         str | None,
         typer.Option("--kinds", help="Comma-separated kinds to compare (default: all)."),
     ] = None,
+    parts: Annotated[
+        str | None,
+        typer.Option(
+            "--parts", help="Comma-separated parts to run: staged, trace, ablations (default: all)."
+        ),
+    ] = None,
     ablation: Annotated[
         list[str] | None,
         typer.Option(
@@ -61,7 +67,7 @@ def paper_command(
     from agents.policies import StaticPolicy
     from agents.tracking import default_tracking_uri
     from experiments.options import parse_assignments
-    from experiments.paper import ABLATIONS, KINDS, TRACE, PaperSpec, run_paper
+    from experiments.paper import ABLATIONS, KINDS, PARTS, TRACE, PaperSpec, run_paper
     from experiments.replay_cmd import parse_bytes
 
     ablations = {name: dict(knobs) for name, knobs in ABLATIONS.items()}
@@ -83,6 +89,7 @@ def paper_command(
             trace_limit=trace_limit,
             best_static=StaticPolicy.load(best_static).config.to_dict() if best_static else None,
             kinds=tuple(kinds.split(",")) if kinds else KINDS,
+            parts=tuple(parts.split(",")) if parts else PARTS,
             ablations=ablations,
         )
     except ValueError as error:

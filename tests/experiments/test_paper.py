@@ -58,5 +58,25 @@ def test_a_tiny_paper_run_writes_every_cell(tmp_path: Path) -> None:
 def test_a_spec_names_what_is_wrong_with_its_kinds_and_ablations() -> None:
     with pytest.raises(ValueError, match="must be some of: memory, file, sglang-file"):
         PaperSpec(kinds=("file", "lsm"))
+    with pytest.raises(
+        ValueError, match="parts \\['staged', 'plots'\\] must be some of: staged, trace, ablations"
+    ):
+        PaperSpec(parts=("staged", "plots"))
     with pytest.raises(ValueError, match=r"ablation 'flat': unknown knob.*valid knobs: "):
         PaperSpec(ablations={"flat": {"no_such_knob": 1}})
+
+
+def test_a_run_covers_only_the_parts_it_names(tmp_path: Path) -> None:
+    spec = PaperSpec(
+        phase_requests=1,
+        chunk_tokens=16,
+        chunks_per_prompt=2,
+        pool_chunks=16,
+        profile="tiny",
+        scale=1,
+        host_ram_bytes=8 * 2**20,
+        parts=("ablations",),
+        ablations={},
+    )
+    rows = run_paper(spec, tmp_path, default_tracking_uri(tmp_path))
+    assert [row["cell"] for row in rows] == ["ablation/lsm-full/2x-disk/1-fit"]
