@@ -16,8 +16,12 @@ The matrix, at ``PaperSpec``'s scale:
 - one host-RAM budget for every kind (a store config whose RAM does not fit is clamped, logged).
 
 Ablations (staged workload, the rate where backups fall behind, the budget where all pages fit), each a
-row against full ``lsm``: key-value separation off, writer batching off, and the policy off (defaults)
-vs on (best static). Flat page keys are not offered by the store yet: no row.
+row against full ``lsm``: the knob overrides of ``PaperSpec.ablations`` (:data:`ABLATIONS`: key-value
+separation off, writer batching off; more from the command line, e.g. flat page keys where the store has
+them), and the policy off (defaults) vs on (best static).
+
+Cells are independent replays: ``run_paper(..., jobs=2)`` runs two at a time in worker processes; the
+MLflow runs, tables and plots are written by the calling process in the matrix's order.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Sequence
+import multiprocessing
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +57,13 @@ KINDS = (
     "lsm-best-static",
 )
 TRACE = Path("/work/shared/data/traces/mooncake_synthetic_trace.jsonl")
+PARTS = ("staged", "trace", "ablations")
+"""What a run covers: the staged matrix, the trace matrix, the ablations (a long run can be split)."""
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "no-kv-separation": {"enable_blob_files": False},
+    "no-writer-batching": {"writer_batch_size": 1},
+}
+"""Ablation rows: name -> the knobs changed from full ``lsm`` (checked against :class:`StoreConfig`)."""
 
 
 @dataclass(frozen=True)
@@ -72,11 +85,22 @@ class PaperSpec:
     trace: Path | None = TRACE
     trace_limit: int = 1000
     best_static: dict[str, Any] | None = None
+    kinds: tuple[str, ...] = KINDS
+    parts: tuple[str, ...] = PARTS
+    ablations: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=lambda: dict(ABLATIONS))
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.phase_requests < 1 or self.scale < 1 or self.host_ram_bytes < 1:
             raise ValueError("phase_requests, scale and host_ram_bytes must be >= 1")
+        for name, values, valid in (("kinds", self.kinds, KINDS), ("parts", self.parts, PARTS)):
+            if not values or any(value not in valid for value in values):
+                raise ValueError(f"{name} {list(values)} must be some of: {', '.join(valid)}")
+        for name, knobs in self.ablations.items():
+            try:
+                StoreConfig().replace(**knobs)
+            except ValueError as error:
+                raise ValueError(f"ablation {name!r}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -189,30 +213,33 @@ def plan_cells(
     return cells
 
 
-def run_cell(spec: PaperSpec, cell: Cell, requests: Sequence[Request], out: Path, uri: str) -> dict[str, Any]:
-    """Replay one cell into ``out/<cell>``, log it as an MLflow run; return its table row."""
+METRICS = (
+    "hit_token_ratio",
+    "mean_ttft_s",
+    "p99_ttft_s",
+    "backup_late_pages",
+    "backup_dropped_pages",
+    "device_read_bytes",
+    "device_write_bytes",
+    "gpu_utilization",
+    "disk_utilization",
+)
+"""Whole-run figures of a cell: its table row and its MLflow metrics."""
+
+
+def replay_cell(spec: PaperSpec, cell: Cell, requests: Sequence[Request], out: Path) -> dict[str, Any]:
+    """Replay one cell into ``out/<cell>``; return its table row (the whole run and each phase)."""
     origin = requests[0].arrival_s
     timed = [
         dataclasses.replace(r, arrival_s=origin + (r.arrival_s - origin) * cell.time_scale) for r in requests
     ]
-    config = replay_config(spec, cell)
-    cell_dir = out / cell.name.replace("/", "__")
-    params = {"spec": spec, "cell": cell, "replay": config.to_dict()}
-    with tracked_run("paper", cell.name, uri, params):
-        result = replay(timed, config, out_dir=cell_dir, store_config=cell.store_config)
-        summary = result.summary
-        metrics = {
-            "hit_token_ratio": summary.hit_token_ratio,
-            "mean_ttft_s": summary.mean_ttft_s,
-            "p99_ttft_s": summary.p99_ttft_s,
-            "backup_late_pages": summary.backup_late_pages,
-            "backup_dropped_pages": summary.backup_dropped_pages,
-            "device_read_bytes": summary.device_read_bytes,
-            "device_write_bytes": summary.device_write_bytes,
-            "gpu_utilization": summary.gpu_utilization,
-            "disk_utilization": summary.disk_utilization,
-        }
-        log_metrics(metrics, step=0)
+    result = replay(
+        timed,
+        replay_config(spec, cell),
+        out_dir=out / cell.name.replace("/", "__"),
+        store_config=cell.store_config,
+    )
+    summary = result.summary
     phases = {
         name: {
             "hit_token_ratio": phase.hit_token_ratio,
@@ -232,40 +259,83 @@ def run_cell(spec: PaperSpec, cell: Cell, requests: Sequence[Request], out: Path
         "budget": cell.budget,
         "servers": cell.servers,
         "store_code": summary.store_code,
-        **metrics,
+        **{name: getattr(summary, name) for name in METRICS},
         "phases": phases,
         "ttft_s": [r.ttft_s for r in result.records],
     }
 
 
-def run_paper(spec: PaperSpec, out: Path, uri: str) -> list[dict[str, Any]]:
-    """The matrix on the staged workload and the trace, then the ablations; tables and plots in ``out``."""
+def log_cell(spec: PaperSpec, cell: Cell, row: Mapping[str, Any], uri: str) -> None:
+    """One MLflow run for a replayed cell: the spec, the cell and its replay config as params."""
+    params = {"spec": spec, "cell": cell, "replay": replay_config(spec, cell).to_dict()}
+    with tracked_run("paper", cell.name, uri, params):
+        log_metrics({name: row[name] for name in METRICS}, step=0)
+
+
+def run_cells(
+    spec: PaperSpec,
+    cells: Sequence[tuple[Cell, Sequence[Request]]],
+    out: Path,
+    uri: str,
+    jobs: int,
+) -> list[dict[str, Any]]:
+    """Replay ``cells`` (each with its requests), ``jobs`` at a time; log each; rows in ``cells``' order."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1 (cells replayed at a time), got {jobs}")
+    rows: Iterator[dict[str, Any]]
+    if jobs == 1:
+        rows = (replay_cell(spec, cell, requests, out) for cell, requests in cells)
+        return [_logged(spec, cell, row, uri) for (cell, _), row in zip(cells, rows, strict=True)]
+    # spawn: a forked child would inherit the parent's MLflow and store threads mid-state
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(replay_cell, spec, cell, requests, out) for cell, requests in cells]
+        return [
+            _logged(spec, cell, future.result(), uri)
+            for (cell, _), future in zip(cells, futures, strict=True)
+        ]
+
+
+def _logged(spec: PaperSpec, cell: Cell, row: dict[str, Any], uri: str) -> dict[str, Any]:
+    logger.info(
+        "cell %s: hit ratio %.3f, mean TTFT %.1f ms",
+        cell.name,
+        row["hit_token_ratio"],
+        row["mean_ttft_s"] * 1e3,
+    )
+    log_cell(spec, cell, row, uri)
+    return row
+
+
+def run_paper(spec: PaperSpec, out: Path, uri: str, jobs: int = 1) -> list[dict[str, Any]]:
+    """The ``spec.parts`` of the experiment: the matrix on the staged workload and on the trace, then
+    the ablations; tables and plots in ``out``.
+
+    ``jobs`` cells are replayed at a time, each in its own process when ``jobs > 1``."""
     out.mkdir(parents=True, exist_ok=True)
-    workloads: dict[str, list[Request]] = {
-        "staged": staged(
-            spec.seed,
-            phase_requests=spec.phase_requests,
-            chunk_tokens=spec.chunk_tokens,
-            chunks_per_prompt=spec.chunks_per_prompt,
-            pool_chunks=spec.pool_chunks,
-        )
-    }
-    if spec.trace is not None and spec.trace.exists():
-        workloads["trace"] = load_mooncake(spec.trace, limit=spec.trace_limit)
-    elif spec.trace is not None:
+    requests = staged(
+        spec.seed,
+        phase_requests=spec.phase_requests,
+        chunk_tokens=spec.chunk_tokens,
+        chunks_per_prompt=spec.chunks_per_prompt,
+        pool_chunks=spec.pool_chunks,
+    )
+    cells: list[tuple[Cell, Sequence[Request]]] = []
+    if "staged" in spec.parts:
+        cells.extend((cell, requests) for cell in plan_cells(spec, "staged", requests, spec.kinds))
+    if "trace" in spec.parts and spec.trace is not None and spec.trace.exists():
+        trace = load_mooncake(spec.trace, limit=spec.trace_limit)
+        cells.extend((cell, trace) for cell in plan_cells(spec, "trace", trace, spec.kinds))
+    elif "trace" in spec.parts and spec.trace is not None:
         logger.warning("trace %s not found: the trace matrix is skipped", spec.trace)
-    rows = []
-    for workload, requests in workloads.items():
-        for cell in plan_cells(spec, workload, requests, KINDS):
-            logger.info("cell %s", cell.name)
-            rows.append(run_cell(spec, cell, requests, out, uri))
-    rows.extend(run_ablations(spec, workloads["staged"], out, uri))
+    if "ablations" in spec.parts:
+        cells.extend((cell, requests) for cell in ablation_cells(spec, requests))
+    rows = run_cells(spec, cells, out, uri, jobs)
     write_report(rows, out)
     return rows
 
 
-def run_ablations(spec: PaperSpec, requests: Sequence[Request], out: Path, uri: str) -> list[dict[str, Any]]:
-    """Full ``lsm`` against one mechanism off at a time, where backups fall behind and all pages fit."""
+def ablation_cells(spec: PaperSpec, requests: Sequence[Request]) -> list[Cell]:
+    """Full ``lsm`` and one mechanism off at a time, where backups fall behind and all pages fit."""
     cells = plan_cells(
         dataclasses.replace(spec, rate_factors=(max(spec.rate_factors),), budget_fractions=(1.0,)),
         "ablation",
@@ -273,20 +343,13 @@ def run_ablations(spec: PaperSpec, requests: Sequence[Request], out: Path, uri: 
         ("lsm-kvtune-defaults",),
     )
     full = cells[0]
-    variants = {
-        "lsm-full": full.store_config,
-        "no-kv-separation": full.store_config.replace(enable_blob_files=False),
-        "no-writer-batching": full.store_config.replace(writer_batch_size=1),
-    }
+    variants = {"lsm-full": full.store_config}
+    variants.update({name: full.store_config.replace(**knobs) for name, knobs in spec.ablations.items()})
     if spec.best_static is not None:
         variants["policy-on-best-static"] = clamp_store_ram(
             StoreConfig.from_dict(spec.best_static), spec.host_ram_bytes
         )
-    rows = []
-    for name, knobs in variants.items():
-        cell = dataclasses.replace(full, kind=name, store_config=knobs)
-        rows.append(run_cell(spec, cell, requests, out, uri))
-    return rows
+    return [dataclasses.replace(full, kind=name, store_config=knobs) for name, knobs in variants.items()]
 
 
 def write_report(rows: list[dict[str, Any]], out: Path) -> None:

@@ -37,17 +37,45 @@ def paper_command(
     no_trace: Annotated[bool, typer.Option("--no-trace", help="Skip the trace matrix.")] = False,
     best_static: Annotated[
         Path | None,
-        typer.Option("--best-static", help="YAML/JSON knobs of a study's best config (on another seed)."),
+        typer.Option(
+            "--best-static", help="A study's best_static.json (on another seed), or a YAML/JSON map of knobs."
+        ),
     ] = None,
+    kinds: Annotated[
+        str | None,
+        typer.Option("--kinds", help="Comma-separated kinds to compare (default: all)."),
+    ] = None,
+    parts: Annotated[
+        str | None,
+        typer.Option(
+            "--parts", help="Comma-separated parts to run: staged, trace, ablations (default: all)."
+        ),
+    ] = None,
+    ablation: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ablation",
+            help="Extra ablation row NAME:KNOB=VALUE (repeatable, one knob each): flat-keys:key_scheme=flat.",
+        ),
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", min=1, help="Cells replayed at a time, each in its own process.")
+    ] = 1,
 ) -> None:
     """Every store kind x two arrival rates x two disk budgets, equal host RAM; per-phase table, plots,
     an MLflow run per cell; then the ablations."""
-    import yaml
-
+    from agents.policies import StaticPolicy
     from agents.tracking import default_tracking_uri
-    from experiments.paper import TRACE, PaperSpec, run_paper
+    from experiments.options import parse_assignments
+    from experiments.paper import ABLATIONS, KINDS, PARTS, TRACE, PaperSpec, run_paper
     from experiments.replay_cmd import parse_bytes
 
+    ablations = {name: dict(knobs) for name, knobs in ABLATIONS.items()}
+    for row in ablation or []:
+        name, sep, assignment = row.partition(":")
+        if not sep or not name:
+            raise typer.BadParameter(f"--ablation {row!r} must look like NAME:KNOB=VALUE")
+        ablations.setdefault(name, {}).update(parse_assignments([assignment], "--ablation"))
     try:
         spec = PaperSpec(
             phase_requests=phase_requests,
@@ -59,9 +87,12 @@ def paper_command(
             host_ram_bytes=parse_bytes(host_ram),
             trace=None if no_trace else (trace or TRACE),
             trace_limit=trace_limit,
-            best_static=yaml.safe_load(best_static.read_text()) if best_static else None,
+            best_static=StaticPolicy.load(best_static).config.to_dict() if best_static else None,
+            kinds=tuple(kinds.split(",")) if kinds else KINDS,
+            parts=tuple(parts.split(",")) if parts else PARTS,
+            ablations=ablations,
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
-    rows = run_paper(spec, out, default_tracking_uri(out))
+    rows = run_paper(spec, out, default_tracking_uri(out), jobs=jobs)
     typer.echo(f"{len(rows)} cells written to {out / 'table.md'} and {out / 'results.json'}")

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from store import STORE_KINDS, KVStore, PageMissingError, StoreConfig, open_store, store_kind
+from store.pages import PagePlan
 from workloads.clocks import CLOCKS, IOCounters, WindowCounters
 from workloads.host_ram import check_store_ram, clamp_store_ram, store_ram_bytes
 from workloads.memory_tier import HostMemoryTier, TierPage
@@ -570,7 +571,8 @@ class ReplaySession:
 
     def _serve(self, request: Request, index: int) -> _Served:
         tokens, arrival = request.tokens, request.arrival_s
-        checks = self._call(self._store.plan, tokens).checks
+        plan = self._call(self._store.plan, tokens)  # hashed once for the probe, the read and the write
+        checks = plan.checks
         ideal = 0
         while ideal < len(checks) and checks[ideal] in self._page_uses:
             ideal += 1
@@ -582,7 +584,7 @@ class ReplaySession:
             self._page_uses[check] = self._page_uses.get(check, 0) + 1
         timeline = self._timeline
         memory = self._tier.match(checks)
-        stored = self._call(self._store.probe, tokens)
+        stored = self._call(self._store.probe, plan)
         visible = timeline.visible_prefix(checks, arrival, stored)
         late = sum(
             1
@@ -592,7 +594,7 @@ class ReplaySession:
         wanted = max(0, visible - memory)
         if wanted:
             try:
-                self._call(self._store.get_batch, tokens, visible)
+                self._call(self._store.get_batch, plan, visible)
             except PageMissingError as error:
                 logger.debug("request %d: %s", index, error)
                 wanted = 0
@@ -603,14 +605,12 @@ class ReplaySession:
         evicted = self._tier.use(checks, tokens, memory)
         written = dropped = 0
         if self.config.write_policy == "write_through" and admitted:
-            written, dropped = self._back_up(checks, tokens, admitted, stored, timing.finish_s)
+            written, dropped = self._back_up(plan, admitted, stored, timing.finish_s)
         elif self.config.write_policy == "write_back":
             for page in self._write_back_pages(evicted):
-                page_checks = self._call(self._store.plan, page.tokens).checks
-                page_stored = self._call(self._store.probe, page.tokens)
-                queued, lost = self._back_up(
-                    page_checks, page.tokens, page.index + 1, page_stored, timing.finish_s
-                )
+                page_plan = self._call(self._store.plan, page.tokens)
+                page_stored = self._call(self._store.probe, page_plan)
+                queued, lost = self._back_up(page_plan, page.index + 1, page_stored, timing.finish_s)
                 written, dropped = written + queued, dropped + lost
         return _Served(
             request=request,
@@ -629,16 +629,14 @@ class ReplaySession:
             ttft_s=timing.ttft_s,
         )
 
-    def _back_up(
-        self, checks: Sequence[bytes], tokens: np.ndarray, n_pages: int, stored: int, queued_s: float
-    ) -> tuple[int, int]:
-        """Back up the first ``n_pages`` pages at ``queued_s`` (those the model has not): queue them on
-        the timeline, write them for real; return pages queued and dropped."""
-        needed = self._timeline.needs_backup(checks[:n_pages], stored, queued_s)
+    def _back_up(self, plan: PagePlan, n_pages: int, stored: int, queued_s: float) -> tuple[int, int]:
+        """Back up the first ``n_pages`` pages of ``plan`` at ``queued_s`` (those the model has not):
+        queue them on the timeline, write them for real; return pages queued and dropped."""
+        needed = self._timeline.needs_backup(plan.checks[:n_pages], stored, queued_s)
         if not needed:
             return 0, 0
         outcome = self._timeline.backup(queued_s, needed, self._prices[self.config.clock].write_s)
-        self._write(tokens, n_pages)
+        self._write(plan, n_pages)
         return outcome.queued, outcome.dropped
 
     def _write_back_pages(self, evicted: list[TierPage]) -> list[TierPage]:
@@ -651,12 +649,11 @@ class ReplaySession:
                     deepest[id(page.tokens)] = page
         return list(deepest.values())
 
-    def _write(self, tokens: np.ndarray, n_pages: int) -> int:
-        """Write the first ``n_pages`` pages of ``tokens`` (those the store lacks); return pages queued."""
-        positions = n_pages * self.config.page_size
-        kv = self._kv_for(positions)
+    def _write(self, plan: PagePlan, n_pages: int) -> int:
+        """Write the first ``n_pages`` pages of ``plan`` (those the store lacks); return pages queued."""
+        kv = self._kv_for(n_pages * self.config.page_size)
         put = self._store.put_batch if self.config.blocking_writes else self._store.put_async
-        return self._call(put, tokens[:positions], kv)
+        return self._call(put, dataclasses.replace(plan, checks=plan.checks[:n_pages]), kv)
 
     def _kv_for(self, positions: int) -> torch.Tensor:
         """KV of ``positions`` positions: a view of one random buffer (random values, so compression and

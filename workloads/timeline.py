@@ -53,6 +53,8 @@ class DeviceTimeline:
     time that is long enough (no preemption). Issue times may come out of order."""
 
     def __init__(self) -> None:
+        # busy periods, sorted and disjoint: jobs that touch are merged, so placing a job behind a
+        # backlog of back-to-back jobs costs one step, not one per queued job
         self._starts: list[float] = []
         self._ends: list[float] = []
         self.jobs: list[tuple[float, float]] = []
@@ -66,10 +68,21 @@ class DeviceTimeline:
         while index < len(self._starts) and start + duration_s > self._starts[index]:
             start = max(start, self._ends[index])
             index += 1
-        self._starts.insert(index, start)
-        self._ends.insert(index, start + duration_s)
-        self.jobs.append((start, start + duration_s))
-        return start, start + duration_s
+        end = start + duration_s
+        self.jobs.append((start, end))
+        joins_previous = index > 0 and self._ends[index - 1] == start
+        joins_next = index < len(self._starts) and self._starts[index] == end
+        if joins_previous and joins_next:
+            self._ends[index - 1] = self._ends.pop(index)
+            del self._starts[index]
+        elif joins_previous:
+            self._ends[index - 1] = end
+        elif joins_next:
+            self._starts[index] = start
+        else:
+            self._starts.insert(index, start)
+            self._ends.insert(index, end)
+        return start, end
 
     def forget_before(self, time_s: float) -> None:
         """Drop gap bookkeeping of jobs that ended before ``time_s`` (no job is issued earlier any more)."""
@@ -142,7 +155,8 @@ class ServingTimeline:
         self.gpu_jobs: list[tuple[float, float]] = []
         self._backup_free_s = 0.0
         self._pending: list[tuple[float, float, int]] = []
-        """Backup operations as ``(queued_s, acked_s, pages)``: their host pages are pinned in between."""
+        """Backup operations as ``(acked_s, queued_s, pages)``, a heap by acknowledgement: their host
+        pages are pinned in between."""
         self.visible_at: dict[bytes, float] = {}
         """Trace time each backed-up page became visible to probes (``inf``: dropped)."""
 
@@ -154,7 +168,8 @@ class ServingTimeline:
         """Serve a request whose first ``memory_pages`` are in host memory and the next ``disk_pages``
         are visible in storage: prefetch them from ``arrival_s``, start under the policy, prefill the rest."""
         self.disk.forget_before(arrival_s)
-        self._pending = [op for op in self._pending if op[1] > arrival_s]
+        while self._pending and self._pending[0][0] <= arrival_s:
+            heapq.heappop(self._pending)
         landed = self._prefetch(arrival_s, disk_pages, read_s_per_page)
         done_s = landed[-1][0] if landed else arrival_s
         free_s, server = heapq.heappop(self._free)
@@ -198,7 +213,7 @@ class ServingTimeline:
 
     def pending_pages(self, time_s: float) -> int:
         """Pages queued or being written at ``time_s`` (pinned in host memory until acknowledged)."""
-        return sum(pages for queued_s, acked_s, pages in self._pending if queued_s <= time_s < acked_s)
+        return sum(pages for acked_s, queued_s, pages in self._pending if queued_s <= time_s < acked_s)
 
     def visible_prefix(self, keys: Sequence[bytes], time_s: float, stored: int) -> int:
         """How many of the first ``stored`` pages (those the store holds) a probe at ``time_s`` sees:
@@ -225,7 +240,7 @@ class ServingTimeline:
             for key in batch:
                 self.visible_at[key] = ready_s
         self._backup_free_s = ready_s
-        self._pending.append((queued_s, ready_s, room))
+        heapq.heappush(self._pending, (ready_s, queued_s, room))
         return BackupOutcome(queued=room, dropped=len(keys) - room, acked_s=ready_s)
 
     def needs_backup(self, keys: Sequence[bytes], stored: int, time_s: float) -> list[bytes]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from agents.tracking import default_tracking_uri
-from experiments.paper import PaperSpec, run_paper
+from experiments.paper import ABLATIONS, PaperSpec, run_paper
 
 
 def test_a_tiny_paper_run_writes_every_cell(tmp_path: Path) -> None:
@@ -22,8 +24,9 @@ def test_a_tiny_paper_run_writes_every_cell(tmp_path: Path) -> None:
         host_ram_bytes=8 * 2**20,
         trace=None,
         best_static={"disable_wal": True},
+        ablations={**ABLATIONS, "no-wal": {"disable_wal": True}},
     )
-    rows = run_paper(spec, tmp_path, default_tracking_uri(tmp_path))
+    rows = run_paper(spec, tmp_path, default_tracking_uri(tmp_path), jobs=2)
     kinds = [row["kind"] for row in rows]
     assert kinds == [
         "memory",
@@ -36,6 +39,7 @@ def test_a_tiny_paper_run_writes_every_cell(tmp_path: Path) -> None:
         "lsm-full",
         "no-kv-separation",
         "no-writer-batching",
+        "no-wal",
         "policy-on-best-static",
     ]
     results = json.loads((tmp_path / "results.json").read_text())
@@ -49,3 +53,30 @@ def test_a_tiny_paper_run_writes_every_cell(tmp_path: Path) -> None:
     assert len(table) == 2 + len(rows) * 8
     assert (tmp_path / "staged__2x-disk__0.25-fit__phases.png").stat().st_size > 0
     assert (tmp_path / "staged__2x-disk__0.25-fit__ttft_cdf.png").stat().st_size > 0
+
+
+def test_a_spec_names_what_is_wrong_with_its_kinds_and_ablations() -> None:
+    with pytest.raises(ValueError, match="must be some of: memory, file, sglang-file"):
+        PaperSpec(kinds=("file", "lsm"))
+    with pytest.raises(
+        ValueError, match="parts \\['staged', 'plots'\\] must be some of: staged, trace, ablations"
+    ):
+        PaperSpec(parts=("staged", "plots"))
+    with pytest.raises(ValueError, match=r"ablation 'flat': unknown knob.*valid knobs: "):
+        PaperSpec(ablations={"flat": {"no_such_knob": 1}})
+
+
+def test_a_run_covers_only_the_parts_it_names(tmp_path: Path) -> None:
+    spec = PaperSpec(
+        phase_requests=1,
+        chunk_tokens=16,
+        chunks_per_prompt=2,
+        pool_chunks=16,
+        profile="tiny",
+        scale=1,
+        host_ram_bytes=8 * 2**20,
+        parts=("ablations",),
+        ablations={},
+    )
+    rows = run_paper(spec, tmp_path, default_tracking_uri(tmp_path))
+    assert [row["cell"] for row in rows] == ["ablation/lsm-full/2x-disk/1-fit"]

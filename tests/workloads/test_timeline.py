@@ -208,3 +208,24 @@ def test_drops_happen_only_when_a_bounded_queue_is_full(
             assert bound is not None and pending + outcome.queued == bound
         if bound is not None:
             assert serving.pending_pages(now) <= bound
+
+
+def first_fit(jobs: list[tuple[float, float]], issued_s: float, duration_s: float) -> tuple[float, float]:
+    """The gap rule spelled out over every job ever placed (what the merged busy periods must match)."""
+    start = issued_s
+    for job_start, job_end in sorted(jobs):
+        if job_end > start and start + duration_s > job_start:
+            start = max(start, job_end)
+    return start, start + duration_s
+
+
+@settings(max_examples=80, deadline=None)
+@given(jobs=st.lists(st.tuples(st.integers(0, 30), st.integers(1, 4)), min_size=1, max_size=30))
+def test_merged_busy_periods_place_jobs_like_the_first_fit_rule(jobs: list[tuple[int, int]]) -> None:
+    disk = DeviceTimeline()
+    placed: list[tuple[float, float]] = []
+    for issued, duration in jobs:
+        expected = first_fit(placed, float(issued), float(duration))
+        assert disk.reserve(float(issued), float(duration)) == expected
+        placed.append(expected)
+    assert disk.jobs == placed
