@@ -27,6 +27,7 @@ from env.observation import (
 from env.reuse import ReuseSketch
 from env.step_info import STEP_INFO_KEY, StepInfo
 from store import StoreConfig
+from workloads.host_ram import clamp_store_ram
 from workloads.profiles import get_device_profile, get_profile
 from workloads.registry import make_workload
 from workloads.replay import ReplayConfig, ReplaySession
@@ -118,6 +119,13 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         self._budget_bytes = self.config.budget_bytes
         self.current_config = StoreConfig()
 
+    def _starting_config(self) -> StoreConfig:
+        """kvtune's defaults, with an ``lsm`` store's RAM knobs clamped (logged) to fit ``host_ram_bytes``:
+        a small host-RAM budget makes every episode start from what fits, as a policy's proposal would."""
+        if self.config.host_ram_bytes is None or self.config.store_kind != "lsm":
+            return StoreConfig()
+        return clamp_store_ram(StoreConfig(), self.config.host_ram_bytes)
+
     # ------------------------------------------------------------------ gymnasium API
 
     def reset(
@@ -142,7 +150,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         self._episode += 1
         path = self._root / f"episode-{self._episode}"
         shutil.rmtree(path, ignore_errors=True)
-        self.current_config = StoreConfig()
+        self.current_config = self._starting_config()
         replay_config = ReplayConfig(
             store_kind=self.config.store_kind,
             profile=self.profile,
@@ -161,7 +169,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         if self.config.reward.relative_to_defaults:
             defaults_path = self._root / f"episode-{self._episode}-defaults"
             shutil.rmtree(defaults_path, ignore_errors=True)
-            self._baseline = ReplaySession(requests, replay_config, StoreConfig(), defaults_path)
+            self._baseline = ReplaySession(requests, replay_config, self._starting_config(), defaults_path)
         self._requests = requests
         self._reuse = ReuseSketch()
         empty = WindowFeatures(**dict.fromkeys((f.name for f in FEATURES), 0.0))

@@ -34,6 +34,7 @@ from env.observation import (
 from env.step_info import step_info
 from store import StoreConfig
 from store.config import MiB
+from workloads.host_ram import clamp_store_ram, store_ram_bytes
 
 FEATURE_INDEX = {f.name: i for i, f in enumerate(FEATURES)}
 
@@ -233,6 +234,20 @@ def test_a_reward_relative_to_the_defaults_scores_each_window_against_a_lockstep
     finally:
         environment.close()
     assert environment._baseline is None
+
+
+def test_a_small_host_ram_budget_starts_each_episode_from_the_clamped_defaults() -> None:
+    host_ram = 32 * MiB  # below the defaults' 2 x 64 MiB memtables + 32 MiB block cache
+    environment = KVCacheTuningEnv(host_ram_bytes=host_ram)
+    try:
+        environment.reset(seed=0)
+        assert environment.current_config == clamp_store_ram(StoreConfig(), host_ram)
+        assert store_ram_bytes("lsm", environment.current_config, None) <= host_ram
+        _, reward, _, _, info = environment.step(default_action(environment))
+        assert math.isfinite(reward)
+        assert step_info(info).window.requests > 0
+    finally:
+        environment.close()
 
 
 def test_a_relative_reward_without_the_defaults_window_raises() -> None:
