@@ -90,7 +90,8 @@ def _knob(default: Any, spec: KnobSpec) -> Any:
 
 @dataclass(frozen=True)
 class StoreConfig(metaclass=_NamedKnobs):
-    """The tunable knobs of a store. Defaults are RocksDB's own, with the tensors in 32 MiB blob files.
+    """The tunable knobs of a store. Defaults are RocksDB's own, with the tensors in 32 MiB blob files and
+    the write-ahead log off (a KV cache's lost page is a miss; ``flush()`` is the durability point).
 
     Construct with keywords; any out-of-range or unknown knob raises ``ValueError``.
     """
@@ -274,7 +275,7 @@ class StoreConfig(metaclass=_NamedKnobs):
         ),
     )
     disable_wal: bool = _knob(
-        False,
+        True,
         KnobSpec(
             "disable_wal",
             bool,
