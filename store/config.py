@@ -341,6 +341,20 @@ class StoreConfig(metaclass=_NamedKnobs):
             "(no compaction; its atomic flush and shared memtable cap apply from the next reopen)",
         ),
     )
+    key_scheme: str = _knob(
+        "prefix",
+        KnobSpec(
+            "key_scheme",
+            str,
+            "choice",
+            choices=("prefix", "flat"),
+            live=False,
+            doc="how the lsm store keys a page, fixed when its directory is created: 'prefix' (one short "
+            "digest per page of the prefix, so a prompt's pages and every continuation are one key range) "
+            "or 'flat' (the page's own chained digest only, as SGLang names pages); a store refuses a "
+            "reopen with the other scheme",
+        ),
+    )
     write_admission_hits: int = _knob(
         0,
         KnobSpec(

@@ -386,3 +386,81 @@ def test_budget_eviction_counts_an_old_ancestors_newer_descendants_once(tmp_path
         assert stats.write_errors == 0, f"round {round_}"
         assert stats.pages_stored == len(reachable) >= 0, f"round {round_}"
     s.close()
+
+
+FLAT = StoreConfig(key_scheme="flat", min_blob_size=64)
+
+
+def test_flat_keys_are_one_digest_per_page_with_child_links(make_store: MakeStore) -> None:
+    s = make_store("lsm", config=FLAT)
+    assert isinstance(s, LSMStore)
+    tokens = _stored_prompt(s, 30, 12)
+    plan = s.plan(tokens)
+    head = len(b"M") + len(s._ns)
+    keys = _raw_keys(s)
+    for space in (b"M", b"D"):
+        bodies = {key[head:] for key in keys if key.startswith(space) and len(key) > head}
+        assert bodies == {plan.key_digest(k) for k in range(12)}
+    links = {key[head:] for key in keys if key.startswith(b"P")}
+    assert links == {plan.key_digest(k - 1) + plan.key_digest(k) for k in range(1, 12)}
+
+
+def test_flat_probe_is_one_multiget_and_reads_no_tensor(make_store: MakeStore) -> None:
+    s = make_store("lsm", config=FLAT)
+    assert isinstance(s, LSMStore)
+    tokens = _stored_prompt(s, 31, 6)
+    longer = torch.cat([tokens[: 6 * PAGE_SIZE], make_tokens(32, 4 * PAGE_SIZE)])
+    before = s.statistics_tickers()
+    assert (s.probe(tokens), s.probe(longer), s.probe(make_tokens(33, 3 * PAGE_SIZE))) == (6, 6, 0)
+    delta = _delta(s, before)
+    assert delta[MULTIGET] == 3
+    assert delta.get(SEEKS, 0) == 0
+    assert delta.get(BLOB_BYTES_READ, 0) == 0
+
+
+def test_flat_eviction_takes_the_subtree_by_its_child_links(make_store: MakeStore) -> None:
+    s = make_store("lsm", config=FLAT)
+    assert isinstance(s, LSMStore)
+    tokens = _stored_prompt(s, 34, 8)
+    sibling = torch.cat([tokens[: 3 * PAGE_SIZE], make_tokens(35, 4 * PAGE_SIZE)])
+    assert s.put_batch(sibling, prefix_kv(sibling)) == 4
+    assert s.evict(tokens, 2) == 6 + 4
+    assert (s.probe(tokens), s.probe(sibling), s.stats().pages_stored) == (2, 2, 2)
+    assert_bit_exact(s.get_batch(tokens, 2), page_slice(prefix_kv(tokens), 2))
+    plan = s.plan(tokens)
+    kept = {plan.key_digest(0), plan.key_digest(1)}
+    head = len(b"M") + len(s._ns)
+    for space in (b"M", b"D"):
+        assert {key[head:] for key in _raw_keys(s) if key.startswith(space) and len(key) > head} == kept
+    # page 1's link to the evicted page 2 stays, a hint like a stale recency entry, removed with page 1
+    assert {key[head:] for key in _raw_keys(s) if key.startswith(b"P")} == {
+        plan.key_digest(0) + plan.key_digest(1),
+        plan.key_digest(1) + plan.key_digest(2),
+    }
+    assert s.put_batch(sibling, prefix_kv(sibling)) == 5
+    assert_bit_exact(s.get_batch(sibling, 7), prefix_kv(sibling))
+
+
+@pytest.mark.parametrize(("created", "other"), [("prefix", "flat"), ("flat", "prefix")])
+def test_key_scheme_is_fixed_when_the_store_is_created(tmp_path: Path, created: str, other: str) -> None:
+    path = tmp_path / "db"
+    message = f"key_scheme='{created}', but it was opened with key_scheme='{other}'.*key_scheme='{created}'"
+    with open_kind("lsm", path, config=StoreConfig(key_scheme=created)) as s:
+        tokens = _stored_prompt(s, 36, 3)  # type: ignore[arg-type]
+        with pytest.raises(IncompatibleStoreError, match=message):
+            s.apply(s.config.replace(key_scheme=other))
+        assert s.config.key_scheme == created
+        assert_bit_exact(s.get_batch(tokens, 3), prefix_kv(tokens))  # the refused apply harmed nothing
+    with pytest.raises(IncompatibleStoreError, match=message):
+        open_kind("lsm", path, config=StoreConfig(key_scheme=other))
+    with open_kind("lsm", path, config=StoreConfig(key_scheme=created)) as s:
+        assert s.probe(tokens) == 3
+
+
+def test_key_scheme_is_a_reopen_only_knob_named_by_overrides() -> None:
+    assert StoreConfig.from_dict({"key_scheme": "flat"}).key_scheme == "flat"
+    assert StoreConfig.specs()["key_scheme"].live is False
+    with pytest.raises(
+        ValueError, match="knob key_scheme='hashed' is invalid: valid values are one of 'prefix', 'flat'"
+    ):
+        StoreConfig(key_scheme="hashed")
