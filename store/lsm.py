@@ -347,17 +347,13 @@ class LSMStore(DiskKVStore):
         iterator = self._db.iter()
         iterator.seek_for_prev(head + body)  # stops at the namespace's sentinel, never in the value space
         found = iterator.key() if iterator.valid() else b""
-        found_value = iterator.value() if found == head + body else None
-        del iterator
         if not found.startswith(head):
             return 0
         found_body = found[len(head) :]
-        shared = 0
-        while shared < plan.n_pages and (
-            found_body[shared * KEY_DIGEST_BYTES : (shared + 1) * KEY_DIGEST_BYTES] == plan.key_digest(shared)
-        ):
-            shared += 1
-        raw = found_value if shared == plan.n_pages else None
+        shared = _shared_digests(found_body, body)
+        # The key found is page k's own when it is k digests long: its value is the record to check.
+        raw = iterator.value() if len(found_body) == shared * KEY_DIGEST_BYTES else None
+        del iterator
         while shared > 0:  # more than one round only when a metadata record is corrupt or collides
             raw = raw if raw is not None else self._db.get(self._meta_key(plan, shared))
             if raw is not None and PageMeta.check_of(raw) == plan.checks[shared - 1]:
@@ -851,3 +847,17 @@ class LSMStore(DiskKVStore):
         with self._lock:
             self._check_open()
             return self._tickers()
+
+
+def _shared_digests(found: bytes, wanted: bytes) -> int:
+    """How many whole leading digests two key bodies share: a binary search over slice comparisons,
+    which run in C (a digest-by-digest loop in Python cost more than the seek it followed)."""
+    low, high = 0, min(len(found), len(wanted)) // KEY_DIGEST_BYTES
+    while low < high:
+        middle = (low + high + 1) // 2
+        end = middle * KEY_DIGEST_BYTES
+        if found[:end] == wanted[:end]:
+            low = middle
+        else:
+            high = middle - 1
+    return low

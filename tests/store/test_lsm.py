@@ -99,6 +99,22 @@ def test_probe_is_a_few_metadata_lookups(lsm: LSMStore, n_pages: int, case: str)
     assert delta.get(BYTES_READ, 0) + delta.get(ITER_BYTES_READ, 0) <= 3 * (17 + 8 * n_pages + 64)
 
 
+@pytest.mark.parametrize(
+    ("found", "wanted", "shared"),
+    [
+        (b"", b"a" * 16, 0),
+        (b"a" * 8 + b"b" * 8, b"a" * 8 + b"c" * 8, 1),
+        (b"a" * 24, b"a" * 16, 2),  # a deeper stored key of the same path
+        (b"a" * 7 + b"b" + b"a" * 8, b"a" * 16, 0),  # differs in a digest's last byte
+        (b"a" * 64 + b"x" * 8, b"a" * 64 + b"y" * 8 + b"z" * 8, 8),
+    ],
+)
+def test_shared_digests_counts_whole_leading_digests(found: bytes, wanted: bytes, shared: int) -> None:
+    from store.lsm import _shared_digests
+
+    assert _shared_digests(found, wanted) == shared
+
+
 def test_get_batch_is_one_point_lookup_per_page(lsm: LSMStore) -> None:
     tokens = _stored_prompt(lsm, 4, P)
     lsm._db.flush()
