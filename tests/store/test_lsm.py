@@ -89,9 +89,9 @@ def test_probe_is_a_few_metadata_lookups(lsm: LSMStore, n_pages: int, case: str)
     before = lsm.statistics_tickers()
     assert lsm.probe(tokens) == expected
     delta = _delta(lsm, before)
-    # one seek, plus at most one point lookup: well within the ceil(log2 P) + 2 lookups
-    assert delta.get(SEEKS, 0) == 1, f"{delta.get(SEEKS, 0)} seeks for {n_pages} pages"
-    assert delta.get(KEYS_READ, 0) <= 1 <= math.ceil(math.log2(max(n_pages, 2))) + 2
+    # one seek, plus at most one more: well within the ceil(log2 P) + 2 lookups
+    assert 1 <= delta.get(SEEKS, 0) <= 2 <= math.ceil(math.log2(max(n_pages, 2))) + 2, f"{n_pages} pages"
+    assert delta.get(KEYS_READ, 0) == 0
     assert delta[BLOB_BYTES_READ] == 0
     assert delta.get(MULTIGET, 0) == 0
     # tensors sit in blob files (nothing read there); the rest is a few metadata entries, each a key of
