@@ -1,9 +1,10 @@
 """Policies: observation -> :class:`store.StoreConfig`, behind one interface (built by name in
 :mod:`agents.registry`).
 
-``default`` keeps StoreConfig's defaults (RocksDB's own, tensors in blob files); ``static:FILE`` a fixed
-config from a JSON/YAML file (e.g. the best an Optuna study found); ``heuristic`` rules in the spirit of
-the paper's adaptive controller; a directory or ``.zip`` path is a learned policy bundle.
+``default`` keeps RocksDB's own option defaults (:data:`ROCKSDB_DEFAULTS`: the WAL on, tensors in blob
+files), the tuner's baseline; ``static:FILE`` a fixed config from a JSON/YAML file (e.g. the best an
+Optuna study found); ``heuristic`` rules in the spirit of the paper's adaptive controller; a directory
+or ``.zip`` path is a learned policy bundle.
 """
 
 from __future__ import annotations
@@ -18,6 +19,25 @@ import yaml
 
 from env.observation import feature_value
 from store import StoreConfig
+
+MiB = 1024**2
+ROCKSDB_DEFAULTS = StoreConfig(
+    write_buffer_size=64 * MiB,
+    max_write_buffer_number=2,
+    level0_file_num_compaction_trigger=4,
+    level0_slowdown_writes_trigger=20,
+    level0_stop_writes_trigger=36,
+    target_file_size_base=64 * MiB,
+    max_bytes_for_level_base=256 * MiB,
+    max_bytes_for_level_multiplier=10.0,
+    enable_blob_garbage_collection=False,
+    blob_garbage_collection_age_cutoff=0.25,
+    blob_garbage_collection_force_threshold=1.0,
+    disable_wal=False,
+)
+"""RocksDB's own option defaults, pinned here so they stay the baseline when kvtune's defaults move
+(tensors still in blob files, kvtune's runtime services at their defaults; the WAL on, where kvtune's
+default turns it off)."""
 
 
 class Policy(ABC):
@@ -34,7 +54,7 @@ class DefaultPolicy(Policy):
     name = "default"
 
     def __init__(self, config: StoreConfig | None = None) -> None:
-        self.config = config or StoreConfig()
+        self.config = config or ROCKSDB_DEFAULTS
 
     def decide(self, observation: np.ndarray, current: StoreConfig) -> StoreConfig:
         return self.config

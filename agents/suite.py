@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from agents.evaluation import EpisodeResult, run_episode
-from agents.policies import DefaultPolicy, HeuristicPolicy, Policy, StaticPolicy
+from agents.policies import ROCKSDB_DEFAULTS, DefaultPolicy, HeuristicPolicy, Policy, StaticPolicy
 from env import EnvConfig
 from env.actions import ActionMapper, select_knobs
 from env.distribution import EVALUATION_SEED_BASE, unique_page_count
@@ -34,30 +34,12 @@ from workloads.registry import make_workload
 
 logger = logging.getLogger(__name__)
 
-MiB = 1024**2
 MOONCAKE_TRACE = Path("/work/shared/data/traces/mooncake_synthetic_trace.jsonl")
 """Default location of the evaluation-only trace (``--trace`` overrides it)."""
 
 SERVING: dict[str, Any] = {"profile": "llama-3.1-8b", "profile_scale": 512, "device": "nvme-pcie4"}
 """The serving setup training and the ``standard`` suite share: Llama-3.1-8B compute, its KV shrunk
 512x (bytes priced at full size on the counters clock), an NVMe PCIe 4 device."""
-
-ROCKSDB_DEFAULTS = StoreConfig(
-    write_buffer_size=64 * MiB,
-    max_write_buffer_number=2,
-    level0_file_num_compaction_trigger=4,
-    level0_slowdown_writes_trigger=20,
-    level0_stop_writes_trigger=36,
-    target_file_size_base=64 * MiB,
-    max_bytes_for_level_base=256 * MiB,
-    max_bytes_for_level_multiplier=10.0,
-    enable_blob_garbage_collection=False,
-    blob_garbage_collection_age_cutoff=0.25,
-    blob_garbage_collection_force_threshold=1.0,
-    disable_wal=False,
-)
-"""RocksDB's own option defaults, pinned here so they stay the baseline when kvtune's defaults move
-(tensors still in blob files, kvtune's runtime services at their defaults)."""
 
 
 @dataclass(frozen=True)
@@ -180,7 +162,7 @@ def search_static(workloads: Sequence[SuiteWorkload], trials: int, seed: int) ->
     if trials < 1:
         raise ValueError(f"a static search needs at least 1 trial, got {trials}")
     mapper = ActionMapper(select_knobs(()))
-    reference = [run_episode(DefaultPolicy(), w.env, w.seed).mean_ttft_s for w in workloads]
+    reference = [run_episode(DefaultPolicy(StoreConfig()), w.env, w.seed).mean_ttft_s for w in workloads]
 
     def objective(trial: optuna.Trial) -> float:
         action = np.asarray([trial.suggest_float(name, -1.0, 1.0) for name in mapper.names])
@@ -206,7 +188,7 @@ def baseline_policies(static_train: StoreConfig | None) -> dict[str, Policy]:
     static config, by label."""
     policies: dict[str, Policy] = {
         "rocksdb-defaults": DefaultPolicy(ROCKSDB_DEFAULTS),
-        "kvtune-defaults": DefaultPolicy(),
+        "kvtune-defaults": DefaultPolicy(StoreConfig()),
         "heuristic": HeuristicPolicy(),
     }
     if static_train is not None:

@@ -11,8 +11,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from experiments.options import parse_store_kinds_option
-
 if TYPE_CHECKING:
     from store.config import StoreConfig
 
@@ -28,6 +26,15 @@ def int_list(text: str, option: str) -> tuple[int, ...]:
     if not values:
         raise typer.BadParameter(f"{option} needs at least one value")
     return values
+
+
+def _bench_kinds(text: str | None) -> tuple[str, ...]:
+    from experiments.bench_store.config import parse_bench_kinds
+
+    try:
+        return parse_bench_kinds(text)
+    except ValueError as error:
+        raise typer.BadParameter(f"--kinds: {error}") from None
 
 
 def _store_config(assignments: list[str]) -> StoreConfig:
@@ -108,7 +115,7 @@ def store(
         out=out,
         rounds=rounds,
         large_pages=large_pages,
-        kinds=parse_store_kinds_option(kinds, "--kinds"),
+        kinds=_bench_kinds(kinds),
         small_levels=int_list(small_pages, "--small-pages"),
         small_page_bytes=small_page_bytes,
         large_kv_heads=large_kv_heads,

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.policies import ROCKSDB_DEFAULTS
 from agents.tracking import log_metrics, tracked_run
 from experiments.plots import phase_bars, ttft_cdfs
 from store import StoreConfig
@@ -130,7 +131,7 @@ def kind_configs(spec: PaperSpec) -> dict[str, tuple[str, StoreConfig]]:
         "sglang-file": ("sglang-file", StoreConfig()),
         "applog": ("applog", StoreConfig()),
         "lsm-kvtune-defaults": ("lsm", StoreConfig()),
-        "lsm-rocksdb-defaults": ("lsm", StoreConfig(enable_blob_files=False)),
+        "lsm-rocksdb-defaults": ("lsm", ROCKSDB_DEFAULTS.replace(enable_blob_files=False)),
     }
     if spec.best_static is not None:
         kinds["lsm-best-static"] = ("lsm", StoreConfig.from_dict(spec.best_static))

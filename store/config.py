@@ -167,7 +167,8 @@ CAPACITY = "kvtune's capacity manager"
 
 @dataclass(frozen=True)
 class StoreConfig(metaclass=_NamedKnobs):
-    """The tunable knobs of a store. Defaults are RocksDB's own, with the tensors in 32 MiB blob files.
+    """The tunable knobs of a store. Defaults are RocksDB's own, with the tensors in 32 MiB blob files and
+    the write-ahead log off (a KV cache's lost page is a miss; ``flush()`` is the durability point).
 
     Construct with keywords; any out-of-range or unknown knob raises ``ValueError``.
     """
@@ -371,7 +372,7 @@ class StoreConfig(metaclass=_NamedKnobs):
         ),
     )
     disable_wal: bool = _knob(
-        False,
+        True,
         KnobSpec(
             "disable_wal",
             bool,
@@ -448,6 +449,20 @@ class StoreConfig(metaclass=_NamedKnobs):
             # 'generations' is left out of tuning: one training run drove its page counters below zero
             # (a defect under investigation); it stays a knob value a user may set.
             tuning=TuningRange(choices=("relocate", "blob_age")),
+        ),
+    )
+    key_scheme: str = _knob(
+        "prefix",
+        KnobSpec(
+            "key_scheme",
+            str,
+            "choice",
+            choices=("prefix", "flat"),
+            live=False,
+            doc="how the lsm store keys a page, fixed when its directory is created: 'prefix' (one short "
+            "digest per page of the prefix, so a prompt's pages and every continuation are one key range) "
+            "or 'flat' (the page's own chained digest only, as SGLang names pages); a store refuses a "
+            "reopen with the other scheme",
         ),
     )
     write_admission_hits: int = _knob(

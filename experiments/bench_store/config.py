@@ -9,15 +9,38 @@ from typing import Any
 
 import torch
 
-from store import DISK_STORE_KINDS, STORE_KINDS, KVLayout, StoreConfig
+from store import DISK_STORE_KINDS, STORE_KINDS, KVLayout, StoreConfig, store_kind
 
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
-KINDS = STORE_KINDS
+LSM_FLAT = "lsm-flat"
+"""The lsm store with ``key_scheme="flat"``, run beside ``lsm`` (prefix keys) to compare the key schemes."""
+KINDS = (*STORE_KINDS, LSM_FLAT)
 RAW = "raw"
-DISK_KINDS = DISK_STORE_KINDS
+DISK_KINDS = (*DISK_STORE_KINDS, LSM_FLAT)
+
+
+def store_kind_of(kind: str) -> str:
+    """The store kind a bench kind opens (:data:`LSM_FLAT` is an ``lsm`` store)."""
+    return "lsm" if kind == LSM_FLAT else kind
+
+
+def store_config_of(kind: str, config: StoreConfig) -> StoreConfig:
+    """The knobs a bench kind opens its store with: ``config``, flat keys for :data:`LSM_FLAT`."""
+    return config.replace(key_scheme="flat") if kind == LSM_FLAT else config
+
+
+def parse_bench_kinds(text: str | None) -> tuple[str, ...]:
+    """The kinds a comma-separated list names (none or blank: :data:`KINDS`): store kinds and
+    :data:`LSM_FLAT`; an unknown name raises ``ValueError`` listing the valid ones."""
+    names = tuple(name.strip() for name in (text or "").split(",") if name.strip())
+    unknown = [name for name in names if name not in KINDS]
+    if unknown:
+        raise ValueError(f"unknown kind(s) {', '.join(unknown)}; choose from {', '.join(KINDS)}")
+    return tuple(store_kind(name).name if name != LSM_FLAT else name for name in names) or KINDS
+
 
 LLAMA_31_8B = KVLayout(layers=32, kv_heads=8, head_dim=128, dtype=torch.float16)
 """Llama-3.1-8B: 32 layers, 8 KV heads of 128, fp16 = 128 KiB of KV per token."""

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from experiments.bench_store.config import ALL_OPS, DISK_KINDS, KINDS, RAW, MiB, size_text
+from experiments.bench_store.config import ALL_OPS, DISK_KINDS, KINDS, LSM_FLAT, RAW, MiB, size_text
 from experiments.bench_store.records import (
     FOOTPRINT_COLUMNS,
     MEASUREMENT_COLUMNS,
@@ -174,30 +174,54 @@ def report_tables(result: BenchResult) -> list[ReportTable]:
 
 
 def _lsm_key_table(result: BenchResult) -> ReportTable:
-    """Per small-page level: the lsm probe's block-cache hit rate and the key bytes stored per page."""
+    """Per small-page level, both key schemes (``lsm``: prefix keys, ``lsm-flat``): the probe's block-cache
+    hit rate, the key bytes stored per page, and prefix/flat ratios of probe and cold get rates."""
+    schemes = ("lsm", LSM_FLAT)
     rows = []
     for level in sorted({m.level for m in result.measurements if m.scenario == "small"}):
-        rates = [
-            m.block_cache_hit_rate
-            for m in result.measurements
-            if (m.scenario, m.level, m.kind, m.op) == ("small", level, "lsm", "probe")
-            and not math.isnan(m.block_cache_hit_rate)
-        ]
-        keys = [
-            f.key_bytes_per_page
-            for f in result.footprints
-            if (f.scenario, f.level, f.kind, f.stage) == ("small", level, "lsm", "end")
-        ]
+        rates = {
+            kind: [
+                m.block_cache_hit_rate
+                for m in result.measurements
+                if (m.scenario, m.level, m.kind, m.op) == ("small", level, kind, "probe")
+                and not math.isnan(m.block_cache_hit_rate)
+            ]
+            for kind in schemes
+        }
+        keys = {
+            kind: [
+                f.key_bytes_per_page
+                for f in result.footprints
+                if (f.scenario, f.level, f.kind, f.stage) == ("small", level, kind, "end")
+            ]
+            for kind in schemes
+        }
+        ratios = {
+            (r.op, r.cache): r.median_ratio
+            for r in result.ratios
+            if (r.scenario, r.level, r.numerator, r.denominator) == ("small", level, "lsm", LSM_FLAT)
+        }
         rows.append(
             (
                 f"{level:,}",
-                _fmt(float(np.median(rates)) * 100 if rates else math.nan),
-                _fmt(keys[0] if keys else math.nan, 0),
+                *(_fmt(float(np.median(rates[k])) * 100 if rates[k] else math.nan) for k in schemes),
+                *(_fmt(keys[k][0] if keys[k] else math.nan, 0) for k in schemes),
+                _fmt(ratios.get(("probe", ""), math.nan), 2),
+                _fmt(ratios.get(("get", "cold"), math.nan), 2),
             )
         )
     return ReportTable(
-        "lsm probe: block-cache hit rate (median over rounds) and SST key bytes per stored page",
-        ("stored pages", "block-cache hit %", "key bytes / page"),
+        "Key schemes: lsm (prefix keys) and lsm-flat (one digest per page); probe block-cache hit rate "
+        "(median over rounds), SST key bytes per stored page, prefix/flat ratios (median of per-round)",
+        (
+            "stored pages",
+            "block-cache hit % prefix",
+            "flat",
+            "key bytes / page prefix",
+            "flat",
+            "probe prefix/flat",
+            "cold get prefix/flat",
+        ),
         rows,
     )
 
@@ -234,6 +258,7 @@ def plot(result: BenchResult, path: Path) -> None:
     foot = pd.DataFrame(result.footprints, columns=list(FOOTPRINT_COLUMNS))
     colors = {
         "lsm": "tab:blue",
+        LSM_FLAT: "tab:cyan",
         "file": "tab:orange",
         "applog": "tab:green",
         "memory": "tab:purple",

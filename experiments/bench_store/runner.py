@@ -14,7 +14,16 @@ import types
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from experiments.bench_store.config import KINDS, OPS, RAW, REOPEN_OPS, BenchConfig, Scenario, size_text
+from experiments.bench_store.config import (
+    KINDS,
+    OPS,
+    RAW,
+    REOPEN_OPS,
+    BenchConfig,
+    Scenario,
+    size_text,
+    store_kind_of,
+)
 from experiments.bench_store.records import (
     BenchError,
     BenchResult,
@@ -138,7 +147,7 @@ class _Runner:
         """``kinds`` minus the kinds not on disk where their pages would not fit comfortably in RAM."""
         result = []
         for kind in kinds:
-            if not store_kind(kind).on_disk:
+            if not store_kind(store_kind_of(kind)).on_disk:
                 pages = max(level, scenario.prompt_pages * scenario.prompts_per_round) + (
                     self.config.rounds * scenario.prompts_per_round * scenario.prompt_pages
                 )

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.bench_store.config import RAW, Scenario
+from experiments.bench_store.config import RAW, Scenario, store_config_of, store_kind_of
 from experiments.bench_store.records import BenchError, OpResult, Snapshot
 from experiments.bench_store.system import count_inodes, evict_page_cache, rss_bytes, trim_heap
 from store import StoreConfig, open_store, store_kind
@@ -98,7 +98,7 @@ class _StoreParticipant(_Participant):
         super().__init__(spec)
         self.store: KVStore | None = None
         self.n_prompts = 0
-        self.disk = store_kind(spec.kind).on_disk
+        self.disk = store_kind(store_kind_of(spec.kind)).on_disk
 
     # ---------------------------------------------------------------- helpers
 
@@ -109,11 +109,11 @@ class _StoreParticipant(_Participant):
 
     def _open(self) -> KVStore:
         self.store = open_store(
-            self.kind,
+            store_kind_of(self.kind),
             self.path if self.disk else None,
             layout=self.scenario.layout,
             page_size=self.scenario.page_size,
-            config=self.spec.store_config,
+            config=store_config_of(self.kind, self.spec.store_config),
             namespace="bench",
         )
         return self.store

@@ -192,9 +192,16 @@ def test_observation_counts_lookups_hits_and_reuse(store: KVStore) -> None:
 def test_named_policies_load_into_the_controller(store: KVStore, tmp_path: Path) -> None:
     static_file = StaticPolicy(StoreConfig(writer_batch_size=64)).save(tmp_path / "best.json")
     assert isinstance(make_policy("heuristic"), HeuristicPolicy)
-    # the store runs writer_overflow="drop"; both policies name the whole config, so it goes back to block
-    assert controller(store, make_policy("default")).tick().applied == {"writer_overflow": "block"}
-    assert controller(store, make_policy(f"static:{static_file}")).tick().applied == {"writer_batch_size": 64}
+    # the store runs writer_overflow="drop"; both policies name the whole config, so it goes back to block;
+    # default is RocksDB's own options (the WAL on), the static file kvtune's defaults over its one knob
+    assert controller(store, make_policy("default")).tick().applied == {
+        "writer_overflow": "block",
+        "disable_wal": False,
+    }
+    assert controller(store, make_policy(f"static:{static_file}")).tick().applied == {
+        "writer_batch_size": 64,
+        "disable_wal": True,
+    }
 
 
 def test_the_loop_runs_and_no_thread_outlives_close(store: KVStore) -> None:

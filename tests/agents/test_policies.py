@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from agents.policies import HeuristicPolicy, StaticPolicy
+from agents.policies import ROCKSDB_DEFAULTS, HeuristicPolicy, StaticPolicy
 from agents.registry import PolicySpec, make_policy, parse_policy_spec
 from env import FEATURES, WindowFeatures, encode_observation
 from env.actions import ActionMapper
@@ -42,7 +42,9 @@ def observation(current: StoreConfig | None = None, **values: float) -> np.ndarr
 def test_default_policy_always_returns_rocksdb_defaults() -> None:
     policy = make_policy("default")
     assert policy.name == "default"
-    assert policy.decide(observation(TUNED, stall_fraction=1.0), TUNED) == StoreConfig()
+    decided = policy.decide(observation(TUNED, stall_fraction=1.0), TUNED)
+    assert decided == ROCKSDB_DEFAULTS
+    assert decided.disable_wal is False, "the tuner's baseline keeps RocksDB's WAL on"
 
 
 def test_static_policy_json_round_trip(tmp_path: Path) -> None:
@@ -66,10 +68,10 @@ def test_static_policy_yaml_round_trip(tmp_path: Path, suffix: str) -> None:
 def test_static_policy_knobs_form_overrides_only_the_named_knobs(tmp_path: Path) -> None:
     path = tmp_path / "partial.yaml"
     path.write_text(
-        yaml.safe_dump({"policy": "static", "knobs": {"write_buffer_size": 8 * MiB, "disable_wal": True}})
+        yaml.safe_dump({"policy": "static", "knobs": {"write_buffer_size": 8 * MiB, "disable_wal": False}})
     )
     config = StaticPolicy.load(path).config
-    assert StoreConfig().changed(config) == {"write_buffer_size": 8 * MiB, "disable_wal": True}
+    assert StoreConfig().changed(config) == {"write_buffer_size": 8 * MiB, "disable_wal": False}
 
 
 def test_static_policy_unknown_knob_lists_the_valid_knobs(tmp_path: Path) -> None:
@@ -151,7 +153,7 @@ def test_heuristic_write_pressure_doubles_writer_batches_and_costs_no_ram(pressu
 
 
 def test_heuristic_turns_the_wal_off_once_the_store_writes() -> None:
-    current = StoreConfig()
+    current = ROCKSDB_DEFAULTS
     decided = HeuristicPolicy().decide(observation(current, write_amplification=2.0), current)
     assert current.changed(decided) == {"disable_wal": True}
 

@@ -17,6 +17,10 @@ PAGE_SIZE = 4
 LAYOUT = KVLayout(layers=2, kv_heads=2, head_dim=4, dtype=torch.float16)
 KINDS = tuple(store.STORE_KINDS)
 DISK_KINDS = tuple(store.DISK_STORE_KINDS)
+LSM_FLAT = "lsm-flat"
+"""A test-only kind name: the lsm store with ``key_scheme="flat"``, so the contract runs over both key
+schemes (:func:`open_kind` opens it as ``lsm``)."""
+CONTRACT_KINDS = (*KINDS, LSM_FLAT)
 BITS_DTYPE = {
     torch.float16: torch.int16,
     torch.bfloat16: torch.int16,
@@ -82,13 +86,20 @@ def page_slice(kv: torch.Tensor, n_pages: int, page_size: int = PAGE_SIZE) -> to
     return kv[:, :, : n_pages * page_size]
 
 
+def store_kind_of(kind: str) -> str:
+    """The store kind a test kind name opens (:data:`LSM_FLAT` is an ``lsm`` store)."""
+    return "lsm" if kind == LSM_FLAT else kind
+
+
 def open_kind(kind: str, path: Path, **kwargs: Any) -> KVStore:
     """``open_store`` with the tiny defaults of these tests (``path`` ignored by memory)."""
     kwargs.setdefault("layout", LAYOUT)
     kwargs.setdefault("page_size", PAGE_SIZE)
     kwargs.setdefault("config", StoreConfig())
     kwargs.setdefault("namespace", "test-model")
-    return open_store(kind, path, **kwargs)
+    if kind == LSM_FLAT:
+        kwargs["config"] = kwargs["config"].replace(key_scheme="flat")
+    return open_store(store_kind_of(kind), path, **kwargs)
 
 
 @pytest.fixture(params=KINDS)

@@ -89,14 +89,30 @@ def test_probe_is_a_few_metadata_lookups(lsm: LSMStore, n_pages: int, case: str)
     before = lsm.statistics_tickers()
     assert lsm.probe(tokens) == expected
     delta = _delta(lsm, before)
-    # one seek, plus at most one point lookup: well within the issue's ceil(log2 P) + 2 lookups
-    assert delta.get(SEEKS, 0) == 1, f"{delta.get(SEEKS, 0)} seeks for {n_pages} pages"
-    assert delta.get(KEYS_READ, 0) <= 1 <= math.ceil(math.log2(max(n_pages, 2))) + 2
+    # one seek, plus at most one more: well within the issue's ceil(log2 P) + 2 lookups
+    assert 1 <= delta.get(SEEKS, 0) <= 2 <= math.ceil(math.log2(max(n_pages, 2))) + 2, f"{n_pages} pages"
+    assert delta.get(KEYS_READ, 0) == 0
     assert delta[BLOB_BYTES_READ] == 0
     assert delta.get(MULTIGET, 0) == 0
     # tensors sit in blob files (nothing read there); the rest is a few metadata entries, each a key of
     # 17 + 8 * depth bytes and a ~60-byte value
     assert delta.get(BYTES_READ, 0) + delta.get(ITER_BYTES_READ, 0) <= 3 * (17 + 8 * n_pages + 64)
+
+
+@pytest.mark.parametrize(
+    ("found", "wanted", "shared"),
+    [
+        (b"", b"a" * 16, 0),
+        (b"a" * 8 + b"b" * 8, b"a" * 8 + b"c" * 8, 1),
+        (b"a" * 24, b"a" * 16, 2),  # a deeper stored key of the same path
+        (b"a" * 7 + b"b" + b"a" * 8, b"a" * 16, 0),  # differs in a digest's last byte
+        (b"a" * 64 + b"x" * 8, b"a" * 64 + b"y" * 8 + b"z" * 8, 8),
+    ],
+)
+def test_shared_digests_counts_whole_leading_digests(found: bytes, wanted: bytes, shared: int) -> None:
+    from store.lsm import _shared_digests
+
+    assert _shared_digests(found, wanted) == shared
 
 
 def test_get_batch_is_one_point_lookup_per_page(lsm: LSMStore) -> None:
@@ -346,7 +362,7 @@ def test_lsm_stats_fields(lsm: LSMStore) -> None:
     assert stats.l0_files >= 1
     assert stats.blob_live_bytes >= 20 * LAYOUT.page_bytes(PAGE_SIZE)
     assert stats.blob_garbage_bytes == 0
-    assert stats.device_write_bytes >= 2 * 20 * LAYOUT.page_bytes(PAGE_SIZE)  # WAL + blob file
+    assert stats.device_write_bytes >= 20 * LAYOUT.page_bytes(PAGE_SIZE)  # the blob file (the WAL is off)
     assert stats.disk_bytes >= stats.blob_live_bytes
     assert stats.files >= 3
     assert stats.stall_s == 0.0
@@ -386,3 +402,81 @@ def test_budget_eviction_counts_an_old_ancestors_newer_descendants_once(tmp_path
         assert stats.write_errors == 0, f"round {round_}"
         assert stats.pages_stored == len(reachable), f"round {round_}"
     s.close()
+
+
+FLAT = StoreConfig(key_scheme="flat", min_blob_size=64)
+
+
+def test_flat_keys_are_one_digest_per_page_with_child_links(make_store: MakeStore) -> None:
+    s = make_store("lsm", config=FLAT)
+    assert isinstance(s, LSMStore)
+    tokens = _stored_prompt(s, 30, 12)
+    plan = s.plan(tokens)
+    head = len(b"M") + len(s._ns)
+    keys = _raw_keys(s)
+    for space in (b"M", b"D"):
+        bodies = {key[head:] for key in keys if key.startswith(space) and len(key) > head}
+        assert bodies == {plan.key_digest(k) for k in range(12)}
+    links = {key[head:] for key in keys if key.startswith(b"P")}
+    assert links == {plan.key_digest(k - 1) + plan.key_digest(k) for k in range(1, 12)}
+
+
+def test_flat_probe_is_one_multiget_and_reads_no_tensor(make_store: MakeStore) -> None:
+    s = make_store("lsm", config=FLAT)
+    assert isinstance(s, LSMStore)
+    tokens = _stored_prompt(s, 31, 6)
+    longer = torch.cat([tokens[: 6 * PAGE_SIZE], make_tokens(32, 4 * PAGE_SIZE)])
+    before = s.statistics_tickers()
+    assert (s.probe(tokens), s.probe(longer), s.probe(make_tokens(33, 3 * PAGE_SIZE))) == (6, 6, 0)
+    delta = _delta(s, before)
+    assert delta[MULTIGET] == 3
+    assert delta.get(SEEKS, 0) == 0
+    assert delta.get(BLOB_BYTES_READ, 0) == 0
+
+
+def test_flat_eviction_takes_the_subtree_by_its_child_links(make_store: MakeStore) -> None:
+    s = make_store("lsm", config=FLAT)
+    assert isinstance(s, LSMStore)
+    tokens = _stored_prompt(s, 34, 8)
+    sibling = torch.cat([tokens[: 3 * PAGE_SIZE], make_tokens(35, 4 * PAGE_SIZE)])
+    assert s.put_batch(sibling, prefix_kv(sibling)) == 4
+    assert s.evict(tokens, 2) == 6 + 4
+    assert (s.probe(tokens), s.probe(sibling), s.stats().pages_stored) == (2, 2, 2)
+    assert_bit_exact(s.get_batch(tokens, 2), page_slice(prefix_kv(tokens), 2))
+    plan = s.plan(tokens)
+    kept = {plan.key_digest(0), plan.key_digest(1)}
+    head = len(b"M") + len(s._ns)
+    for space in (b"M", b"D"):
+        assert {key[head:] for key in _raw_keys(s) if key.startswith(space) and len(key) > head} == kept
+    # page 1's link to the evicted page 2 stays, a hint like a stale recency entry, removed with page 1
+    assert {key[head:] for key in _raw_keys(s) if key.startswith(b"P")} == {
+        plan.key_digest(0) + plan.key_digest(1),
+        plan.key_digest(1) + plan.key_digest(2),
+    }
+    assert s.put_batch(sibling, prefix_kv(sibling)) == 5
+    assert_bit_exact(s.get_batch(sibling, 7), prefix_kv(sibling))
+
+
+@pytest.mark.parametrize(("created", "other"), [("prefix", "flat"), ("flat", "prefix")])
+def test_key_scheme_is_fixed_when_the_store_is_created(tmp_path: Path, created: str, other: str) -> None:
+    path = tmp_path / "db"
+    message = f"key_scheme='{created}', but it was opened with key_scheme='{other}'.*key_scheme='{created}'"
+    with open_kind("lsm", path, config=StoreConfig(key_scheme=created)) as s:
+        tokens = _stored_prompt(s, 36, 3)  # type: ignore[arg-type]
+        with pytest.raises(IncompatibleStoreError, match=message):
+            s.apply(s.config.replace(key_scheme=other))
+        assert s.config.key_scheme == created
+        assert_bit_exact(s.get_batch(tokens, 3), prefix_kv(tokens))  # the refused apply harmed nothing
+    with pytest.raises(IncompatibleStoreError, match=message):
+        open_kind("lsm", path, config=StoreConfig(key_scheme=other))
+    with open_kind("lsm", path, config=StoreConfig(key_scheme=created)) as s:
+        assert s.probe(tokens) == 3
+
+
+def test_key_scheme_is_a_reopen_only_knob_named_by_overrides() -> None:
+    assert StoreConfig.from_dict({"key_scheme": "flat"}).key_scheme == "flat"
+    assert StoreConfig.specs()["key_scheme"].live is False
+    with pytest.raises(
+        ValueError, match="knob key_scheme='hashed' is invalid: valid values are one of 'prefix', 'flat'"
+    ):
+        StoreConfig(key_scheme="hashed")

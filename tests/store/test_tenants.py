@@ -54,6 +54,10 @@ def test_lsm_generations_evict_the_older_tenant_first(tmp_path: Path) -> None:
     _check_shared_budget("lsm", tmp_path / "shared", StoreConfig(reclaim="generations"))
 
 
+def test_lsm_flat_keys_share_the_directory_budget_the_same_way(tmp_path: Path) -> None:
+    _check_shared_budget("lsm", tmp_path / "shared", StoreConfig(key_scheme="flat"))
+
+
 def _check_shared_budget(kind: str, path: Path, config: StoreConfig) -> None:
     """Tenant A fills the directory past the budget unbudgeted; tenant B opens it with the budget."""
     a_prompts = [make_tokens(700 + i, PAGES * BUDGET_PAGE) for i in range(A_PROMPTS)]
