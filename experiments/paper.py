@@ -17,8 +17,8 @@ The matrix, at ``PaperSpec``'s scale:
 
 Ablations (staged workload, the rate where backups fall behind, the budget where all pages fit), each a
 row against full ``lsm``: the knob overrides of ``PaperSpec.ablations`` (:data:`ABLATIONS`: key-value
-separation off, writer batching off; more from the command line, e.g. flat page keys where the store has
-them), and the policy off (defaults) vs on (best static).
+separation off, writer batching off, flat page keys instead of prefix-preserving ones; more from the
+command line), and the policy off (defaults) vs on (best static).
 
 Cells are independent replays: ``run_paper(..., jobs=2)`` runs two at a time in worker processes; the
 MLflow runs, tables and plots are written by the calling process in the matrix's order.
@@ -63,6 +63,7 @@ PARTS = ("staged", "trace", "ablations")
 ABLATIONS: dict[str, dict[str, Any]] = {
     "no-kv-separation": {"enable_blob_files": False},
     "no-writer-batching": {"writer_batch_size": 1},
+    "flat-keys": {"key_scheme": "flat"},
 }
 """Ablation rows: name -> the knobs changed from full ``lsm`` (checked against :class:`StoreConfig`)."""
 

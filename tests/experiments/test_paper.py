@@ -39,6 +39,7 @@ def test_a_tiny_paper_run_writes_every_cell(tmp_path: Path) -> None:
         "lsm-full",
         "no-kv-separation",
         "no-writer-batching",
+        "flat-keys",
         "no-wal",
         "policy-on-best-static",
     ]
