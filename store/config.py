@@ -459,6 +459,7 @@ class StoreConfig(metaclass=_NamedKnobs):
             "choice",
             choices=("prefix", "flat"),
             live=False,
+            set_by="kvtune's lsm key layout (not RocksDB's), recorded in the store's header at creation",
             doc="how the lsm store keys a page, fixed when its directory is created: 'prefix' (one short "
             "digest per page of the prefix, so a prompt's pages and every continuation are one key range) "
             "or 'flat' (the page's own chained digest only, as SGLang names pages); a store refuses a "

@@ -17,7 +17,7 @@ def test_knobs_prints_every_declaration() -> None:
     assert (
         "| `write_buffer_size` | 67108864 | [1048576, 1073741824] | log | live | [1048576, 268435456] | "
         "RocksDB option write_buffer_size: Options.set_write_buffer_size at open, DB::SetOptions live | "
-        "bytes of one memtable |"
+        "bytes of one memtable; under a budget at most 1/8 of it (store.knob_bounds) |"
     ) in lines
     admission = next(line for line in lines if line.startswith("| `write_admission_hits`"))
     assert "| [0, 4] | serving knob, not RocksDB's" in admission

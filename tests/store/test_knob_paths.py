@@ -113,7 +113,7 @@ def test_disable_wal_reaches_every_write_at_open_and_live(tmp_path: Path) -> Non
     page_bytes = make_kv(0, PAGE_SIZE).numel() * make_kv(0, PAGE_SIZE).element_size()
     with open_kind("lsm", tmp_path / "off", config=StoreConfig(disable_wal=True)) as store:
         assert _wal_growth(store, tmp_path / "off", 1) == 0
-    with open_kind("lsm", tmp_path / "live") as store:
+    with open_kind("lsm", tmp_path / "live", config=StoreConfig(disable_wal=False)) as store:
         assert _wal_growth(store, tmp_path / "live", 2) >= 4 * page_bytes
         store.apply(StoreConfig(disable_wal=True))
         assert _wal_growth(store, tmp_path / "live", 3) == 0
