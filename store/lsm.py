@@ -379,7 +379,7 @@ class LSMStore(DiskKVStore):
         The largest stored metadata key <= key(P) shares exactly k whole digests with the prompt's path,
         where k is the deepest stored page of the prompt: the store is prefix-closed, so page k is stored
         (an ancestor of the key found), and a stored page k+1 would sort between the key found and key(P).
-        Page k's full chained check is then compared: a corrupt record or a short-digest collision makes
+        Page k's full chained digest is then compared: a corrupt record or a short-digest collision makes
         that page a miss (and the probe walks up to the deepest valid one).
         """
         if plan.n_pages == 0:
@@ -405,16 +405,16 @@ class LSMStore(DiskKVStore):
         del iterator
         while shared > 0:  # more than one round only when a metadata record is corrupt or collides
             raw = raw if raw is not None else self._db.get(self._meta_key(plan, shared))
-            if raw is not None and PageMeta.check_of(raw) == plan.checks[shared - 1]:
+            if raw is not None and PageMeta.digest_of(raw) == plan.digests[shared - 1]:
                 return shared
             shared, raw = shared - 1, None
         return 0
 
     def _probe_flat(self, plan: PagePlan) -> int:
-        """One multi-get of every page's metadata; the leading run of pages whose check matches."""
+        """One multi-get of every page's metadata; the leading run of pages whose digest matches."""
         metas = self._db.get([self._meta_key(plan, k + 1) for k in range(plan.n_pages)])
         for k, raw in enumerate(metas):
-            if raw is None or PageMeta.check_of(raw) != plan.checks[k]:
+            if raw is None or PageMeta.digest_of(raw) != plan.digests[k]:
                 return k
         return plan.n_pages
 
@@ -445,7 +445,7 @@ class LSMStore(DiskKVStore):
             values = [self._get_value(location) for location in locations]
         self._counters.add(device_ops=n_pages)
         return [
-            None if raw is None else decode_value(raw, self.layout, self.page_size, plan.checks[k])
+            None if raw is None else decode_value(raw, self.layout, self.page_size, plan.digests[k])
             for k, raw in enumerate(values)
         ]
 
@@ -477,7 +477,7 @@ class LSMStore(DiskKVStore):
         moved = []
         for k, raw in enumerate(metas):
             meta = PageMeta.decode(raw) if raw is not None else None
-            if meta is None or meta.check != plan.checks[k] or meta.stamp == stamp:
+            if meta is None or meta.digest != plan.digests[k] or meta.stamp == stamp:
                 continue
             if older_than is not None and meta.stamp >= older_than:
                 continue
@@ -487,7 +487,7 @@ class LSMStore(DiskKVStore):
             moved_to = meta.generation if generation is None else generation
             batch.put(
                 self._meta_key(plan, k + 1),
-                PageMeta(meta.check, meta.value_bytes, stamp, k + 1, moved_to).encode(),
+                PageMeta(meta.digest, meta.value_bytes, stamp, k + 1, moved_to).encode(),
             )
             moved.append((k, meta))
         return moved
@@ -553,7 +553,7 @@ class LSMStore(DiskKVStore):
         if self._track_recency():
             first_new: dict[bytes, tuple[PagePlan, int]] = {}
             for record in records:
-                key = record.plan.checks[-1]
+                key = record.plan.digests[-1]
                 if key not in first_new or record.index < first_new[key][1]:
                     first_new[key] = (record.plan, record.index)
             for plan, index in first_new.values():
@@ -564,12 +564,12 @@ class LSMStore(DiskKVStore):
         family = self._families[generation][1]
         for record in records:
             plan, index = record.plan, record.index
-            value = encode_value(self.layout, self.page_size, plan.checks[index], record.page)
+            value = encode_value(self.layout, self.page_size, plan.digests[index], record.page)
             body = self._body(plan, index + 1)
             if self._flat and index > 0:
                 batch.put(b"P" + self._ns + plan.key_digest(index - 1) + body, b"")
             batch.put(b"D" + self._ns + body, value, family)
-            meta = PageMeta(plan.checks[index], len(value), self._stamp, index + 1, generation)
+            meta = PageMeta(plan.digests[index], len(value), self._stamp, index + 1, generation)
             batch.put(b"M" + self._ns + body, meta.encode())
             batch.put(self._access_key(self._stamp, index + 1, body), b"")
             self._pages += 1
