@@ -282,11 +282,15 @@ def test_median_pruner_stops_a_trial_behind_the_median(tmp_path: Path, tracking_
     first, second, last = _load(options).trials
     assert (first.state, second.state) == (TrialState.COMPLETE, TrialState.COMPLETE)
     assert last.params["enable_blob_garbage_collection"] is True
-    # the rule: after the warm-up step, stop at the first running total below the median of the other two
+    # Optuna's rule: after the warm-up step, stop at the first step where the trial's best running total so
+    # far is below the median (of two: the mean) of the completed trials' totals at that step
+    totals = sorted(last.intermediate_values.items())
     behind = [
         step
-        for step, total in sorted(last.intermediate_values.items())
-        if step >= 1 and total < (first.intermediate_values[step] + second.intermediate_values[step]) / 2
+        for step, _ in totals
+        if step >= 1
+        and max(total for at, total in totals if at <= step)
+        < (first.intermediate_values[step] + second.intermediate_values[step]) / 2
     ]
     if behind:
         assert last.state == TrialState.PRUNED and max(last.intermediate_values) == behind[0]

@@ -156,7 +156,8 @@ def test_choice_intervals_centre_the_default_and_split_the_others() -> None:
     assert MAPPER.to_config(action_with(eviction_order=-0.6)).eviction_order == "fifo"
     assert MAPPER.to_config(action_with(eviction_order=0.2)).eviction_order == "lru"
     assert MAPPER.to_action(StoreConfig(eviction_order="fifo"))[INDEX["eviction_order"]] == 0.75
-    assert MAPPER.to_action(StoreConfig(disable_wal=False))[INDEX["disable_wal"]] == 0.0
+    assert MAPPER.to_action(StoreConfig(disable_wal=True))[INDEX["disable_wal"]] == 0.0  # the default
+    assert MAPPER.to_action(StoreConfig(disable_wal=False))[INDEX["disable_wal"]] == 0.75
     # Three choices: the default's interval is the middle third; one other choice on each side.
     reclaim = ActionKnob("reclaim")
     assert reclaim.choices() == ("relocate", "blob_age", "generations")
