@@ -58,7 +58,7 @@ from sglang.srt.mem_cache.hicache_storage import (
 from agents.controller import Guards, RuntimeController
 from agents.registry import make_policy
 from store import KVLayout, KVStore, PageMissingError, open_store
-from store.pages import CHECK_BYTES, PagePlan, plan_of_digests
+from store.pages import DIGEST_BYTES, PagePlan, plan_of_digests
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def key_digest(key: str) -> bytes:
         raw = bytes.fromhex(key)
     except ValueError:
         raw = b""
-    return raw if len(raw) == CHECK_BYTES else hashlib.sha256(key.encode()).digest()
+    return raw if len(raw) == DIGEST_BYTES else hashlib.sha256(key.encode()).digest()
 
 
 def page_plan(keys: list[str]) -> PagePlan:
@@ -167,7 +167,7 @@ class KvtuneHiCacheStorage(HiCacheStorage):
     def _record_lookup(self, plan: PagePlan, skip: int = 0) -> None:
         """Feed the controller's reuse sketch the pages looked up (not the prefix pages named again)."""
         if self.controller is not None:
-            self.controller.record_lookup(list(plan.checks[skip:]))
+            self.controller.record_lookup(list(plan.digests[skip:]))
 
     def _prefix(self, extra_info: HiCacheStorageExtraInfo | None) -> list[str] | None:
         """The request's earlier page keys when this call uses the prefix layout, else ``None``."""

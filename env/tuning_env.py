@@ -190,7 +190,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         window = self._session.run_window(self.config.requests_per_window)
         baseline = None if self._baseline is None else self._baseline.run_window(window.requests)
         for request in self._requests[window.first_request : window.first_request + window.requests]:
-            self._reuse.record(self._session.store.plan(request.tokens).checks)
+            self._reuse.record(self._session.store.plan(request.tokens).digests)
         features = window_features(
             store_window(before, self._session.store.stats(), window.trace_end_s - window.trace_start_s),
             page_reuse=self._reuse.take_window(),

@@ -95,7 +95,7 @@ def deploy(
         while not session.done:
             window = session.run_window(setup.requests_per_window)
             for request in requests[window.first_request : window.first_request + window.requests]:
-                controller.record_lookup(list(session.store.plan(request.tokens).checks))
+                controller.record_lookup(list(session.store.plan(request.tokens).digests))
             trace_now[0] = window.trace_end_s
             decision = controller.tick()
             knobs = session.store.config

@@ -139,7 +139,7 @@ def kind_configs(spec: PaperSpec) -> dict[str, tuple[str, StoreConfig]]:
 
 def unique_page_bytes(requests: Sequence[Request], page_size: int, page_bytes: int) -> int:
     """Bytes of every distinct page the requests hold (what a store must keep for all hits)."""
-    pages = {check for r in requests for check in plan_pages(r.tokens, page_size, "kvtune").checks}
+    pages = {digest for r in requests for digest in plan_pages(r.tokens, page_size, "kvtune").digests}
     return len(pages) * page_bytes
 
 
@@ -148,9 +148,9 @@ def new_bytes_per_request(requests: Sequence[Request], page_size: int, page_byte
     seen: set[bytes] = set()
     new = 0
     for request in requests:
-        checks = plan_pages(request.tokens, page_size, "kvtune").checks
-        new += sum(1 for check in checks if check not in seen)
-        seen.update(checks)
+        digests = plan_pages(request.tokens, page_size, "kvtune").digests
+        new += sum(1 for digest in digests if digest not in seen)
+        seen.update(digests)
     return new * page_bytes / len(requests)
 
 

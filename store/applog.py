@@ -6,7 +6,7 @@ rebuilt on open by scanning the segments' record headers. ``device_ops`` counts 
 segment open or create, ``pread``, gathered write, truncate and unlink.
 
 Segment ``segment-<seq>.log`` holds records, each a 92-byte header
-``magic | header crc | kind | depth | value length | value crc | check | parent check`` and a value:
+``magic | header crc | kind | depth | value length | value crc | digest | parent digest`` and a value:
 
 - a page record's value is the encoded page (header + tensor), checked on every read (CRC and header);
 - a tombstone's value names the record it deletes (segment, offset): the rebuild drops a page whose
@@ -46,7 +46,7 @@ from store.dirlock import lock_directory, unlock
 from store.errors import disk_full_error
 from store.header import HEADER_FILE, ensure_header_file
 from store.indexed import IndexedStore
-from store.pages import CHECK_BYTES, PagePlan
+from store.pages import DIGEST_BYTES, PagePlan
 from store.recency import PageEntry, RecencyIndex, disk_state, parent_of
 
 logger = logging.getLogger(__name__)
@@ -57,10 +57,10 @@ LIVE_FRACTION = 0.85
 """When over budget, evict until live records fill at most this fraction of it (room for garbage)."""
 RECORD_MAGIC = b"KVA1"
 PAGE, TOMBSTONE = 1, 2
-NO_PARENT = bytes(CHECK_BYTES)
+NO_PARENT = bytes(DIGEST_BYTES)
 IOV_MAX = 1024
 _PREFIX = struct.Struct("<4sI")
-_BODY = struct.Struct(f"<BxxxIQI{CHECK_BYTES}s{CHECK_BYTES}s")
+_BODY = struct.Struct(f"<BxxxIQI{DIGEST_BYTES}s{DIGEST_BYTES}s")
 HEADER_BYTES = _PREFIX.size + _BODY.size
 _TARGET = struct.Struct("<QQ")
 TOMBSTONE_BYTES = HEADER_BYTES + _TARGET.size
@@ -79,12 +79,12 @@ class RecordHeader(NamedTuple):
     depth: int
     length: int
     value_crc: int
-    check: bytes
+    digest: bytes
     parent: bytes
 
 
 class Tombstone(NamedTuple):
-    check: bytes
+    digest: bytes
     target: Location
 
 
@@ -96,15 +96,15 @@ def _crc(parts: Sequence[Buffer]) -> int:
 
 
 def _encode_record(
-    kind: int, depth: int, check: bytes, parent: bytes, value: Sequence[Buffer]
+    kind: int, depth: int, digest: bytes, parent: bytes, value: Sequence[Buffer]
 ) -> list[Buffer]:
     """The buffers of one record: its header, then the value's parts (not copied)."""
-    body = _BODY.pack(kind, depth, sum(len(part) for part in value), _crc(value), check, parent)
+    body = _BODY.pack(kind, depth, sum(len(part) for part in value), _crc(value), digest, parent)
     return [_PREFIX.pack(RECORD_MAGIC, zlib.crc32(body)) + body, *value]
 
 
 def _tombstone_record(tombstone: Tombstone) -> list[Buffer]:
-    return _encode_record(TOMBSTONE, 0, tombstone.check, NO_PARENT, [_TARGET.pack(*tombstone.target)])
+    return _encode_record(TOMBSTONE, 0, tombstone.digest, NO_PARENT, [_TARGET.pack(*tombstone.target)])
 
 
 def _parse_header(raw: Buffer) -> RecordHeader | None:
@@ -209,8 +209,8 @@ class AppendLogStore(IndexedStore, DiskKVStore):
         else:
             self._active = 0
             self._rotate()
-        for check, location in self._where.items():
-            self._members[location.segment].add(check)
+        for digest, location in self._where.items():
+            self._members[location.segment].add(digest)
         known = {tombstone for tombstones in self._tombstones.values() for tombstone in tombstones}
         self._append_tombstones([tombstone for tombstone in superseded if tombstone not in known])
         orphans = self._index.load(pages)
@@ -274,21 +274,21 @@ class AppendLogStore(IndexedStore, DiskKVStore):
         """
         for offset, header, value in records:
             if header.kind == PAGE:
-                if header.check in self._where:
-                    superseded.append(Tombstone(header.check, self._where[header.check]))
+                if header.digest in self._where:
+                    superseded.append(Tombstone(header.digest, self._where[header.digest]))
                 parent = None if header.parent == NO_PARENT else header.parent
-                pages[header.check] = (
+                pages[header.digest] = (
                     PageEntry(self._record_bytes, header.depth, parent),
                     seq << 40 | offset,
                 )
-                self._where[header.check] = Location(seq, offset)
+                self._where[header.digest] = Location(seq, offset)
                 continue
-            tombstone = Tombstone(header.check, Location(*_TARGET.unpack(value)))
+            tombstone = Tombstone(header.digest, Location(*_TARGET.unpack(value)))
             self._tombstones.setdefault(seq, []).append(tombstone)
-            current = self._where.get(tombstone.check)
+            current = self._where.get(tombstone.digest)
             if current is not None and current <= tombstone.target:
-                del self._where[tombstone.check]
-                del pages[tombstone.check]
+                del self._where[tombstone.digest]
+                del pages[tombstone.digest]
 
     def _close_segments(self) -> None:
         for fd in self._fds.values():
@@ -346,40 +346,40 @@ class AppendLogStore(IndexedStore, DiskKVStore):
         self._written_bytes += written
         self._counters.add(device_ops=1)
 
-    def _place(self, check: bytes, location: Location) -> None:
-        """Point the index at ``check``'s record, moving it between segments' member sets."""
-        old = self._where.get(check)
+    def _place(self, digest: bytes, location: Location) -> None:
+        """Point the index at ``digest``'s record, moving it between segments' member sets."""
+        old = self._where.get(digest)
         if old is not None:
-            self._members[old.segment].discard(check)
-        self._where[check] = location
-        self._members[location.segment].add(check)
+            self._members[old.segment].discard(digest)
+        self._where[digest] = location
+        self._members[location.segment].add(digest)
 
     def _append_tombstones(self, tombstones: list[Tombstone]) -> None:
         locations = self._append([_tombstone_record(tombstone) for tombstone in tombstones])
         for tombstone, location in zip(tombstones, locations, strict=True):
             self._tombstones.setdefault(location.segment, []).append(tombstone)
 
-    def _write_tombstones(self, checks: list[bytes]) -> None:
+    def _write_tombstones(self, digests: list[bytes]) -> None:
         """Delete pages (children first) by appending one batch of tombstones."""
-        tombstones = [Tombstone(check, self._where[check]) for check in checks]
+        tombstones = [Tombstone(digest, self._where[digest]) for digest in digests]
         self._append_tombstones(tombstones)
         for tombstone in tombstones:
-            self._members[tombstone.target.segment].discard(tombstone.check)
-            del self._where[tombstone.check]
+            self._members[tombstone.target.segment].discard(tombstone.digest)
+            del self._where[tombstone.digest]
 
     # ------------------------------------------------------------------ hooks
 
     def _probe_plan(self, plan: PagePlan) -> int:
-        for index, check in enumerate(plan.checks):
-            if check not in self._where:
+        for index, digest in enumerate(plan.digests):
+            if digest not in self._where:
                 return index
         return plan.n_pages
 
     def _read_pages(self, plan: PagePlan, n_pages: int) -> list[torch.Tensor | None]:
         pages: list[torch.Tensor | None] = []
-        for check in plan.checks[:n_pages]:
-            location = self._where.get(check)
-            pages.append(None if location is None else self._read_page(check, location))
+        for digest in plan.digests[:n_pages]:
+            location = self._where.get(digest)
+            pages.append(None if location is None else self._read_page(digest, location))
         return pages
 
     def _read_record(self, location: Location) -> bytearray | None:
@@ -389,39 +389,41 @@ class AppendLogStore(IndexedStore, DiskKVStore):
         self._counters.add(device_ops=1)
         return buffer if filled == len(buffer) else None
 
-    def _read_page(self, check: bytes, location: Location) -> torch.Tensor | None:
+    def _read_page(self, digest: bytes, location: Location) -> torch.Tensor | None:
         buffer = self._read_record(location)
         header = None if buffer is None else _parse_header(buffer)
-        if buffer is None or header is None or header.check != check:
+        if buffer is None or header is None or header.digest != digest:
             logger.warning("%s: the record of a page at %s is unreadable; it is a miss", self.path, location)
             return None
         value = memoryview(buffer)[HEADER_BYTES:]
         if zlib.crc32(value) != header.value_crc:
             logger.warning("%s: the record of a page at %s fails its CRC; it is a miss", self.path, location)
             return None
-        return decode_value(value, self.layout, self.page_size, check)
+        return decode_value(value, self.layout, self.page_size, digest)
 
     def _write_records(self, records: list[PageRecord]) -> None:
         encoded = []
         for plan, index, page in records:
-            check = plan.checks[index]
+            digest = plan.digests[index]
             payload = page_payload(page)
             value: list[Buffer] = [
-                encode_header(self.layout, self.page_size, check, payload_hash(payload)),
+                encode_header(self.layout, self.page_size, digest, payload_hash(payload)),
                 payload,
             ]
-            encoded.append(_encode_record(PAGE, index + 1, check, parent_of(plan, index) or NO_PARENT, value))
+            encoded.append(
+                _encode_record(PAGE, index + 1, digest, parent_of(plan, index) or NO_PARENT, value)
+            )
         for (plan, index, _), location in zip(records, self._append(encoded), strict=True):
-            check = plan.checks[index]
-            self._place(check, location)
-            self._index.add(check, PageEntry(self._record_bytes, index + 1, parent_of(plan, index)))
+            digest = plan.digests[index]
+            self._place(digest, location)
+            self._index.add(digest, PageEntry(self._record_bytes, index + 1, parent_of(plan, index)))
         self._index.touch_written(records)
 
-    def _drop(self, checks: list[bytes]) -> int:
-        for check in checks:
-            self._index.remove(check)
-        self._write_tombstones(checks)
-        return len(checks)
+    def _drop(self, digests: list[bytes]) -> int:
+        for digest in digests:
+            self._index.remove(digest)
+        self._write_tombstones(digests)
+        return len(digests)
 
     def _evict_subtree(self, plan: PagePlan, index: int) -> int:
         evicted = super()._evict_subtree(plan, index)
@@ -459,8 +461,8 @@ class AppendLogStore(IndexedStore, DiskKVStore):
         doomed: list[bytes] = []
         while self._index.live_bytes > live_target and (victim := self._index.victim()) is not None:
             subtree = self._index.subtree(victim)
-            for check in subtree:
-                self._index.remove(check)
+            for digest in subtree:
+                self._index.remove(digest)
             doomed.extend(subtree)
         if doomed:
             self._write_tombstones(doomed)
@@ -508,10 +510,10 @@ class AppendLogStore(IndexedStore, DiskKVStore):
         """Copy segment ``seq``'s live records and still-needed tombstones forward, then delete it."""
         if seq == self._active:
             self._rotate()
-        moved = sorted(self._members[seq], key=lambda check: self._where[check].offset)
+        moved = sorted(self._members[seq], key=lambda digest: self._where[digest].offset)
         copies: list[list[Buffer]] = []
-        for check in moved:
-            record = self._read_record(self._where[check])
+        for digest in moved:
+            record = self._read_record(self._where[digest])
             if record is None:
                 raise OSError(
                     f"{self._segment_path(seq)} ended inside a live record during garbage collection"
@@ -519,8 +521,8 @@ class AppendLogStore(IndexedStore, DiskKVStore):
             copies.append([record])
         kept = [tombstone for tombstone in self._tombstones.get(seq, []) if self._needed(tombstone, seq)]
         locations = self._append(copies + [_tombstone_record(tombstone) for tombstone in kept])
-        for check, location in zip(moved, locations[: len(moved)], strict=True):
-            self._place(check, location)
+        for digest, location in zip(moved, locations[: len(moved)], strict=True):
+            self._place(digest, location)
         for tombstone, location in zip(kept, locations[len(moved) :], strict=True):
             self._tombstones.setdefault(location.segment, []).append(tombstone)
         self._delete_segment(seq)

@@ -332,9 +332,9 @@ class KVStore(ABC):
             for request in requests:
                 plan = request.plan
                 for index in range(self._probe_plan(plan), plan.n_pages):
-                    if plan.checks[index] in pending:
+                    if plan.digests[index] in pending:
                         continue
-                    pending.add(plan.checks[index])
+                    pending.add(plan.digests[index])
                     page = request.kv[:, :, index * self.page_size : (index + 1) * self.page_size]
                     records.append(PageRecord(plan, index, page))
             if records:

@@ -1,6 +1,6 @@
 """Binary format of a stored page value and of its small metadata record.
 
-Value: ``MAGIC | version u8 | dtype u8 | 5 x u32 shape | 32-byte check | xxh3-64 u64 | raw tensor bytes``.
+Value: ``MAGIC | version u8 | dtype u8 | 5 x u32 shape | 32-byte digest | xxh3-64 u64 | raw tensor bytes``.
 A decode checks every header field against what the reader expects, and the tensor bytes against their
 xxh3-64 hash; any mismatch is a miss. The hash runs at memory speed, so stores can skip slower checks
 of their own (the LSM store reads with RocksDB's software CRC32c off) and a flipped bit on disk is
@@ -20,20 +20,20 @@ import torch
 import xxhash
 
 from store.layout import SUPPORTED_DTYPES, KVLayout
-from store.pages import CHECK_BYTES
+from store.pages import DIGEST_BYTES
 
 FORMAT_VERSION = 2
 """2: the value header carries the xxh3-64 of the tensor bytes. Stores of format 1 are refused on open."""
 VALUE_MAGIC = b"KVP"
-_VALUE_HEADER = struct.Struct(f"<3sBB5I{CHECK_BYTES}sQ")
+_VALUE_HEADER = struct.Struct(f"<3sBB5I{DIGEST_BYTES}sQ")
 VALUE_HEADER_BYTES = _VALUE_HEADER.size
 
 # Decoded pages are read-only views that are copied straight into the caller's output tensor.
 warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 
-_META = struct.Struct(f"<B{CHECK_BYTES}sQQH")
-"""version, check, value bytes, access stamp, depth."""
+_META = struct.Struct(f"<B{DIGEST_BYTES}sQQH")
+"""version, digest, value bytes, access stamp, depth."""
 _GENERATION = struct.Struct("<Q")
 """Appended to a metadata record whose value sits in a generation column family (its start stamp): records
 without it (every record of a store that never used generations) have their value in the default family."""
@@ -52,10 +52,10 @@ def payload_hash(payload: bytes | memoryview) -> int:
     return xxhash.xxh3_64_intdigest(payload)
 
 
-def encode_header(layout: KVLayout, page_size: int, check: bytes, content_hash: int) -> bytes:
+def encode_header(layout: KVLayout, page_size: int, digest: bytes, content_hash: int) -> bytes:
     """The value header of a page whose tensor bytes hash to ``content_hash`` (:func:`payload_hash`)."""
     _, shape, dtype_code = _page_format(layout, page_size)
-    return _VALUE_HEADER.pack(VALUE_MAGIC, FORMAT_VERSION, dtype_code, *shape, check, content_hash)
+    return _VALUE_HEADER.pack(VALUE_MAGIC, FORMAT_VERSION, dtype_code, *shape, digest, content_hash)
 
 
 _ROW_JOIN_BYTES = 64 * 1024
@@ -103,38 +103,38 @@ def page_payload(page: torch.Tensor) -> memoryview:
     return array.data.cast("B")
 
 
-def encode_value(layout: KVLayout, page_size: int, check: bytes, page: torch.Tensor) -> bytes:
+def encode_value(layout: KVLayout, page_size: int, digest: bytes, page: torch.Tensor) -> bytes:
     """Header and tensor bytes as one ``bytes``; a large page's bytes are copied once, straight in."""
     array = _raw_array(page)
     if array.flags.c_contiguous:
         payload = array.data.cast("B")
-        return encode_header(layout, page_size, check, payload_hash(payload)) + payload
+        return encode_header(layout, page_size, digest, payload_hash(payload)) + payload
     rows = _rows(array) if array.nbytes >= _ROW_JOIN_BYTES else None
     if rows is not None:
-        digest = xxhash.xxh3_64()
+        hasher = xxhash.xxh3_64()
         for row in rows:
-            digest.update(row.data)
-        header = encode_header(layout, page_size, check, digest.intdigest())
+            hasher.update(row.data)
+        header = encode_header(layout, page_size, digest, hasher.intdigest())
         return b"".join([header, *(row.data for row in rows)])
     raw = array.tobytes()
-    return encode_header(layout, page_size, check, payload_hash(raw)) + raw
+    return encode_header(layout, page_size, digest, payload_hash(raw)) + raw
 
 
 def decode_value(
-    buffer: bytes | memoryview, layout: KVLayout, page_size: int, check: bytes
+    buffer: bytes | memoryview, layout: KVLayout, page_size: int, digest: bytes
 ) -> torch.Tensor | None:
     """The page tensor viewing ``buffer`` (no copy), or ``None`` if the value is not this page's."""
     value_bytes, expected_shape, dtype_code = _page_format(layout, page_size)
     if len(buffer) != value_bytes:
         return None
     magic, version, stored_dtype, *rest = _VALUE_HEADER.unpack_from(buffer)
-    shape, stored_check, stored_hash = tuple(rest[:5]), rest[5], rest[6]
+    shape, stored_digest, stored_hash = tuple(rest[:5]), rest[5], rest[6]
     if (
         magic != VALUE_MAGIC
         or version != FORMAT_VERSION
         or stored_dtype != dtype_code
         or shape != expected_shape
-        or stored_check != check
+        or stored_digest != digest
         or payload_hash(memoryview(buffer)[VALUE_HEADER_BYTES:]) != stored_hash
     ):
         return None
@@ -152,29 +152,29 @@ def decode_value(
 class PageMeta:
     """The small record probes and the capacity manager read instead of the tensor."""
 
-    check: bytes
+    digest: bytes
     value_bytes: int
     stamp: int
     depth: int
     generation: int = 0
 
     def encode(self) -> bytes:
-        record = _META.pack(FORMAT_VERSION, self.check, self.value_bytes, self.stamp, self.depth)
+        record = _META.pack(FORMAT_VERSION, self.digest, self.value_bytes, self.stamp, self.depth)
         return record + _GENERATION.pack(self.generation) if self.generation else record
 
     @staticmethod
-    def check_of(raw: bytes) -> bytes | None:
-        """The page check of an encoded record (what ``decode(raw).check`` is), without decoding the rest."""
+    def digest_of(raw: bytes) -> bytes | None:
+        """The page check of an encoded record (what ``decode(raw).digest`` is), without decoding the rest."""
         if len(raw) not in _META_SIZES or raw[0] != FORMAT_VERSION:
             return None
-        return raw[1 : 1 + CHECK_BYTES]
+        return raw[1 : 1 + DIGEST_BYTES]
 
     @classmethod
     def decode(cls, raw: bytes) -> PageMeta | None:
         if len(raw) not in _META_SIZES:
             return None
-        version, check, value_bytes, stamp, depth = _META.unpack_from(raw)
+        version, digest, value_bytes, stamp, depth = _META.unpack_from(raw)
         if version != FORMAT_VERSION:
             return None
         generation = _GENERATION.unpack_from(raw, _META.size)[0] if len(raw) > _META.size else 0
-        return cls(check, value_bytes, stamp, depth, generation)
+        return cls(digest, value_bytes, stamp, depth, generation)

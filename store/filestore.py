@@ -27,16 +27,16 @@ from store.config import StoreConfig
 from store.dirlock import lock_directory, unlock
 from store.header import HEADER_FILE, ensure_header_file
 from store.indexed import IndexedStore
-from store.pages import CHECK_BYTES, PagePlan
+from store.pages import DIGEST_BYTES, PagePlan
 from store.recency import PageEntry, RecencyIndex, disk_state, parent_of
 
 logger = logging.getLogger(__name__)
 
 LINK_MAGIC = b"KVF1"
-_LINK = struct.Struct(f"<4sI{CHECK_BYTES}s")
-NO_PARENT = bytes(CHECK_BYTES)
+_LINK = struct.Struct(f"<4sI{DIGEST_BYTES}s")
+NO_PARENT = bytes(DIGEST_BYTES)
 TEMP_SUFFIX = ".tmp"
-_PAGE_NAME = re.compile(f"^[0-9a-f]{{{2 * CHECK_BYTES}}}$")
+_PAGE_NAME = re.compile(f"^[0-9a-f]{{{2 * DIGEST_BYTES}}}$")
 
 
 def _read_into(fd: int, buffer: bytearray) -> int:
@@ -92,13 +92,13 @@ class FileStore(IndexedStore, DiskKVStore):
                     os.unlink(entry.path)
                     ops += 1
                 elif _PAGE_NAME.match(entry.name):
-                    check = bytes.fromhex(entry.name)
+                    digest = bytes.fromhex(entry.name)
                     found = self._read_link(entry.path)
                     ops += 2
                     if found is None:
-                        unreadable.append(check)
+                        unreadable.append(digest)
                     else:
-                        pages[check] = found
+                        pages[digest] = found
         self._counters.add(device_ops=ops)
         if unreadable:
             logger.warning("%s: removing %d page files that are not this store's", self._dir, len(unreadable))
@@ -124,24 +124,24 @@ class FileStore(IndexedStore, DiskKVStore):
 
     # ------------------------------------------------------------------ hooks
 
-    def _page_path(self, check: bytes) -> str:
-        return f"{self._dir}/{check.hex()}"
+    def _page_path(self, digest: bytes) -> str:
+        return f"{self._dir}/{digest.hex()}"
 
     def _probe_plan(self, plan: PagePlan) -> int:
         hits = 0
-        for check in plan.checks:
-            if not os.path.exists(self._page_path(check)):
+        for digest in plan.digests:
+            if not os.path.exists(self._page_path(digest)):
                 break
             hits += 1
         self._counters.add(device_ops=min(hits + 1, plan.n_pages))
         return hits
 
     def _read_pages(self, plan: PagePlan, n_pages: int) -> list[torch.Tensor | None]:
-        return [self._read_page(check) for check in plan.checks[:n_pages]]
+        return [self._read_page(digest) for digest in plan.digests[:n_pages]]
 
-    def _read_page(self, check: bytes) -> torch.Tensor | None:
+    def _read_page(self, digest: bytes) -> torch.Tensor | None:
         try:
-            fd = os.open(self._page_path(check), os.O_RDONLY)
+            fd = os.open(self._page_path(digest), os.O_RDONLY)
         except FileNotFoundError:
             return None
         finally:
@@ -154,7 +154,7 @@ class FileStore(IndexedStore, DiskKVStore):
         self._read_bytes += filled
         if filled != len(buffer):
             return None
-        return decode_value(memoryview(buffer)[_LINK.size :], self.layout, self.page_size, check)
+        return decode_value(memoryview(buffer)[_LINK.size :], self.layout, self.page_size, digest)
 
     def _write_records(self, records: list[PageRecord]) -> None:
         """Write each page to a temp file and rename it into place, parents first.
@@ -165,14 +165,14 @@ class FileStore(IndexedStore, DiskKVStore):
         written: list[bytes] = []
         try:
             for plan, index, page in records:
-                check = plan.checks[index]
+                digest = plan.digests[index]
                 parent = parent_of(plan, index)
                 link = _LINK.pack(LINK_MAGIC, index + 1, parent or NO_PARENT)
                 payload = page_payload(page)
-                header = encode_header(self.layout, self.page_size, check, payload_hash(payload))
-                self._write_file(self._page_path(check), (link, header, payload))
-                self._index.add(check, PageEntry(self._file_bytes, index + 1, parent))
-                written.append(check)
+                header = encode_header(self.layout, self.page_size, digest, payload_hash(payload))
+                self._write_file(self._page_path(digest), (link, header, payload))
+                self._index.add(digest, PageEntry(self._file_bytes, index + 1, parent))
+                written.append(digest)
         except BaseException:
             self._drop(written[::-1])
             raise
@@ -192,18 +192,18 @@ class FileStore(IndexedStore, DiskKVStore):
         self._written_bytes += self._file_bytes
         self._counters.add(device_ops=2)
 
-    def _unlink_pages(self, checks: list[bytes]) -> None:
-        for check in checks:
+    def _unlink_pages(self, digests: list[bytes]) -> None:
+        for digest in digests:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._page_path(check))
-        self._counters.add(device_ops=len(checks))
+                os.unlink(self._page_path(digest))
+        self._counters.add(device_ops=len(digests))
 
-    def _drop(self, checks: list[bytes]) -> int:
+    def _drop(self, digests: list[bytes]) -> int:
         """Delete pages, children before parents, so the files left are always prefix-closed."""
-        self._unlink_pages(checks)
-        for check in checks:
-            self._index.remove(check)
-        return len(checks)
+        self._unlink_pages(digests)
+        for digest in digests:
+            self._index.remove(digest)
+        return len(digests)
 
     def _used_bytes(self) -> int:
         """Disk use as :func:`directory_usage` counts it, from the page count (page files are alike)."""

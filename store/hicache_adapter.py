@@ -238,7 +238,7 @@ class HiCacheStore(DiskKVStore):
     # ------------------------------------------------------------------ keys and values
 
     def _plan_tokens(self, tokens: Any) -> PagePlan:
-        """The page plan of ``tokens`` under SGLang's page hash (``checks[k]``: page k's sha256 digest)."""
+        """The page plan of ``tokens`` under SGLang's page hash (``digests[k]``: page k's sha256 digest)."""
         keys = sglang_page_keys(self._api.page_hash, tokens, self.page_size)
         return PagePlan(self.namespace, self.page_size, tuple(bytes.fromhex(key) for key in keys))
 
@@ -255,12 +255,12 @@ class HiCacheStore(DiskKVStore):
     def _probe_plan(self, plan: PagePlan) -> int:
         if not plan.n_pages:
             return 0
-        hits = int(self._backend.batch_exists([check.hex() for check in plan.checks]))
+        hits = int(self._backend.batch_exists([digest.hex() for digest in plan.digests]))
         self._counters.add(device_ops=self._spec.op_costs.exists * min(hits + 1, plan.n_pages))
         return hits
 
     def _read_pages(self, plan: PagePlan, n_pages: int) -> list[torch.Tensor | None]:
-        keys = [check.hex() for check in plan.checks[:n_pages]]
+        keys = [digest.hex() for digest in plan.digests[:n_pages]]
         targets = torch.empty((n_pages, self.page_bytes // self.layout.itemsize), dtype=self.layout.dtype)
         pages: list[torch.Tensor | None] = []
         for start in range(0, n_pages, STORAGE_BATCH_SIZE):
@@ -282,7 +282,7 @@ class HiCacheStore(DiskKVStore):
         landed = 0
         for start in range(0, len(records), STORAGE_BATCH_SIZE):
             batch = records[start : start + STORAGE_BATCH_SIZE]
-            keys = [plan.checks[index].hex() for plan, index, _ in batch]
+            keys = [plan.digests[index].hex() for plan, index, _ in batch]
             values = [self._flat_page(page) for _, _, page in batch]
             self._counters.add(device_ops=self._spec.op_costs.write * len(batch))
             if self._backend.batch_set(keys, values):
@@ -304,7 +304,7 @@ class HiCacheStore(DiskKVStore):
             self._counters.add(evicted_pages=pages_before + landed - self._pages)
 
     def _evict_subtree(self, plan: PagePlan, index: int) -> int:
-        if index >= plan.n_pages or not self._backend.exists(plan.checks[index].hex()):
+        if index >= plan.n_pages or not self._backend.exists(plan.digests[index].hex()):
             return 0
         raise NotImplementedError(
             f"{self.kind}: SGLang's HiCacheStorage interface has no delete, so pages cannot be evicted on "

@@ -20,23 +20,23 @@ class IndexedStore(KVStore):
     _index: RecencyIndex
 
     @abstractmethod
-    def _drop(self, checks: list[bytes]) -> int:
-        """Delete the pages ``checks`` (children before parents) from the store and the index; count them."""
+    def _drop(self, digests: list[bytes]) -> int:
+        """Delete the pages ``digests`` (children before parents) from the store and the index; count them."""
 
     @abstractmethod
     def _used_bytes(self) -> int:
         """The bytes the budget limits."""
 
     def _touch(self, plan: PagePlan, n_pages: int) -> None:
-        self._index.touch(plan.checks[:n_pages])
+        self._index.touch(plan.digests[:n_pages])
 
     def _apply_live(self, config: StoreConfig) -> None:
         self._index.order = config.eviction_order
 
     def _evict_subtree(self, plan: PagePlan, index: int) -> int:
-        if index >= plan.n_pages or plan.checks[index] not in self._index:
+        if index >= plan.n_pages or plan.digests[index] not in self._index:
             return 0
-        return self._drop(self._index.subtree(plan.checks[index]))
+        return self._drop(self._index.subtree(plan.digests[index]))
 
     def _enforce_budget(self) -> None:
         """Evict the index's victims, each with its subtree, until the store fits its budget."""

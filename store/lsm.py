@@ -351,7 +351,7 @@ class LSMStore(DiskKVStore):
         The largest stored metadata key <= key(P) shares exactly k whole digests with the prompt's path,
         where k is the deepest stored page of the prompt: the store is prefix-closed, so page k is stored
         (an ancestor of the key found), and a stored page k+1 would sort between the key found and key(P).
-        Page k's full chained check is then compared: a corrupt record or a short-digest collision makes
+        Page k's full chained digest is then compared: a corrupt record or a short-digest collision makes
         that page a miss (and the probe walks up to the deepest valid one).
         """
         if plan.n_pages == 0:
@@ -374,7 +374,7 @@ class LSMStore(DiskKVStore):
         raw = found_value if shared == plan.n_pages else None
         while shared > 0:  # more than one round only when a metadata record is corrupt or collides
             raw = raw if raw is not None else self._db.get(self._meta_key(plan, shared))
-            if raw is not None and PageMeta.check_of(raw) == plan.checks[shared - 1]:
+            if raw is not None and PageMeta.digest_of(raw) == plan.digests[shared - 1]:
                 return shared
             shared, raw = shared - 1, None
         return 0
@@ -406,7 +406,7 @@ class LSMStore(DiskKVStore):
             values = [self._get_value(location) for location in locations]
         self._counters.add(device_ops=n_pages)
         return [
-            None if raw is None else decode_value(raw, self.layout, self.page_size, plan.checks[k])
+            None if raw is None else decode_value(raw, self.layout, self.page_size, plan.digests[k])
             for k, raw in enumerate(values)
         ]
 
@@ -438,7 +438,7 @@ class LSMStore(DiskKVStore):
         moved = []
         for k, raw in enumerate(metas):
             meta = PageMeta.decode(raw) if raw is not None else None
-            if meta is None or meta.check != plan.checks[k] or meta.stamp == stamp:
+            if meta is None or meta.digest != plan.digests[k] or meta.stamp == stamp:
                 continue
             if older_than is not None and meta.stamp >= older_than:
                 continue
@@ -448,7 +448,7 @@ class LSMStore(DiskKVStore):
             moved_to = meta.generation if generation is None else generation
             batch.put(
                 self._meta_key(plan, k + 1),
-                PageMeta(meta.check, meta.value_bytes, stamp, k + 1, moved_to).encode(),
+                PageMeta(meta.digest, meta.value_bytes, stamp, k + 1, moved_to).encode(),
             )
             moved.append((k, meta))
         return moved
@@ -514,7 +514,7 @@ class LSMStore(DiskKVStore):
         if self._track_recency():
             first_new: dict[bytes, tuple[PagePlan, int]] = {}
             for record in records:
-                key = record.plan.checks[-1]
+                key = record.plan.digests[-1]
                 if key not in first_new or record.index < first_new[key][1]:
                     first_new[key] = (record.plan, record.index)
             for plan, index in first_new.values():
@@ -525,10 +525,10 @@ class LSMStore(DiskKVStore):
         family = self._families[generation][1]
         for record in records:
             plan, index = record.plan, record.index
-            value = encode_value(self.layout, self.page_size, plan.checks[index], record.page)
+            value = encode_value(self.layout, self.page_size, plan.digests[index], record.page)
             body = plan.prefix_key(index + 1)
             batch.put(b"D" + self._ns + body, value, family)
-            meta = PageMeta(plan.checks[index], len(value), self._stamp, index + 1, generation)
+            meta = PageMeta(plan.digests[index], len(value), self._stamp, index + 1, generation)
             batch.put(b"M" + self._ns + body, meta.encode())
             batch.put(self._access_key(self._stamp, index + 1, body), b"")
             self._pages += 1

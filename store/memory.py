@@ -26,31 +26,31 @@ class MemoryStore(IndexedStore):
         self._index = RecencyIndex(config.eviction_order)
 
     def _probe_plan(self, plan: PagePlan) -> int:
-        for index, check in enumerate(plan.checks):
-            if check not in self._values:
+        for index, digest in enumerate(plan.digests):
+            if digest not in self._values:
                 return index
         return plan.n_pages
 
     def _read_pages(self, plan: PagePlan, n_pages: int) -> list[torch.Tensor | None]:
         pages: list[torch.Tensor | None] = []
-        for check in plan.checks[:n_pages]:
-            value = self._values.get(check)
-            pages.append(None if value is None else decode_value(value, self.layout, self.page_size, check))
+        for digest in plan.digests[:n_pages]:
+            value = self._values.get(digest)
+            pages.append(None if value is None else decode_value(value, self.layout, self.page_size, digest))
         return pages
 
     def _write_records(self, records: list[PageRecord]) -> None:
         for plan, index, page in records:
-            check = plan.checks[index]
-            value = encode_value(self.layout, self.page_size, check, page)
-            self._values[check] = value
-            self._index.add(check, PageEntry(len(value), index + 1, parent_of(plan, index)))
+            digest = plan.digests[index]
+            value = encode_value(self.layout, self.page_size, digest, page)
+            self._values[digest] = value
+            self._index.add(digest, PageEntry(len(value), index + 1, parent_of(plan, index)))
         self._index.touch_written(records)
 
-    def _drop(self, checks: list[bytes]) -> int:
-        for check in checks:
-            del self._values[check]
-            self._index.remove(check)
-        return len(checks)
+    def _drop(self, digests: list[bytes]) -> int:
+        for digest in digests:
+            del self._values[digest]
+            self._index.remove(digest)
+        return len(digests)
 
     def _used_bytes(self) -> int:
         return self._index.live_bytes

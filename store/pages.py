@@ -18,34 +18,34 @@ from typing import Any
 import numpy as np
 import torch
 
-CHECK_BYTES = 32
+DIGEST_BYTES = 32
 KEY_DIGEST_BYTES = 8
 MAX_TOKEN_ID = 2**32 - 1
 
 
 @dataclass(frozen=True)
 class PagePlan:
-    """The full pages of one prompt: ``checks[k]`` is page k's 32-byte chained digest."""
+    """The full pages of one prompt: ``digests[k]`` is page k's 32-byte chained digest."""
 
     namespace: str
     page_size: int
-    checks: tuple[bytes, ...]
+    digests: tuple[bytes, ...]
 
     @property
     def n_pages(self) -> int:
-        return len(self.checks)
+        return len(self.digests)
 
     def key_digest(self, index: int) -> bytes:
-        return self.checks[index][:KEY_DIGEST_BYTES]
+        return self.digests[index][:KEY_DIGEST_BYTES]
 
     @cached_property
     def _key_body(self) -> bytes:
         """Every page's short digest, concatenated once: ``prefix_key(n)`` is a slice of it."""
-        return b"".join(c[:KEY_DIGEST_BYTES] for c in self.checks)
+        return b"".join(c[:KEY_DIGEST_BYTES] for c in self.digests)
 
     def prefix_key(self, n_pages: int) -> bytes:
         """Concatenated short digests of pages ``0 .. n_pages-1`` (the prefix-preserving key body)."""
-        count = len(range(len(self.checks))[:n_pages])  # what ``checks[:n_pages]`` holds, negatives too
+        count = len(range(len(self.digests))[:n_pages])  # what ``digests[:n_pages]`` holds, negatives too
         return self._key_body[: count * KEY_DIGEST_BYTES]
 
 
@@ -55,13 +55,13 @@ def plan_of_digests(digests: Sequence[bytes], page_size: int, namespace: str) ->
     Each digest must name its page's whole prefix, as :func:`plan_pages`'s do: the store keys page k
     by the short digests of pages 0..k and checks page k's full digest on every read.
     """
-    for index, digest in enumerate(digests):
-        if not isinstance(digest, bytes) or len(digest) != CHECK_BYTES:
+    for index, hasher in enumerate(digests):
+        if not isinstance(hasher, bytes) or len(hasher) != DIGEST_BYTES:
             raise ValueError(
-                f"digest {index} is {digest!r}: every page digest must be {CHECK_BYTES} bytes "
+                f"digest {index} is {digest!r}: every page digest must be {DIGEST_BYTES} bytes "
                 "(hash longer names down to a 32-byte chained digest first)"
             )
-    return PagePlan(namespace=namespace, page_size=page_size, checks=tuple(digests))
+    return PagePlan(namespace=namespace, page_size=page_size, digests=tuple(digests))
 
 
 def as_token_array(tokens: Any) -> np.ndarray:
@@ -89,14 +89,14 @@ def plan_pages(tokens: Any, page_size: int, namespace: str) -> PagePlan:
     """Chained digests of every full page of ``tokens``; a trailing partial page is not a page."""
     array = np.ascontiguousarray(as_token_array(tokens), dtype="<u4")
     n_pages = array.size // page_size
-    previous = hashlib.blake2b(namespace.encode(), digest_size=CHECK_BYTES, person=b"kvtune-ns").digest()
-    checks = [previous] * n_pages
+    previous = hashlib.blake2b(namespace.encode(), digest_size=DIGEST_BYTES, person=b"kvtune-ns").digest()
+    digests = [previous] * n_pages
     raw = array[: n_pages * page_size].tobytes()
     step = page_size * 4
     blake2b = hashlib.blake2b
     for k in range(n_pages):
         # BLAKE2b(previous || page tokens), fed in two updates instead of concatenating first.
-        digest = blake2b(previous, digest_size=CHECK_BYTES)
-        digest.update(raw[k * step : (k + 1) * step])
-        previous = checks[k] = digest.digest()
-    return PagePlan(namespace=namespace, page_size=page_size, checks=tuple(checks))
+        hasher = blake2b(previous, digest_size=DIGEST_BYTES)
+        hasher.update(raw[k * step : (k + 1) * step])
+        previous = digests[k] = hasher.digest()
+    return PagePlan(namespace=namespace, page_size=page_size, digests=tuple(digests))

@@ -36,7 +36,7 @@ class PageEntry:
 
 def parent_of(plan: PagePlan, index: int) -> bytes | None:
     """The chained digest of page ``index``'s parent (``None`` for a prompt's first page)."""
-    return plan.checks[index - 1] if index else None
+    return plan.digests[index - 1] if index else None
 
 
 class RecencyIndex:
@@ -52,26 +52,26 @@ class RecencyIndex:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def __contains__(self, check: object) -> bool:
-        return check in self._entries
+    def __contains__(self, digest: object) -> bool:
+        return digest in self._entries
 
-    def add(self, check: bytes, entry: PageEntry) -> None:
+    def add(self, digest: bytes, entry: PageEntry) -> None:
         """Insert (or replace) a page as the most recent one."""
-        old = self._entries.pop(check, None)
+        old = self._entries.pop(digest, None)
         if old is not None:
             self.live_bytes -= old.nbytes
-        self._entries[check] = entry
+        self._entries[digest] = entry
         self.live_bytes += entry.nbytes
         if entry.parent is not None:
-            self._link(entry.parent, check)
+            self._link(entry.parent, digest)
 
-    def touch(self, checks: Sequence[bytes]) -> None:
-        """Record a use of the prefix ``checks`` (pages 0..n-1 of one prompt); LRU order only."""
+    def touch(self, digests: Sequence[bytes]) -> None:
+        """Record a use of the prefix ``digests`` (pages 0..n-1 of one prompt); LRU order only."""
         if self.order != "lru":
             return
-        for check in reversed(checks):
-            if check in self._entries:
-                self._entries.move_to_end(check)
+        for digest in reversed(digests):
+            if digest in self._entries:
+                self._entries.move_to_end(digest)
 
     def touch_written(self, records: Iterable[PageRecord]) -> None:
         """After a write, touch each prompt's prefix down to its deepest new page.
@@ -84,16 +84,16 @@ class RecencyIndex:
             if known is None or record.index > known[1]:
                 deepest[id(record.plan)] = (record.plan, record.index)
         for plan, index in deepest.values():
-            self.touch(plan.checks[: index + 1])
+            self.touch(plan.digests[: index + 1])
 
     def victim(self) -> bytes | None:
         """The page eviction should take next (with its subtree), or ``None`` if nothing is stored."""
         return next(iter(self._entries), None)
 
-    def subtree(self, check: bytes) -> list[bytes]:
-        """``check`` and every stored page that continues it, children before their parents."""
+    def subtree(self, digest: bytes) -> list[bytes]:
+        """``digest`` and every stored page that continues it, children before their parents."""
         order: list[bytes] = []
-        stack = [check]
+        stack = [digest]
         while stack:
             node = stack.pop()
             order.append(node)
@@ -101,17 +101,17 @@ class RecencyIndex:
         order.reverse()
         return order
 
-    def remove(self, check: bytes) -> PageEntry:
+    def remove(self, digest: bytes) -> PageEntry:
         """Forget a page (remove its children first: see :meth:`subtree`)."""
-        entry = self._entries.pop(check)
+        entry = self._entries.pop(digest)
         self.live_bytes -= entry.nbytes
-        self._children.pop(check, None)
+        self._children.pop(digest, None)
         if entry.parent is not None:
-            self._unlink(entry.parent, check)
+            self._unlink(entry.parent, digest)
         return entry
 
-    def _children_of(self, check: bytes) -> tuple[bytes, ...] | set[bytes]:
-        children = self._children.get(check)
+    def _children_of(self, digest: bytes) -> tuple[bytes, ...] | set[bytes]:
+        children = self._children.get(digest)
         if children is None:
             return ()
         return (children,) if isinstance(children, bytes) else children
@@ -143,27 +143,27 @@ class RecencyIndex:
         """
         children: dict[bytes, list[bytes]] = {}
         roots: list[bytes] = []
-        for check, (entry, _) in pages.items():
+        for digest, (entry, _) in pages.items():
             if entry.parent is None:
-                roots.append(check)
+                roots.append(digest)
             else:
-                children.setdefault(entry.parent, []).append(check)
+                children.setdefault(entry.parent, []).append(digest)
         reachable = _reachable(roots, children, pages)
-        times = {check: pages[check][1] for check in reachable}
+        times = {digest: pages[digest][1] for digest in reachable}
         if self.order == "lru":
-            for check in sorted(reachable, key=lambda c: -pages[c][0].depth):
-                parent = pages[check][0].parent
-                if parent is not None and times[check] > times[parent]:
-                    times[parent] = times[check]
+            for digest in sorted(reachable, key=lambda c: -pages[c][0].depth):
+                parent = pages[digest][0].parent
+                if parent is not None and times[digest] > times[parent]:
+                    times[parent] = times[digest]
             ranked = sorted(reachable, key=lambda c: (times[c], -pages[c][0].depth))
         else:
             ranked = sorted(reachable, key=lambda c: (times[c], pages[c][0].depth))
         self.live_bytes = 0
         self._entries = OrderedDict()
         self._children = {}
-        for check in ranked:
-            self.add(check, pages[check][0])
-        return [check for check in pages if check not in reachable]
+        for digest in ranked:
+            self.add(digest, pages[digest][0])
+        return [digest for digest in pages if digest not in reachable]
 
 
 def _reachable(
@@ -171,12 +171,12 @@ def _reachable(
 ) -> set[bytes]:
     """Pages connected to a first page through stored parents of consistent depth."""
     found: set[bytes] = set()
-    stack = [check for check in roots if pages[check][0].depth == 1]
+    stack = [digest for digest in roots if pages[digest][0].depth == 1]
     while stack:
-        check = stack.pop()
-        found.add(check)
-        depth = pages[check][0].depth
-        stack.extend(child for child in children.get(check, ()) if pages[child][0].depth == depth + 1)
+        digest = stack.pop()
+        found.add(digest)
+        depth = pages[digest][0].depth
+        stack.extend(child for child in children.get(digest, ()) if pages[child][0].depth == depth + 1)
     return found
 
 

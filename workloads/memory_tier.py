@@ -36,24 +36,24 @@ class HostMemoryTier:
     def __len__(self) -> int:
         return len(self._pages)
 
-    def match(self, checks: Sequence[bytes]) -> int:
-        """Number of leading pages of ``checks`` held in the tier."""
+    def match(self, digests: Sequence[bytes]) -> int:
+        """Number of leading pages of ``digests`` held in the tier."""
         count = 0
-        for check in checks:
-            if check not in self._pages:
+        for digest in digests:
+            if digest not in self._pages:
                 break
             count += 1
         return count
 
-    def use(self, checks: Sequence[bytes], tokens: np.ndarray, n_hits: int) -> list[TierPage]:
-        """Record a request over pages ``checks``: its first ``n_hits`` pages were served from this tier
+    def use(self, digests: Sequence[bytes], tokens: np.ndarray, n_hits: int) -> list[TierPage]:
+        """Record a request over pages ``digests``: its first ``n_hits`` pages were served from this tier
         (each gains a hit); every page is inserted or refreshed. Returns the pages evicted to make room."""
-        for index in range(len(checks) - 1, -1, -1):
-            page = self._pages.get(checks[index])
+        for index in range(len(digests) - 1, -1, -1):
+            page = self._pages.get(digests[index])
             if page is None:
-                self._pages[checks[index]] = TierPage(tokens, index)
+                self._pages[digests[index]] = TierPage(tokens, index)
                 continue
-            self._pages.move_to_end(checks[index])
+            self._pages.move_to_end(digests[index])
             if index < n_hits:
                 page.hits += 1
         evicted = []

@@ -572,24 +572,24 @@ class ReplaySession:
     def _serve(self, request: Request, index: int) -> _Served:
         tokens, arrival = request.tokens, request.arrival_s
         plan = self._call(self._store.plan, tokens)  # hashed once for the probe, the read and the write
-        checks = plan.checks
+        digests = plan.digests
         ideal = 0
-        while ideal < len(checks) and checks[ideal] in self._page_uses:
+        while ideal < len(digests) and digests[ideal] in self._page_uses:
             ideal += 1
         admission = self._store.config.write_admission_hits
         admitted = 0
-        while admitted < len(checks) and self._page_uses.get(checks[admitted], 0) >= admission:
+        while admitted < len(digests) and self._page_uses.get(digests[admitted], 0) >= admission:
             admitted += 1
-        for check in checks:
-            self._page_uses[check] = self._page_uses.get(check, 0) + 1
+        for digest in digests:
+            self._page_uses[digest] = self._page_uses.get(digest, 0) + 1
         timeline = self._timeline
-        memory = self._tier.match(checks)
+        memory = self._tier.match(digests)
         stored = self._call(self._store.probe, plan)
-        visible = timeline.visible_prefix(checks, arrival, stored)
+        visible = timeline.visible_prefix(digests, arrival, stored)
         late = sum(
             1
-            for check in checks[max(memory, visible) : stored]
-            if arrival < timeline.visible_at.get(check, -math.inf) < math.inf
+            for digest in digests[max(memory, visible) : stored]
+            if arrival < timeline.visible_at.get(digest, -math.inf) < math.inf
         )
         wanted = max(0, visible - memory)
         if wanted:
@@ -602,7 +602,7 @@ class ReplaySession:
         timing = timeline.serve(arrival, request.prompt_tokens, memory, wanted, prices.read_s)
         hits = memory + timing.loaded_pages
         self._tier.capacity_pages = self._tier_pages(timeline.pending_pages(arrival))
-        evicted = self._tier.use(checks, tokens, memory)
+        evicted = self._tier.use(digests, tokens, memory)
         written = dropped = 0
         if self.config.write_policy == "write_through" and admitted:
             written, dropped = self._back_up(plan, admitted, stored, timing.finish_s)
@@ -632,7 +632,7 @@ class ReplaySession:
     def _back_up(self, plan: PagePlan, n_pages: int, stored: int, queued_s: float) -> tuple[int, int]:
         """Back up the first ``n_pages`` pages of ``plan`` at ``queued_s`` (those the model has not):
         queue them on the timeline, write them for real; return pages queued and dropped."""
-        needed = self._timeline.needs_backup(plan.checks[:n_pages], stored, queued_s)
+        needed = self._timeline.needs_backup(plan.digests[:n_pages], stored, queued_s)
         if not needed:
             return 0, 0
         outcome = self._timeline.backup(queued_s, needed, self._prices[self.config.clock].write_s)
@@ -653,11 +653,11 @@ class ReplaySession:
         """Write the first ``n_pages`` pages of ``plan`` (those the store lacks); return pages queued."""
         kv = self._kv_for(n_pages * self.config.page_size)
         put = self._store.put_batch if self.config.blocking_writes else self._store.put_async
-        return self._call(put, dataclasses.replace(plan, checks=plan.checks[:n_pages]), kv)
+        return self._call(put, dataclasses.replace(plan, digests=plan.digests[:n_pages]), kv)
 
     def _kv_for(self, positions: int) -> torch.Tensor:
         """KV of ``positions`` positions: a view of one random buffer (random values, so compression and
-        checks see realistic bytes), grown when a longer prompt comes."""
+        digests see realistic bytes), grown when a longer prompt comes."""
         if self._kv.shape[2] < positions:
             grown = max(positions, 2 * self._kv.shape[2])
             shape = self.config.profile.kv_layout().page_shape(grown)

@@ -180,8 +180,8 @@ def test_observation_counts_lookups_hits_and_reuse(store: KVStore) -> None:
     tokens = np.arange(3 * PAGE)
     store.put_batch(tokens, torch.zeros(LAYOUT.page_shape(3 * PAGE), dtype=LAYOUT.dtype))
     assert store.probe(tokens) == 3 and store.probe(np.arange(100, 100 + 2 * PAGE)) == 0
-    ctl.record_lookup(list(store.plan(tokens).checks))
-    ctl.record_lookup(list(store.plan(tokens).checks[:2]))
+    ctl.record_lookup(list(store.plan(tokens).digests))
+    ctl.record_lookup(list(store.plan(tokens).digests[:2]))
     ctl._clock.now += 2.0  # type: ignore[attr-defined]
     obs = ctl.tick().observation
     assert obs["store_hit_ratio"] == pytest.approx(3 / 5)

@@ -59,7 +59,7 @@ def test_file_names_are_chained_digests_in_one_flat_directory(make_store: MakeSt
     tokens, _ = _put(s, 5, 3)
     shared = torch.cat([tokens[: 2 * PAGE_SIZE], make_tokens(6, PAGE_SIZE)])
     s.put_batch(shared, make_kv(6, 3 * PAGE_SIZE))
-    names = {c.hex() for c in (*s.plan(tokens).checks, *s.plan(shared).checks)}
+    names = {c.hex() for c in (*s.plan(tokens).digests, *s.plan(shared).digests)}
     assert len(names) == 4
     entries = list(os.scandir(tmp_path / "flat"))
     assert all(entry.is_file() for entry in entries)

@@ -43,7 +43,7 @@ def test_keys_are_sglangs_own_page_hashes(make_store: MakeStore, tmp_path: Path)
     s = make_store("sglang-file")
     tokens = make_tokens(1, 3 * PAGE_SIZE + 2)
     expected = get_hash_str(tokens[: 3 * PAGE_SIZE].tolist(), None, PAGE_SIZE)
-    assert [check.hex() for check in s.plan(tokens).checks] == expected
+    assert [digest.hex() for digest in s.plan(tokens).digests] == expected
     assert len(expected) == 3  # the partial page has no key
     assert s.put_batch(tokens, prefix_kv(tokens)) == 3
     on_disk = sorted(p.name for p in (tmp_path / "sglang-file").glob("*.bin"))
@@ -55,8 +55,8 @@ def test_page_files_hold_the_page_first_flat_page(make_store: MakeStore, tmp_pat
     tokens = make_tokens(2, 2 * PAGE_SIZE)
     kv = prefix_kv(tokens)
     s.put_batch(tokens, kv)
-    for page, check in enumerate(s.plan(tokens).checks):
-        raw = np.fromfile(tmp_path / "sglang-file" / (check.hex() + SUFFIX), dtype=np.uint8)
+    for page, digest in enumerate(s.plan(tokens).digests):
+        raw = np.fromfile(tmp_path / "sglang-file" / (digest.hex() + SUFFIX), dtype=np.uint8)
         assert_bit_exact(torch.from_numpy(raw).view(LAYOUT.dtype), page_first(kv, page))
 
 
@@ -69,7 +69,7 @@ def test_sglangs_own_backend_reads_what_the_store_wrote_and_back(
     ours_kv = prefix_kv(ours)
     s.put_batch(ours, ours_kv)
     backend = sglang_file_backend(path)
-    keys = [check.hex() for check in s.plan(ours).checks]
+    keys = [digest.hex() for digest in s.plan(ours).digests]
     assert backend.batch_exists(keys) == 3  # type: ignore[attr-defined]
     targets = [torch.empty(LAYOUT.page_bytes(PAGE_SIZE) // 2, dtype=LAYOUT.dtype) for _ in keys]
     got = backend.batch_get(keys, targets)  # type: ignore[attr-defined]
@@ -78,7 +78,7 @@ def test_sglangs_own_backend_reads_what_the_store_wrote_and_back(
 
     theirs = make_tokens(4, 2 * PAGE_SIZE)
     theirs_kv = prefix_kv(theirs)
-    their_keys = [check.hex() for check in s.plan(theirs).checks]
+    their_keys = [digest.hex() for digest in s.plan(theirs).digests]
     assert backend.batch_set(their_keys, [page_first(theirs_kv, p) for p in range(2)])  # type: ignore[attr-defined]
     assert s.probe(theirs) == 2
     assert_bit_exact(s.get_batch(theirs, 2), theirs_kv)

@@ -189,11 +189,11 @@ def test_digest_collision_is_a_miss_never_a_wrong_tensor(lsm: LSMStore) -> None:
 def _corruptions(value: bytes) -> dict[str, bytes]:
     from store.codec import VALUE_HEADER_BYTES
 
-    check_at = VALUE_HEADER_BYTES - 8 - 32
+    digest_at = VALUE_HEADER_BYTES - 8 - 32
     hash_at = VALUE_HEADER_BYTES - 8
     tensor_at = VALUE_HEADER_BYTES + 5
     return {
-        "check": value[:check_at] + bytes([value[check_at] ^ 1]) + value[check_at + 1 :],
+        "check": value[:digest_at] + bytes([value[digest_at] ^ 1]) + value[digest_at + 1 :],
         "hash": value[:hash_at] + bytes([value[hash_at] ^ 1]) + value[hash_at + 1 :],
         "tensor": value[:tensor_at] + bytes([value[tensor_at] ^ 0x80]) + value[tensor_at + 1 :],
         "magic": b"XXX" + value[3:],
