@@ -18,28 +18,38 @@ Each mechanism is SGLang's (0.5.23), simplified where stated:
   gives it the earliest free server once its policy lets it start.
 - **Backups race the disk** (``cache_controller.py``: ``write_storage``, ``backup_thread_func``,
   ``_page_backup``; ``unified_radix_cache.py``: ``write_backup_storage`` pins the host pages with
-  ``inc_host_lock_ref`` until ``ack_backup_queue`` releases them). One backup thread drains an unbounded
-  queue batch by batch (at most 128 pages); a page is visible to storage probes once its batch is
-  written; its host page stays pinned (counted by :meth:`ServingTimeline.pending_pages`) until its whole
-  operation is acknowledged. ``backup_queue_pages`` bounds the queue instead: pages that do not fit are
-  dropped (the behaviour of engines that offload through a fixed buffer), never visible.
+  ``inc_host_lock_ref`` until ``ack_backup_queue`` releases them). One backup thread takes one batch (at
+  most 128 pages) at a time from an unbounded FIFO, in the order the batches were queued, and writes it;
+  the model places each batch on the disk only when the thread would take it (lazily, as trace time
+  advances), so work queued behind it does not hold the disk yet. A page is visible to storage probes
+  once its batch is written; until then it reads as on its way (not visible, not to be backed up again);
+  its host page stays pinned (counted by :meth:`ServingTimeline.pending_pages`) from its queueing until
+  its whole operation is acknowledged. ``backup_queue_pages`` bounds the queue instead: pages that do not
+  fit are dropped (the behaviour of engines that offload through a fixed buffer), never visible.
 - **One disk** (:class:`DeviceTimeline`): prefetch reads and backup writes occupy it, each placed
-  non-preemptively in the first idle gap at or after it is issued; the store's background work (WAL,
-  flush, compaction, blob GC, stalls) reaches it through the prices, which the engine takes from the
-  store's own counters (device time per page the store moved).
+  non-preemptively in the first idle gap at or after it is issued, so a read waits for at most the backup
+  batch in flight, not for the backlog. Simplification: a request's prefetch books all its batches when
+  it is issued (backup batches queued meanwhile go after them). The store's background work (WAL,
+  flush, compaction, blob GC, stalls) reaches the disk through the prices, which the engine takes from
+  the store's own counters (device time per page the store moved).
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 PREFETCH_POLICIES = ("wait_complete", "timeout", "best_effort")
 STORAGE_BATCH_PAGES = 128
 """SGLang's ``STORAGE_BATCH_SIZE``: pages per storage read or write batch."""
+QUEUED_S = sys.float_info.max
+"""``visible_at`` of a page queued for backup whose batch is not written yet: later than any trace time
+(not visible, but on its way), yet not ``inf`` (dropped)."""
 
 
 def busy_within(intervals: Sequence[tuple[float, float]], start: float, end: float) -> float:
@@ -112,7 +122,24 @@ class BackupOutcome:
 
     queued: int
     dropped: int
-    acked_s: float
+
+
+@dataclass(frozen=True)
+class _BackupBatch:
+    """One write the backup thread takes from its queue."""
+
+    keys: tuple[bytes, ...]
+    s_per_page: float
+    operation: int
+
+
+@dataclass
+class _BackupOperation:
+    """A queued backup not acknowledged yet: its pages stay pinned until its last batch is written."""
+
+    queued_s: float
+    pages: int
+    batches_left: int
 
 
 class ServingTimeline:
@@ -154,11 +181,16 @@ class ServingTimeline:
         self.disk = DeviceTimeline()
         self.gpu_jobs: list[tuple[float, float]] = []
         self._backup_free_s = 0.0
+        self._order = itertools.count()
+        self._backup_queue: list[tuple[float, int, _BackupBatch]] = []
+        """Batches the backup thread has not taken yet, a heap by ``(queued_s, queueing order)``."""
+        self._unacked: dict[int, _BackupOperation] = {}
         self._pending: list[tuple[float, float, int]] = []
-        """Backup operations as ``(acked_s, queued_s, pages)``, a heap by acknowledgement: their host
-        pages are pinned in between."""
+        """Acknowledged backup operations as ``(acked_s, queued_s, pages)``, a heap by acknowledgement:
+        their host pages were pinned in between."""
         self.visible_at: dict[bytes, float] = {}
-        """Trace time each backed-up page became visible to probes (``inf``: dropped)."""
+        """Trace time each backed-up page became visible to probes (``QUEUED_S``: not written yet;
+        ``inf``: dropped)."""
 
     # ------------------------------------------------------------------ prefetch and compute
 
@@ -167,6 +199,7 @@ class ServingTimeline:
     ) -> Timing:
         """Serve a request whose first ``memory_pages`` are in host memory and the next ``disk_pages``
         are visible in storage: prefetch them from ``arrival_s``, start under the policy, prefill the rest."""
+        self._advance_backups(arrival_s)
         self.disk.forget_before(arrival_s)
         while self._pending and self._pending[0][0] <= arrival_s:
             heapq.heappop(self._pending)
@@ -211,13 +244,36 @@ class ServingTimeline:
 
     # ------------------------------------------------------------------ backups
 
+    def _advance_backups(self, until_s: float) -> None:
+        """Let the backup thread take, one at a time, every batch it would take by ``until_s``: a batch
+        is taken when it is queued and the previous one is written. Placing a batch only then keeps the
+        disk free for reads issued meanwhile; the first batch not taken is issued after ``until_s``."""
+        while self._backup_queue:
+            queued_s, _, batch = self._backup_queue[0]
+            issued_s = max(queued_s, self._backup_free_s)
+            if issued_s > until_s:
+                return
+            heapq.heappop(self._backup_queue)
+            _, written_s = self.disk.reserve(issued_s, len(batch.keys) * batch.s_per_page)
+            for key in batch.keys:
+                self.visible_at[key] = written_s
+            self._backup_free_s = written_s
+            operation = self._unacked[batch.operation]
+            operation.batches_left -= 1
+            if operation.batches_left == 0:
+                del self._unacked[batch.operation]
+                heapq.heappush(self._pending, (written_s, operation.queued_s, operation.pages))
+
     def pending_pages(self, time_s: float) -> int:
         """Pages queued or being written at ``time_s`` (pinned in host memory until acknowledged)."""
-        return sum(pages for acked_s, queued_s, pages in self._pending if queued_s <= time_s < acked_s)
+        self._advance_backups(time_s)
+        acked = sum(pages for acked_s, queued_s, pages in self._pending if queued_s <= time_s < acked_s)
+        return acked + sum(op.pages for op in self._unacked.values() if op.queued_s <= time_s)
 
     def visible_prefix(self, keys: Sequence[bytes], time_s: float, stored: int) -> int:
         """How many of the first ``stored`` pages (those the store holds) a probe at ``time_s`` sees:
         pages never backed up through the model (there before the replay) count as visible."""
+        self._advance_backups(time_s)
         for index in range(stored):
             if self.visible_at.get(keys[index], -math.inf) > time_s:
                 return index
@@ -225,28 +281,33 @@ class ServingTimeline:
 
     def backup(self, queued_s: float, keys: Sequence[bytes], write_s_per_page: float) -> BackupOutcome:
         """Queue a backup of ``keys`` (in prefix order) at ``queued_s``: the backup thread writes them in
-        batches; with a bounded queue, the pages that do not fit are dropped."""
+        batches, one at a time, as trace time reaches them; with a bounded queue, the pages that do not
+        fit (bound minus the pages pending at ``queued_s``) are dropped: to know that room, the backup
+        thread is advanced to ``queued_s``."""
         room = len(keys)
         if self.backup_queue_pages is not None:
             room = max(0, min(room, self.backup_queue_pages - self.pending_pages(queued_s)))
         for key in keys[room:]:
             self.visible_at[key] = math.inf
         if room == 0:
-            return BackupOutcome(queued=0, dropped=len(keys), acked_s=queued_s)
-        ready_s = max(queued_s, self._backup_free_s)
-        for first in range(0, room, self.batch_pages):
-            batch = keys[first : min(first + self.batch_pages, room)]
-            _, ready_s = self.disk.reserve(ready_s, len(batch) * write_s_per_page)
+            return BackupOutcome(queued=0, dropped=len(keys))
+        firsts = range(0, room, self.batch_pages)
+        operation = next(self._order)
+        self._unacked[operation] = _BackupOperation(queued_s=queued_s, pages=room, batches_left=len(firsts))
+        for first in firsts:
+            batch = tuple(keys[first : min(first + self.batch_pages, room)])
             for key in batch:
-                self.visible_at[key] = ready_s
-        self._backup_free_s = ready_s
-        heapq.heappush(self._pending, (ready_s, queued_s, room))
-        return BackupOutcome(queued=room, dropped=len(keys) - room, acked_s=ready_s)
+                self.visible_at[key] = QUEUED_S
+            entry = (queued_s, next(self._order), _BackupBatch(batch, write_s_per_page, operation))
+            heapq.heappush(self._backup_queue, entry)
+        return BackupOutcome(queued=room, dropped=len(keys) - room)
 
     def needs_backup(self, keys: Sequence[bytes], stored: int, time_s: float) -> list[bytes]:
         """The keys a backup at ``time_s`` must write, given that the store holds the first ``stored``:
         those dropped before, and those the store lacks that are not on their way (never queued, or
-        visible once but evicted since)."""
+        visible once but evicted since). A page still queued is on its way: the backup thread is not
+        advanced to ``time_s`` (a backup is queued at its request's finish, past later arrivals whose
+        reads must not find the disk booked by batches taken after them)."""
         needed = []
         for index, key in enumerate(keys):
             visible_s = self.visible_at.get(key)
@@ -262,5 +323,7 @@ class ServingTimeline:
         return busy_within(self.gpu_jobs, start_s, end_s) / (self.servers * span) if span > 0 else 0.0
 
     def disk_utilization(self, start_s: float, end_s: float) -> float:
+        """Busy disk time inside ``[start_s, end_s]`` over its span, with the backups taken by ``end_s``."""
+        self._advance_backups(end_s)
         span = end_s - start_s
         return busy_within(self.disk.jobs, start_s, end_s) / span if span > 0 else 0.0

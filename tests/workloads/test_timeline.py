@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workloads.timeline import PREFETCH_POLICIES, DeviceTimeline, ServingTimeline
+from workloads.timeline import PREFETCH_POLICIES, QUEUED_S, DeviceTimeline, ServingTimeline
 
 
 def timeline(
@@ -50,16 +50,18 @@ def test_backups_slower_than_arrivals_make_exact_late_pages() -> None:
     serving = timeline()
     first = keys("a", 4)
     outcome = serving.backup(0.0, first, write_s_per_page=1.0)
-    assert (outcome.queued, outcome.dropped, outcome.acked_s) == (4, 0, 4.0)
-    assert [serving.visible_at[k] for k in first] == [1.0, 2.0, 3.0, 4.0]
+    assert (outcome.queued, outcome.dropped) == (4, 0)
     # a probe at 2.5 of a store that holds all 4 sees 2: pages 2 and 3 are late
     assert serving.visible_prefix(first, 2.5, stored=4) == 2
+    assert [serving.visible_at[k] for k in first] == [1.0, 2.0, 3.0, QUEUED_S]  # the last batch from 3
     assert serving.visible_prefix(first, 4.0, stored=4) == 4
+    assert [serving.visible_at[k] for k in first] == [1.0, 2.0, 3.0, 4.0]
     assert serving.visible_prefix(first, 4.0, stored=3) == 3
     # the backup thread is busy until 4: the next backup queues behind it
     second = keys("b", 2)
-    assert serving.backup(1.0, second, write_s_per_page=1.0).acked_s == 6.0
+    assert serving.backup(1.0, second, write_s_per_page=1.0).queued == 2
     assert serving.visible_prefix(second, 5.5, stored=2) == 1
+    assert serving.visible_prefix(second, 6.0, stored=2) == 2
     assert serving.pending_pages(1.0) == 4 + 2
     assert serving.pending_pages(4.5) == 2
     assert serving.pending_pages(6.0) == 0
@@ -69,19 +71,22 @@ def test_a_bounded_queue_drops_exactly_what_does_not_fit() -> None:
     serving = timeline(queue_pages=3, batch_pages=128)
     outcomes = [serving.backup(t, keys(f"r{t}-", 2), write_s_per_page=1.0) for t in (0.0, 0.5, 1.0, 1.5)]
     assert [(o.queued, o.dropped) for o in outcomes] == [(2, 0), (1, 1), (0, 2), (0, 2)]
-    assert [o.acked_s for o in outcomes[:2]] == [2.0, 3.0]
     assert serving.visible_at[b"r0.5-1"] == math.inf
     # a dropped page is backed up again next time; a queued one is not
     assert serving.needs_backup([b"r0.5-0", b"r0.5-1"], stored=2, time_s=2.0) == [b"r0.5-1"]
-    # once the queue drains, there is room again
+    # once the queue drains (the second operation is acknowledged at 3), there is room again
+    assert serving.pending_pages(2.5) == 1
     assert serving.backup(3.0, keys("late", 3), write_s_per_page=1.0).queued == 3
+    assert [serving.visible_at[k] for k in (b"r0.0-1", b"r0.5-0")] == [2.0, 3.0]
 
 
 def test_the_unbounded_queue_never_drops() -> None:
     serving = timeline(batch_pages=128)
     outcomes = [serving.backup(t, keys(f"r{t}-", 2), write_s_per_page=1.0) for t in (0.0, 0.5, 1.0, 1.5)]
     assert [o.dropped for o in outcomes] == [0, 0, 0, 0]
-    assert [o.acked_s for o in outcomes] == [2.0, 4.0, 6.0, 8.0]
+    assert serving.pending_pages(1.5) == 8
+    assert serving.visible_prefix([b"r1.5-1"], 8.0, stored=1) == 1
+    assert [serving.visible_at[f"r{t}-1".encode()] for t in (0.0, 0.5, 1.0, 1.5)] == [2.0, 4.0, 6.0, 8.0]
 
 
 def test_timeout_loses_exactly_the_pages_past_the_deadline() -> None:
@@ -131,7 +136,7 @@ def test_an_infinite_disk_gives_the_ideal_hits_for_every_policy(policy: str) -> 
     for arrival in (0.0, 0.0, 0.5):
         timing = serving.serve(arrival, prompt_tokens=20, memory_pages=3, disk_pages=7, read_s_per_page=0.0)
         assert timing.loaded_pages == 7
-    assert serving.backup(1.0, keys("k", 3), write_s_per_page=0.0).acked_s == 1.0
+    assert serving.backup(1.0, keys("k", 3), write_s_per_page=0.0).queued == 3
     assert serving.visible_prefix(keys("k", 3), 1.0, stored=3) == 3
 
 
@@ -148,6 +153,46 @@ def test_utilization_is_busy_time_over_span() -> None:
     disk = timeline()
     disk.backup(0.0, keys("k", 3), write_s_per_page=1.0)
     assert disk.disk_utilization(0.0, 6.0) == 0.5
+
+
+BATCH_S = 0.5
+"""Write time of one batch of 4 pages at 0.125 s per page."""
+
+
+def backlog(batches: int = 10) -> tuple[ServingTimeline, list[bytes]]:
+    """A timeline whose backup thread has ``batches`` batches of 4 pages queued at 0."""
+    serving = timeline(batch_pages=4)
+    pages = keys("b", 4 * batches)
+    assert serving.backup(0.0, pages, write_s_per_page=BATCH_S / 4).queued == len(pages)
+    return serving, pages
+
+
+def test_a_read_waits_for_the_backup_batch_in_flight_not_the_backlog() -> None:
+    serving, _ = backlog()
+    # at 1.5 batch times the second batch is being written: the read starts when it ends
+    timing = serving.serve(1.5 * BATCH_S, prompt_tokens=2, memory_pages=0, disk_pages=2, read_s_per_page=0.25)
+    assert timing.prefetch_done_s == 2 * BATCH_S + 0.5
+    assert serving.disk.jobs[-1] == (2 * BATCH_S, 2 * BATCH_S + 0.5)
+    # the backup thread takes its third batch once the disk is free again
+    assert serving.visible_prefix(keys("b", 12), 2 * BATCH_S + 1.0, stored=12) == 12
+    assert serving.visible_at[b"b8"] == 2 * BATCH_S + 1.0
+
+
+def test_a_backlog_without_reads_becomes_visible_batch_by_batch() -> None:
+    serving, pages = backlog()
+    assert serving.visible_prefix(pages, 10 * BATCH_S, stored=len(pages)) == len(pages)
+    assert [serving.visible_at[page] for page in pages] == [(i // 4 + 1) * BATCH_S for i in range(len(pages))]
+
+
+def test_pending_pages_count_queued_batches_until_their_operation_is_acknowledged() -> None:
+    serving, pages = backlog()
+    assert serving.pending_pages(0.0) == 40  # nine batches not taken yet, one in flight
+    assert serving.visible_at[pages[-1]] == QUEUED_S
+    assert serving.visible_prefix(pages, 0.0, stored=len(pages)) == 0
+    # queued (and written-later) pages are on their way, not backed up again
+    assert serving.needs_backup(pages, stored=0, time_s=BATCH_S / 2) == []
+    assert serving.pending_pages(9.5 * BATCH_S) == 40
+    assert serving.pending_pages(10 * BATCH_S) == 0
 
 
 def test_servers_run_fifo_in_parallel() -> None:
