@@ -83,6 +83,9 @@ def store(
     kinds: Annotated[
         str | None, typer.Option(help="Store kinds to compare, comma-separated (default: every kind).")
     ] = None,
+    parts: Annotated[
+        str, typer.Option(help="Workloads to run, comma-separated: large pages, small pages, or both.")
+    ] = "large,small",
     quick: Annotated[
         bool, typer.Option("--quick", help="A ~1 minute run at small sizes (for `make run`).")
     ] = False,
@@ -116,6 +119,7 @@ def store(
         rounds=rounds,
         large_pages=large_pages,
         kinds=_bench_kinds(kinds),
+        parts=tuple(part.strip() for part in parts.split(",") if part.strip()),
         small_levels=int_list(small_pages, "--small-pages"),
         small_page_bytes=small_page_bytes,
         large_kv_heads=large_kv_heads,

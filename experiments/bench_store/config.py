@@ -19,6 +19,8 @@ LSM_FLAT = "lsm-flat"
 """The lsm store with ``key_scheme="flat"``, run beside ``lsm`` (prefix keys) to compare the key schemes."""
 KINDS = (*STORE_KINDS, LSM_FLAT)
 RAW = "raw"
+PARTS = ("large", "small")
+"""The workload shapes a run can measure (:meth:`BenchConfig.scenarios`), by :class:`Scenario` name."""
 DISK_KINDS = (*DISK_STORE_KINDS, LSM_FLAT)
 
 
@@ -91,6 +93,7 @@ class BenchConfig:
 
     out: Path = Path("runs/bench")
     kinds: tuple[str, ...] = KINDS
+    parts: tuple[str, ...] = PARTS
     rounds: int = 5
     large_pages: int = 512
     large_prompt_pages: int = 16
@@ -115,6 +118,8 @@ class BenchConfig:
             raise ValueError(f"unknown store kind(s) {unknown}; choose from {', '.join(KINDS)}")
         if len(set(self.kinds)) != len(self.kinds):
             raise ValueError(f"kinds must not repeat, got {self.kinds}")
+        if not self.parts or not set(self.parts) <= set(PARTS) or len(set(self.parts)) != len(self.parts):
+            raise ValueError(f"parts must be some of {', '.join(PARTS)}, each once, got {self.parts}")
         positive = (
             "rounds",
             "large_pages",
@@ -228,7 +233,12 @@ class BenchConfig:
         )
 
     def scenarios(self) -> list[Scenario]:
-        return [self.large_scenario(), self.small_scenario()]
+        """The scenarios of :attr:`parts`, large pages first."""
+        return [
+            scenario
+            for scenario in (self.large_scenario(), self.small_scenario())
+            if scenario.name in self.parts
+        ]
 
     def describe(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "store_config"}

@@ -293,8 +293,7 @@ def plot(result: BenchResult, path: Path) -> None:
     )
     ax.set_yscale("log")
     ax.set_ylabel("MB/s (median, min-max over rounds)")
-    large_scenario = next(s for s in result.scenarios if s.name == "large")
-    ax.set_title(f"Large pages ({size_text(large_scenario.page_bytes)}, Llama-3.1-8B scaled)")
+    ax.set_title(f"Large pages ({size_text(result.config.large_scenario().page_bytes)}, Llama-3.1-8B scaled)")
     ax.legend(fontsize=8)
     small = frame[frame["scenario"] == "small"]
     panels = [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from experiments.bench_store.config import KINDS, RAW, BenchConfig, Scenario, size_text
 from experiments.bench_store.ratios import level_ratios, pair_ratios
@@ -55,8 +55,18 @@ def check_targets(
         passed = None if math.isnan(measured) else measured >= threshold
         checks.append(TargetCheck(name, measured, threshold, passed, detail))
 
-    large = next(s for s in scenarios if s.name == "large")
-    small = next(s for s in scenarios if s.name == "small")
+    for scenario in scenarios:
+        if scenario.name == "large":
+            _large_targets(add, ratios, scenario)
+        else:
+            _small_targets(add, checks.append, footprints, ratios, scenario, config)
+    return checks
+
+
+_AddTarget = Callable[[str, float, float, str], None]
+
+
+def _large_targets(add: _AddTarget, ratios: Sequence[Ratio], large: Scenario) -> None:
     add(
         "large pages: lsm put >= 85% of raw write",
         _find_ratio(ratios, ("large", 0, "put", "", RAW)),
@@ -69,6 +79,24 @@ def check_targets(
         0.7,
         "lsm/raw, page cache dropped",
     )
+    for op, cache in (("put", ""), ("get", "cold")):
+        label = f"{op} ({cache})" if cache else op
+        add(
+            f"large pages: lsm {label} >= 0.9x applog's",
+            _find_ratio(ratios, ("large", 0, op, cache, "applog")),
+            0.9,
+            "lsm/applog",
+        )
+
+
+def _small_targets(
+    add: _AddTarget,
+    add_check: Callable[[TargetCheck], None],
+    footprints: Sequence[Footprint],
+    ratios: Sequence[Ratio],
+    small: Scenario,
+    config: BenchConfig,
+) -> None:
     top, bottom = small.levels[-1], small.levels[0]
     scale_note = "" if top >= 1_000_000 else f" (below the 1,000,000-page target scale: {top:,} pages)"
     for op, cache, threshold in (("probe", "", 3.0), ("put", "", 5.0), ("get", "warm", 1.5)):
@@ -84,16 +112,13 @@ def check_targets(
         ("small", top, "put", ""),
         ("small", top, "get", "warm"),
         ("small", top, "get", "cold"),
-        ("large", 0, "put", ""),
-        ("large", 0, "get", "cold"),
     ):
         label = f"{op} ({cache})" if cache else op
-        where = f"{top:,} small pages" if scenario == "small" else "large pages"
         add(
-            f"{where}: lsm {label} >= 0.9x applog's",
+            f"{top:,} small pages: lsm {label} >= 0.9x applog's",
             _find_ratio(ratios, (scenario, level, op, cache, "applog")),
             0.9,
-            f"lsm/applog{scale_note if scenario == 'small' else ''}",
+            f"lsm/applog{scale_note}",
         )
     add(
         f"{top:,} small pages: lsm cold reopen >= 100x applog's",
@@ -112,14 +137,14 @@ def check_targets(
             )
     store_config = config.store_config
     budget = lsm_cache_budget(store_config)
-    growth = _rss_growth(footprints, "small", "lsm", top)
-    low_growth = _rss_growth(footprints, "small", "lsm", bottom)
-    trimmed = _rss_growth(footprints, "small", "lsm", top, "rss_trimmed_bytes")
+    growth = _rss_growth(footprints, small.name, "lsm", top)
+    low_growth = _rss_growth(footprints, small.name, "lsm", bottom)
+    trimmed = _rss_growth(footprints, small.name, "lsm", top, "rss_trimmed_bytes")
 
     def size(value: float) -> str:
         return "n/a" if math.isnan(value) else size_text(value)
 
-    checks.append(
+    add_check(
         TargetCheck(
             f"lsm RSS growth at {top:,} pages <= configured caches",
             growth,
@@ -131,7 +156,6 @@ def check_targets(
             f"memtables x {size_text(store_config.write_buffer_size)} = {size_text(budget)}",
         )
     )
-    return checks
 
 
 def _rss_growth(

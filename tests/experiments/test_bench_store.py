@@ -23,6 +23,7 @@ from experiments.bench_store import (
     pair_ratios,
     run_bench,
 )
+from experiments.bench_store.targets import check_targets
 
 TinyRun = tuple[BenchResult, list[tuple[int, int]]]
 
@@ -121,6 +122,29 @@ def test_small_page_bytes_sets_the_small_scenario_page_size() -> None:
     assert scenario.page_bytes == 1024
     assert scenario.levels == (64, 10_000_000)
     assert BenchConfig().small_scenario().page_bytes == 4096
+
+
+def test_parts_choose_the_scenarios_and_reject_unknown_names() -> None:
+    assert [s.name for s in BenchConfig(parts=("large",)).scenarios()] == ["large"]
+    assert [s.name for s in BenchConfig(parts=("small", "large")).scenarios()] == ["large", "small"]
+    for parts in ((), ("huge",), ("large", "large")):
+        with pytest.raises(ValueError, match="parts must be some of large, small, each once"):
+            BenchConfig(parts=parts)
+
+
+def test_targets_cover_only_the_parts_run() -> None:
+    config = BenchConfig(parts=("large",))
+    checks = check_targets([], [], [], config.scenarios(), config)
+    assert [c.name for c in checks] == [
+        "large pages: lsm put >= 85% of raw write",
+        "large pages: lsm cold get >= 70% of raw cold read",
+        "large pages: lsm put >= 0.9x applog's",
+        "large pages: lsm get (cold) >= 0.9x applog's",
+    ]
+    assert all(c.passed is None for c in checks)  # nothing measured: not evaluated, never a pass
+    small_only = BenchConfig(parts=("small",), small_levels=(64, 128))
+    names = [c.name for c in check_targets([], [], [], small_only.scenarios(), small_only)]
+    assert names and not any(name.startswith("large") for name in names)
 
 
 @pytest.fixture(scope="module")
@@ -241,5 +265,5 @@ def test_cli_lists_the_store_benchmark_options() -> None:
     from experiments.cli import app
 
     output = CliRunner().invoke(app, ["bench", "store", "--help"], terminal_width=200).output
-    for option in ("--out", "--rounds", "--large-pages", "--small-pages", "--kinds", "--quick"):
+    for option in ("--out", "--rounds", "--large-pages", "--small-pages", "--kinds", "--parts", "--quick"):
         assert option in output
