@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -378,7 +378,9 @@ class KVStore(ABC):
     def _probe_plan(self, plan: PagePlan) -> int: ...
 
     @abstractmethod
-    def _read_pages(self, plan: PagePlan, n_pages: int) -> list[torch.Tensor | None]: ...
+    def _read_pages(self, plan: PagePlan, n_pages: int) -> Iterable[torch.Tensor | None]:
+        """Pages ``0 .. n_pages-1`` in order (``None``: a miss); may be lazy, so a kind can read the next
+        pages while ``get_batch`` copies the ones already read."""
 
     @abstractmethod
     def _touch(self, plan: PagePlan, n_pages: int) -> None:
