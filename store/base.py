@@ -133,7 +133,9 @@ class KVStore(ABC):
         return plan_pages(tokens, self.page_size, self.namespace)
 
     def put_batch(self, tokens: Any, kv: torch.Tensor) -> int:
-        """Store every full page of ``tokens`` not yet stored, in one atomic write; return pages written."""
+        """Store every full page of ``tokens`` not yet stored, in one atomic write (the lsm store writes
+        large pages in atomic batches, in page order, so an interrupted put keeps a prefix of the pages);
+        return pages written."""
         request = self._prepare_put(tokens, kv)
         return self._store_requests([request])
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from store import IncompatibleStoreError, KVLayout, PageMissingError, StoreConfig
-from store.lsm import LSMStore
+from store.codec import VALUE_HEADER_BYTES
+from store.lsm import WRITE_BATCH_BYTES, LSMStore
 from tests.store.conftest import (
     LAYOUT,
     PAGE_SIZE,
@@ -132,6 +133,23 @@ def test_put_batch_is_one_atomic_write(lsm: LSMStore) -> None:
     delta = _delta(lsm, before)
     assert delta["rocksdb.write.self"] == 1
     assert delta[KEYS_WRITTEN] >= 3 * 30  # data, metadata and recency records of 30 pages, in that one write
+
+
+def test_a_put_of_large_pages_is_written_in_batches_of_whole_pages(make_store: MakeStore) -> None:
+    layout = KVLayout(layers=16, kv_heads=1, head_dim=128, dtype=torch.float16)  # 512 KiB pages
+    s = make_store("lsm", layout=layout, page_size=64)
+    assert isinstance(s, LSMStore)
+    n_pages = 40
+    per_batch = WRITE_BATCH_BYTES // (s.page_bytes + VALUE_HEADER_BYTES)  # 7
+    tokens = make_tokens(8, n_pages * 64)
+    kv = prefix_kv(tokens, layout, 64)
+    before = s.statistics_tickers()
+    assert s.put_batch(tokens, kv) == n_pages
+    delta = _delta(s, before)
+    assert delta["rocksdb.write.self"] == math.ceil(n_pages / per_batch) == 6
+    assert s.stats().pages_stored == n_pages
+    assert s.stats().live_bytes == n_pages * (s.page_bytes + VALUE_HEADER_BYTES)
+    assert_bit_exact(s.get_batch(tokens, n_pages), kv)
 
 
 @pytest.mark.parametrize("page_size", [4, 64])
