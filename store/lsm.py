@@ -920,6 +920,14 @@ class LSMStore(DiskKVStore):
             self._check_open()
             return any(self._db.property_int_value(name) for name in BACKGROUND_PROPERTIES)
 
+    def flush_memtables(self) -> None:
+        """Write every memtable to table and blob files, whatever the WAL setting: afterwards a read
+        comes from files, not from memory (``flush()`` flushes them only with the WAL off, where it is
+        what makes writes durable)."""
+        with self._lock:
+            self._check_open()
+            self._flush_all()
+
     def key_bytes_per_page(self) -> float:
         """Key bytes in the SST files per stored page: RocksDB's raw key size (every key space, the
         8-byte internal suffix and not yet compacted versions included) over the pages stored."""

@@ -20,7 +20,8 @@ Method (what the numbers mean):
   ``PagePlan`` (hashed once per request, untimed, as SGLang passes its page hashes); puts take tokens.
   Each kind uses its own implementation (the file kind its per-page existence checks).
 - **Get** reads whole prompts with ``get_batch``. ``warm``: the prompts were read once, untimed, so they
-  are in the page cache. ``cold``: ``os.sync()`` then ``posix_fadvise(DONTNEED)`` on every file in the
+  are in the page cache. ``cold``: the lsm store's memtables flushed to files (with the WAL on, a put's
+  pages may still be in memory), then ``os.sync()`` and ``posix_fadvise(DONTNEED)`` on every file in the
   store directory (SST, blob, segment or page files); process-internal caches (RocksDB's block cache,
   the kinds' in-memory indexes) and the kernel's inode/dentry caches stay warm. One read per round is
   compared bit for bit with what was put.

@@ -251,6 +251,8 @@ class _StoreParticipant(_Participant):
         evict = 0.0
         if cold:
             evict_started = time.perf_counter()
+            if isinstance(store, LSMStore):
+                store.flush_memtables()  # with the WAL on, a put's pages may still be in memory
             evict_page_cache(self.path)
             evict = time.perf_counter() - evict_started
         else:

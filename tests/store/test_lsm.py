@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,6 +151,17 @@ def test_a_put_of_large_pages_is_written_in_batches_of_whole_pages(make_store: M
     assert s.stats().pages_stored == n_pages
     assert s.stats().live_bytes == n_pages * (s.page_bytes + VALUE_HEADER_BYTES)
     assert_bit_exact(s.get_batch(tokens, n_pages), kv)
+
+
+def test_flush_memtables_moves_pages_to_files_even_with_the_wal_on(make_store: MakeStore) -> None:
+    s = make_store("lsm", config=BLOB_CONFIG.replace(disable_wal=False))
+    assert isinstance(s, LSMStore)
+    _stored_prompt(s, 9, 20)
+    s.flush()  # durable by the WAL: the pages stay in the memtable
+    assert s._db.property_int_value("rocksdb.num-entries-active-mem-table") >= 3 * 20
+    s.flush_memtables()
+    assert s._db.property_int_value("rocksdb.num-entries-active-mem-table") == 0
+    assert s.stats().files > 0 and any(name.endswith(".blob") for name in os.listdir(s.path))
 
 
 @pytest.mark.parametrize("page_size", [4, 64])
