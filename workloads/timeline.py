@@ -35,11 +35,13 @@ Each mechanism is SGLang's (0.5.23), simplified where stated:
   (the host RAM the store leaves, in pages) models it: the tier's pages are the unpinned ones, so a
   backup gets at most the pool minus the pinned pages; the leading pages that fit are queued, the rest
   are refused (``BackupOutcome.host_full``), never visible, and backed up again when next needed.
-  Simplifications: refusal is per page (SGLang's is per radix node, so it may refuse a little more);
-  backups are queued in the replay's order, which is not trace order when servers finish out of order,
-  so the room counts every page not acknowledged by the queueing time, including those of backups
-  queued later in trace time (the budget then holds at every instant); the backup thread is advanced to
-  the queueing time only when that count might not leave room.
+  Simplifications: refusal is per page (SGLang's is per radix node, so it may refuse a little more).
+  A backup is queued when its request's compute ends, which the replay reaches before serving later
+  arrivals that come earlier in trace time; the backup thread is not advanced to the queueing time for
+  the room (that would book its batches on the disk ahead of those arrivals' reads), so backups it would
+  acknowledge between the latest arrival and the queueing time still count as pinned: the model refuses
+  at most those pages more than SGLang would. The room also counts the pages of backups queued later in
+  trace time (servers finish out of order), so the budget holds at every instant.
 - **One disk** (:class:`DeviceTimeline`): prefetch reads and backup writes occupy it, each placed
   non-preemptively in the first idle gap at or after it is issued, so a read waits for at most the backup
   batch in flight, not for the backlog. Simplification: a request's prefetch books all its batches when
@@ -291,20 +293,15 @@ class ServingTimeline:
         acked = sum(pages for acked_s, queued_s, pages in self._pending if queued_s <= time_s < acked_s)
         return acked + sum(op.pages for op in self._unacked.values() if op.queued_s <= time_s)
 
-    def _pinned_from(self, time_s: float) -> int:
-        """Pages pinned at ``time_s`` or later: every backup not acknowledged by ``time_s``, whenever it was
-        queued (an upper bound of :meth:`pending_pages` at any time from ``time_s`` on, exact once the
-        backup thread is advanced to ``time_s``)."""
-        acked = sum(pages for acked_s, _, pages in self._pending if acked_s > time_s)
-        return acked + sum(op.pages for op in self._unacked.values())
-
     def _host_room(self, queued_s: float, pages: int) -> int:
-        """How many of ``pages`` a full host pool lets a backup at ``queued_s`` pin (see the module
-        docstring); the backup thread is advanced only when the unadvanced count leaves too little room."""
-        if self.host_pool_pages is None or self._pinned_from(queued_s) + pages <= self.host_pool_pages:
+        """How many of ``pages`` a host pool lets a backup at ``queued_s`` pin: the pool minus every backup
+        not known to be acknowledged by ``queued_s``, whenever it was queued, with the backup thread
+        where the latest arrival left it (see the module docstring)."""
+        if self.host_pool_pages is None:
             return pages
-        self._advance_backups(queued_s)
-        return max(0, min(pages, self.host_pool_pages - self._pinned_from(queued_s)))
+        pinned = sum(count for acked_s, _, count in self._pending if acked_s > queued_s)
+        pinned += sum(op.pages for op in self._unacked.values())
+        return max(0, min(pages, self.host_pool_pages - pinned))
 
     def visible_prefix(self, keys: Sequence[bytes], time_s: float, stored: int) -> int:
         """How many of the first ``stored`` pages (those the store holds) a probe at ``time_s`` sees:

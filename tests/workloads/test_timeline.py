@@ -84,7 +84,10 @@ def test_a_bounded_queue_drops_exactly_what_does_not_fit() -> None:
 
 def test_a_full_host_pool_refuses_exactly_the_pages_it_cannot_pin() -> None:
     serving = timeline(host_pages=5)  # one page per batch, written in 1 s: slower than the arrivals
-    outcomes = [serving.backup(t, keys(f"r{t:.0f}-", 3), write_s_per_page=1.0) for t in (0.0, 1.0, 2.0, 3.0)]
+    outcomes = []
+    for t in (0.0, 1.0, 2.0, 3.0):
+        serving.pending_pages(t)  # a request arrives at t (the replay sizes the tier then) ...
+        outcomes.append(serving.backup(t, keys(f"r{t:.0f}-", 3), write_s_per_page=1.0))  # ... and backs up
     # at 1 the first backup still pins its 3 pages (acknowledged at 3): 2 fit; at 2 all 5 are pinned;
     # at 3 the first is acknowledged and 3 fit again
     assert [(o.queued, o.dropped, o.host_full) for o in outcomes] == [
@@ -103,6 +106,18 @@ def test_a_full_host_pool_refuses_exactly_the_pages_it_cannot_pin() -> None:
     assert both.backup(0.0, keys("a", 6), write_s_per_page=1.0) == BackupOutcome(
         queued=3, dropped=1, host_full=2
     )
+
+
+def test_the_host_pool_counts_backups_the_thread_has_not_reached_as_pinned() -> None:
+    serving = timeline(host_pages=5)
+    serving.backup(0.0, keys("a", 3), write_s_per_page=1.0)  # written at 1, 2 and 3
+    serving.pending_pages(1.5)  # the latest arrival: the thread has not taken the last batch yet
+    # a request finishing at 3.5 finds the first backup still pinned (its acknowledgement at 3 is not
+    # known before the replay reaches 3): 2 fit, where SGLang would take all 3
+    assert serving.backup(3.5, keys("b", 3), write_s_per_page=1.0).host_full == 1
+    serving.pending_pages(4.0)
+    assert serving.backup(4.0, keys("c", 3), write_s_per_page=1.0).host_full == 0
+    assert serving.pending_pages(4.0) == 5
 
 
 def test_the_unbounded_queue_never_drops() -> None:
