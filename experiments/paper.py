@@ -217,10 +217,12 @@ def plan_cells(
 
 METRICS = (
     "hit_token_ratio",
+    "memory_hit_token_ratio",
     "mean_ttft_s",
     "p99_ttft_s",
     "backup_late_pages",
     "backup_dropped_pages",
+    "backup_host_full_pages",
     "device_read_bytes",
     "device_write_bytes",
     "gpu_utilization",
@@ -249,6 +251,7 @@ def replay_cell(spec: PaperSpec, cell: Cell, requests: Sequence[Request], out: P
             "p99_ttft_s": phase.p99_ttft_s,
             "backup_late_pages": phase.backup_late_pages,
             "backup_dropped_pages": phase.backup_dropped_pages,
+            "backup_host_full_pages": phase.backup_host_full_pages,
             "disk_read_bytes": phase.disk_read_bytes,
         }
         for name, phase in summary.phases.items()
@@ -360,23 +363,23 @@ def write_report(rows: list[dict[str, Any]], out: Path) -> None:
         json.dumps([{k: v for k, v in row.items() if k != "ttft_s"} for row in rows], indent=2) + "\n"
     )
     lines = [
-        "| cell | code | phase | hit ratio | mean TTFT ms | p99 TTFT ms | late | dropped "
+        "| cell | code | phase | hit ratio | mean TTFT ms | p99 TTFT ms | late | dropped | host full "
         "| read MB (all: device) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['cell']} | {row['store_code']} | all | {row['hit_token_ratio']:.3f} | "
             f"{row['mean_ttft_s'] * 1e3:.1f} | "
             f"{row['p99_ttft_s'] * 1e3:.1f} | {row['backup_late_pages']} | {row['backup_dropped_pages']} | "
-            f"{row['device_read_bytes'] / 1e6:.1f} |"
+            f"{row['backup_host_full_pages']} | {row['device_read_bytes'] / 1e6:.1f} |"
         )
         for phase, values in sorted(row["phases"].items()):
             lines.append(
                 f"| {row['cell']} | {row['store_code']} | {phase} | {values['hit_token_ratio']:.3f} | "
                 f"{values['mean_ttft_s'] * 1e3:.1f} | {values['p99_ttft_s'] * 1e3:.1f} | "
                 f"{values['backup_late_pages']} | {values['backup_dropped_pages']} | "
-                f"{values['disk_read_bytes'] / 1e6:.1f} |"
+                f"{values['backup_host_full_pages']} | {values['disk_read_bytes'] / 1e6:.1f} |"
             )
     (out / "table.md").write_text("\n".join(lines) + "\n")
     groups: dict[str, list[dict[str, Any]]] = {}

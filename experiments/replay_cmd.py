@@ -226,7 +226,8 @@ def summary_table(summary: ReplaySummary) -> Table:
         )
     clocks, engine = summary.clocks, summary.engine
     table.caption = (
-        f"backup pages late {summary.backup_late_pages}, dropped {summary.backup_dropped_pages}; "
+        f"backup pages late {summary.backup_late_pages}, dropped {summary.backup_dropped_pages}, "
+        f"refused by a full host pool {summary.backup_host_full_pages}; "
         f"GPU {summary.gpu_utilization:.1%} / disk {summary.disk_utilization:.1%} busy; host RAM "
         f"{summary.host_ram_bytes} B of which store {summary.store_ram_bytes} B; writer dropped pages "
         f"{summary.dropped_pages}, evicted {summary.evicted_pages}; I/O s counters "

@@ -4,7 +4,9 @@ What the store takes is taken from the tier: for ``lsm``, its memtables (``write
 max_write_buffer_number``) and block cache (``block_cache_bytes``); for ``memory``, its whole budget (its
 pages live in RAM); ``file`` and ``applog`` keep only small indexes, counted as nothing. Writes queued for
 the disk hold RAM too: the replay counts them as the backup queue's pinned pages
-(:meth:`workloads.timeline.ServingTimeline.pending_pages`), taken from the tier as they come and go.
+(:meth:`workloads.timeline.ServingTimeline.pending_pages`), taken from the tier as they come and go, and
+never more than the store leaves: a backup that does not fit is refused, as SGLang's full host pool
+refuses it (``host_pool_pages`` in :mod:`workloads.timeline`).
 """
 
 from __future__ import annotations

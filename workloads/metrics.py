@@ -20,7 +20,8 @@ class RequestRecord:
     prefetch policy, ``load_s`` the host-to-device copy of the hit pages. ``disk_load_s_counters`` /
     ``disk_load_s_measured`` are the device time of its prefetch on both clocks (overlapping the queue).
     ``backup_late_pages``: stored pages it missed because their backup had not completed at its arrival;
-    ``backup_dropped_pages``: pages of its backup the bounded queue dropped."""
+    ``backup_dropped_pages``: pages of its backup the bounded queue dropped;
+    ``backup_host_full_pages``: pages of its backup a full host pool refused (pinned backups fill it)."""
 
     index: int
     window: int
@@ -38,6 +39,7 @@ class RequestRecord:
     pages_written: int
     backup_late_pages: int
     backup_dropped_pages: int
+    backup_host_full_pages: int
     server: int
     disk_load_s_counters: float
     disk_load_s_measured: float
@@ -61,7 +63,8 @@ class WindowMetrics:
     ``gpu_utilization`` / ``disk_utilization`` are busy time inside the window's trace span over the span
     (GPU: over all servers); ``host_ram_bytes`` is the budget, ``store_ram_bytes`` the store's share of it,
     ``memory_tier_pages`` the tier's capacity after it, ``pending_backup_pages`` the backups queued at the
-    window's last arrival (pinned in host RAM).
+    window's last arrival (pinned in host RAM); ``backup_late_pages``, ``backup_dropped_pages`` and
+    ``backup_host_full_pages`` sum the window's requests' (see :class:`RequestRecord`).
     """
 
     index: int
@@ -109,6 +112,7 @@ class WindowMetrics:
     pending_backup_pages: int
     backup_late_pages: int
     backup_dropped_pages: int
+    backup_host_full_pages: int
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -132,11 +136,12 @@ class PhaseSummary:
     p99_ttft_s: float
     backup_late_pages: int
     backup_dropped_pages: int
+    backup_host_full_pages: int
     disk_read_bytes: int
 
 
 def ttft_summary(records: Sequence[RequestRecord]) -> PhaseSummary:
-    """Hit ratio, TTFT statistics, late and dropped backup pages and bytes read of ``records``."""
+    """Hit ratio, TTFT statistics, late, dropped and refused backup pages and bytes read of ``records``."""
     ttft = np.array([r.ttft_s for r in records], dtype=float)
     p50, p99 = np.percentile(ttft, [50, 99]) if ttft.size else (math.nan, math.nan)
     return PhaseSummary(
@@ -148,6 +153,7 @@ def ttft_summary(records: Sequence[RequestRecord]) -> PhaseSummary:
         p99_ttft_s=float(p99),
         backup_late_pages=sum(r.backup_late_pages for r in records),
         backup_dropped_pages=sum(r.backup_dropped_pages for r in records),
+        backup_host_full_pages=sum(r.backup_host_full_pages for r in records),
         disk_read_bytes=sum(r.disk_read_bytes for r in records),
     )
 
@@ -208,6 +214,10 @@ class ReplaySummary:
     @property
     def backup_dropped_pages(self) -> int:
         return self.overall.backup_dropped_pages
+
+    @property
+    def backup_host_full_pages(self) -> int:
+        return self.overall.backup_host_full_pages
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: ``overall``'s fields first, then the rest (NaN and infinities become None)."""

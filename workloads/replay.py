@@ -15,7 +15,10 @@ them are in :mod:`workloads.timeline`):
 4. the pages go into the memory tier (whose capacity is what the host-RAM budget leaves after the store
    and the pinned backups); when compute ends, new pages are backed up through the backup queue
    (``write_through``) or when the tier evicts them after ``write_back_hits`` hits (``write_back``), and
-   written for real through the store's asynchronous writer. The store's ``write_admission_hits`` knob
+   written for real through the store's asynchronous writer. With a host-RAM budget, the pinned backups
+   never exceed what the store leaves of it: pages that do not fit are refused, as SGLang's full host pool
+   refuses them (``backup_host_full_pages``), and neither they nor the refused or dropped pages after
+   them are written. The store's ``write_admission_hits`` knob
    admits to disk only pages requested that many times before (SGLang's selective write-through).
 
 Store I/O is real; compute and time are modelled. A window ends with the writer drained and a stats
@@ -104,7 +107,8 @@ class ReplayConfig:
       moment a server could take the request) or ``best_effort``; ``storage_batch_pages``: pages per
       storage read or write batch (SGLang's 128).
     - ``backup_queue_pages``: the backup queue's capacity in pages (``None``: unbounded, SGLang's);
-      backups that do not fit are dropped.
+      backups that do not fit are dropped. With ``host_ram_bytes``, backups also pin at most the host
+      RAM the store leaves (the rest is refused, SGLang's full host pool).
     - ``write_policy``: ``write_through`` or ``write_back`` (pages evicted from the memory tier after at
       least ``write_back_hits`` hits); ``blocking_writes`` uses ``put_batch`` instead of the async writer.
     - ``pace``: trace seconds per wall second (``None``: as fast as possible); with a pace, the async
@@ -241,6 +245,7 @@ class _Served:
     pages_written: int
     late_pages: int
     dropped_pages: int
+    host_full_pages: int
     server: int
     queue_s: float
     load_s: float
@@ -323,6 +328,7 @@ class ReplaySession:
             ),
             batch_pages=config.storage_batch_pages,
             backup_queue_pages=config.backup_queue_pages,
+            host_pool_pages=self._host_pool_pages(),
         )
         self._page_uses: dict[bytes, int] = {}
         self._kv = torch.empty(config.profile.kv_layout().page_shape(0), dtype=config.profile.dtype)
@@ -390,6 +396,7 @@ class ReplaySession:
             logger.info("store reopened in %.3f s for %s", elapsed, ", ".join(reopened))
         self._reopen_s += elapsed
         self._store_ram = store_ram_bytes(self.config.store_kind, config, self.config.budget_bytes or 0)
+        self._timeline.host_pool_pages = self._host_pool_pages()
         return elapsed
 
     def run_window(self, n_requests: int) -> WindowMetrics:
@@ -472,6 +479,7 @@ class ReplaySession:
             pending_backup_pages=self._timeline.pending_pages(trace_end),
             backup_late_pages=sum(r.backup_late_pages for r in records),
             backup_dropped_pages=sum(r.backup_dropped_pages for r in records),
+            backup_host_full_pages=sum(r.backup_host_full_pages for r in records),
         )
         self._reopen_s = 0.0
         self.windows.append(metrics)
@@ -541,6 +549,13 @@ class ReplaySession:
 
     # ------------------------------------------------------------------ serving
 
+    def _host_pool_pages(self) -> int | None:
+        """Host pages left after the store's RAM, which tier pages and pinned backups share (``None``:
+        no host-RAM budget, backups pin without bound)."""
+        if self.config.host_ram_bytes is None:
+            return None
+        return max(0, (self.config.host_ram_bytes - self._store_ram) // self.config.page_bytes)
+
     def _tier_pages(self, pinned_pages: int) -> int:
         """The tier's capacity: its own bytes, or what the host-RAM budget leaves after the store and
         ``pinned_pages`` of pending backups."""
@@ -603,15 +618,15 @@ class ReplaySession:
         hits = memory + timing.loaded_pages
         self._tier.capacity_pages = self._tier_pages(timeline.pending_pages(arrival))
         evicted = self._tier.use(digests, tokens, memory)
-        written = dropped = 0
+        written = dropped = host_full = 0
         if self.config.write_policy == "write_through" and admitted:
-            written, dropped = self._back_up(plan, admitted, stored, timing.finish_s)
+            written, dropped, host_full = self._back_up(plan, admitted, stored, timing.finish_s)
         elif self.config.write_policy == "write_back":
             for page in self._write_back_pages(evicted):
                 page_plan = self._call(self._store.plan, page.tokens)
                 page_stored = self._call(self._store.probe, page_plan)
-                queued, lost = self._back_up(page_plan, page.index + 1, page_stored, timing.finish_s)
-                written, dropped = written + queued, dropped + lost
+                queued, lost, refused = self._back_up(page_plan, page.index + 1, page_stored, timing.finish_s)
+                written, dropped, host_full = written + queued, dropped + lost, host_full + refused
         return _Served(
             request=request,
             index=index,
@@ -622,6 +637,7 @@ class ReplaySession:
             pages_written=written,
             late_pages=late,
             dropped_pages=dropped,
+            host_full_pages=host_full,
             server=timing.server,
             queue_s=timing.queue_s,
             load_s=timing.load_s,
@@ -629,15 +645,19 @@ class ReplaySession:
             ttft_s=timing.ttft_s,
         )
 
-    def _back_up(self, plan: PagePlan, n_pages: int, stored: int, queued_s: float) -> tuple[int, int]:
+    def _back_up(self, plan: PagePlan, n_pages: int, stored: int, queued_s: float) -> tuple[int, int, int]:
         """Back up the first ``n_pages`` pages of ``plan`` at ``queued_s`` (those the model has not):
-        queue them on the timeline, write them for real; return pages queued and dropped."""
+        queue them on the timeline, write for real the prefix up to the last page queued (pages refused
+        or dropped never reach the store); return pages queued, dropped and refused by a full host pool."""
         needed = self._timeline.needs_backup(plan.digests[:n_pages], stored, queued_s)
         if not needed:
-            return 0, 0
+            return 0, 0, 0
         outcome = self._timeline.backup(queued_s, needed, self._prices[self.config.clock].write_s)
-        self._write(plan, n_pages)
-        return outcome.queued, outcome.dropped
+        if outcome.queued < len(needed):
+            n_pages = plan.digests.index(needed[outcome.queued - 1]) + 1 if outcome.queued else 0
+        if n_pages:
+            self._write(plan, n_pages)
+        return outcome.queued, outcome.dropped, outcome.host_full
 
     def _write_back_pages(self, evicted: list[TierPage]) -> list[TierPage]:
         """The deepest evicted page hit often enough of each prompt (one write per prompt)."""
@@ -685,6 +705,7 @@ class ReplaySession:
             pages_written=item.pages_written,
             backup_late_pages=item.late_pages,
             backup_dropped_pages=item.dropped_pages,
+            backup_host_full_pages=item.host_full_pages,
             server=item.server,
             disk_load_s_counters=self._prices["counters"].read_s * item.read_pages,
             disk_load_s_measured=self._prices["measured"].read_s * item.read_pages,

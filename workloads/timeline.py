@@ -26,6 +26,22 @@ Each mechanism is SGLang's (0.5.23), simplified where stated:
   its host page stays pinned (counted by :meth:`ServingTimeline.pending_pages`) from its queueing until
   its whole operation is acknowledged. ``backup_queue_pages`` bounds the queue instead: pages that do not
   fit are dropped (the behaviour of engines that offload through a fixed buffer), never visible.
+- **A full host pool refuses backups** (``unified_radix_cache.py``: ``_execute_and_commit_kv_backup``,
+  ``_execute_kv_backup``, ``evict_host``; ``cache_controller.py``: ``write``; ``memory_pool_host.py``:
+  ``alloc``). A page reaches storage only through a host copy: SGLang allocates host pages for a node's
+  backup, evicting unpinned host pages first; when even that leaves too few (pinned pages cannot be
+  evicted), ``alloc`` returns ``None``, the node is not backed up, and the action stops there, so a
+  prefix chain keeps the nodes before it and loses that node and every deeper one. ``host_pool_pages``
+  (the host RAM the store leaves, in pages) models it: the tier's pages are the unpinned ones, so a
+  backup gets at most the pool minus the pinned pages; the leading pages that fit are queued, the rest
+  are refused (``BackupOutcome.host_full``), never visible, and backed up again when next needed.
+  Simplifications: refusal is per page (SGLang's is per radix node, so it may refuse a little more).
+  A backup is queued when its request's compute ends, which the replay reaches before serving later
+  arrivals that come earlier in trace time; the backup thread is not advanced to the queueing time for
+  the room (that would book its batches on the disk ahead of those arrivals' reads), so backups it would
+  acknowledge between the latest arrival and the queueing time still count as pinned: the model refuses
+  at most those pages more than SGLang would. The room also counts the pages of backups queued later in
+  trace time (servers finish out of order), so the budget holds at every instant.
 - **One disk** (:class:`DeviceTimeline`): prefetch reads and backup writes occupy it, each placed
   non-preemptively in the first idle gap at or after it is issued, so a read waits for at most the backup
   batch in flight, not for the backlog. Simplification: a request's prefetch books all its batches when
@@ -49,7 +65,7 @@ STORAGE_BATCH_PAGES = 128
 """SGLang's ``STORAGE_BATCH_SIZE``: pages per storage read or write batch."""
 QUEUED_S = sys.float_info.max
 """``visible_at`` of a page queued for backup whose batch is not written yet: later than any trace time
-(not visible, but on its way), yet not ``inf`` (dropped)."""
+(not visible, but on its way), yet not ``inf`` (dropped or refused)."""
 
 
 def busy_within(intervals: Sequence[tuple[float, float]], start: float, end: float) -> float:
@@ -118,10 +134,12 @@ class Timing:
 
 @dataclass(frozen=True)
 class BackupOutcome:
-    """What the backup queue did with one operation's pages."""
+    """What the backup queue did with one operation's pages: ``host_full`` pages were refused by a full
+    host pool, ``dropped`` ones by a full bounded queue."""
 
     queued: int
     dropped: int
+    host_full: int
 
 
 @dataclass(frozen=True)
@@ -160,6 +178,7 @@ class ServingTimeline:
         load_seconds: Callable[[int], float],
         batch_pages: int = STORAGE_BATCH_PAGES,
         backup_queue_pages: int | None = None,
+        host_pool_pages: int | None = None,
     ) -> None:
         if policy not in PREFETCH_POLICIES:
             raise ValueError(f"prefetch={policy!r} is invalid; valid values: {', '.join(PREFETCH_POLICIES)}")
@@ -169,12 +188,16 @@ class ServingTimeline:
             )
         if backup_queue_pages is not None and backup_queue_pages < 0:
             raise ValueError(f"backup_queue_pages must be >= 0 or None (unbounded), got {backup_queue_pages}")
+        if host_pool_pages is not None and host_pool_pages < 0:
+            raise ValueError(f"host_pool_pages must be >= 0 or None (unlimited), got {host_pool_pages}")
         self.servers = servers
         self.policy = policy
         self.timeout_s = timeout_s
         self.page_size = page_size
         self.batch_pages = batch_pages
         self.backup_queue_pages = backup_queue_pages
+        self.host_pool_pages = host_pool_pages
+        """Host pages backups may pin (``None``: unlimited); reset when the store's RAM changes."""
         self._prefill_seconds = prefill_seconds
         self._load_seconds = load_seconds
         self._free: list[tuple[float, int]] = [(0.0, server) for server in range(servers)]
@@ -190,7 +213,7 @@ class ServingTimeline:
         their host pages were pinned in between."""
         self.visible_at: dict[bytes, float] = {}
         """Trace time each backed-up page became visible to probes (``QUEUED_S``: not written yet;
-        ``inf``: dropped)."""
+        ``inf``: dropped or refused)."""
 
     # ------------------------------------------------------------------ prefetch and compute
 
@@ -270,6 +293,16 @@ class ServingTimeline:
         acked = sum(pages for acked_s, queued_s, pages in self._pending if queued_s <= time_s < acked_s)
         return acked + sum(op.pages for op in self._unacked.values() if op.queued_s <= time_s)
 
+    def _host_room(self, queued_s: float, pages: int) -> int:
+        """How many of ``pages`` a host pool lets a backup at ``queued_s`` pin: the pool minus every backup
+        not known to be acknowledged by ``queued_s``, whenever it was queued, with the backup thread
+        where the latest arrival left it (see the module docstring)."""
+        if self.host_pool_pages is None:
+            return pages
+        pinned = sum(count for acked_s, _, count in self._pending if acked_s > queued_s)
+        pinned += sum(op.pages for op in self._unacked.values())
+        return max(0, min(pages, self.host_pool_pages - pinned))
+
     def visible_prefix(self, keys: Sequence[bytes], time_s: float, stored: int) -> int:
         """How many of the first ``stored`` pages (those the store holds) a probe at ``time_s`` sees:
         pages never backed up through the model (there before the replay) count as visible."""
@@ -281,16 +314,18 @@ class ServingTimeline:
 
     def backup(self, queued_s: float, keys: Sequence[bytes], write_s_per_page: float) -> BackupOutcome:
         """Queue a backup of ``keys`` (in prefix order) at ``queued_s``: the backup thread writes them in
-        batches, one at a time, as trace time reaches them; with a bounded queue, the pages that do not
-        fit (bound minus the pages pending at ``queued_s``) are dropped: to know that room, the backup
-        thread is advanced to ``queued_s``."""
-        room = len(keys)
+        batches, one at a time, as trace time reaches them. A full host pool refuses the pages past those
+        it can pin; then, with a bounded queue, the pages that do not fit (bound minus the pages pending at
+        ``queued_s``) are dropped: to know that room, the backup thread is advanced to ``queued_s``."""
+        host_room = self._host_room(queued_s, len(keys))
+        room = host_room
         if self.backup_queue_pages is not None:
             room = max(0, min(room, self.backup_queue_pages - self.pending_pages(queued_s)))
         for key in keys[room:]:
             self.visible_at[key] = math.inf
+        host_full = len(keys) - host_room
         if room == 0:
-            return BackupOutcome(queued=0, dropped=len(keys))
+            return BackupOutcome(queued=0, dropped=host_room, host_full=host_full)
         firsts = range(0, room, self.batch_pages)
         operation = next(self._order)
         self._unacked[operation] = _BackupOperation(queued_s=queued_s, pages=room, batches_left=len(firsts))
@@ -300,11 +335,11 @@ class ServingTimeline:
                 self.visible_at[key] = QUEUED_S
             entry = (queued_s, next(self._order), _BackupBatch(batch, write_s_per_page, operation))
             heapq.heappush(self._backup_queue, entry)
-        return BackupOutcome(queued=room, dropped=len(keys) - room)
+        return BackupOutcome(queued=room, dropped=host_room - room, host_full=host_full)
 
     def needs_backup(self, keys: Sequence[bytes], stored: int, time_s: float) -> list[bytes]:
         """The keys a backup at ``time_s`` must write, given that the store holds the first ``stored``:
-        those dropped before, and those the store lacks that are not on their way (never queued, or
+        those dropped or refused before, and those the store lacks that are not on their way (never queued, or
         visible once but evicted since). A page still queued is on its way: the backup thread is not
         advanced to ``time_s`` (a backup is queued at its request's finish, past later arrivals whose
         reads must not find the disk booked by batches taken after them)."""

@@ -13,6 +13,7 @@ from store import STORE_KINDS, StoreConfig
 from store.config import MiB
 from tests.workloads.helpers import ideal_hit_tokens, ideal_ratio
 from workloads import ReplayConfig, ReplaySession, Request, mixed, replay, staged
+from workloads.profiles import DeviceProfile
 from workloads.replay import full_prefill_utilization, scale_to_utilization
 
 PAGE = 16
@@ -240,6 +241,30 @@ def test_host_ram_shrinks_the_tier_by_exactly_the_store_share(workload: list[Req
     assert window.memory_tier_pages == MiB // page_bytes + 5
     with ReplaySession(workload, config(store_kind="file", host_ram_bytes=host_ram)) as session:
         assert session.run_window(4).memory_tier_pages == 4 * MiB // page_bytes + 5
+
+
+def test_a_full_host_pool_refuses_backups_that_never_reach_the_store(workload: list[Request]) -> None:
+    pool_pages = 20
+    page_bytes = config().page_bytes
+    # a disk that takes hours per page: no backup is acknowledged during the run, so the pool stays full
+    stuck = DeviceProfile(
+        "stuck", write_bytes_per_s=1.0, read_bytes_per_s=1e9, op_latency_s=0.0, source="test"
+    )
+    cfg = config(
+        store_kind="file", blocking_writes=True, device=stuck, host_ram_bytes=pool_pages * page_bytes
+    )
+    result = replay(workload, cfg)
+    assert sum(r.pages_written for r in result.records) == pool_pages
+    assert result.summary.store_stats["pages_stored"] == pool_pages
+    refused = sum(r.backup_host_full_pages for r in result.records)
+    assert refused > 0 and result.summary.backup_host_full_pages == refused
+    assert sum(w.backup_host_full_pages for w in result.windows) == refused
+    assert result.summary.to_dict()["backup_host_full_pages"] == refused
+    assert [w.pending_backup_pages for w in result.windows] == [pool_pages] * len(result.windows)
+    roomy = replay(
+        workload, config(store_kind="file", blocking_writes=True, device=stuck, host_ram_bytes=MiB**2)
+    )
+    assert roomy.summary.backup_host_full_pages == 0
 
 
 def test_a_store_config_over_the_host_ram_is_refused_or_clamped(

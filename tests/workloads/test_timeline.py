@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workloads.timeline import PREFETCH_POLICIES, QUEUED_S, DeviceTimeline, ServingTimeline
+from workloads.timeline import PREFETCH_POLICIES, QUEUED_S, BackupOutcome, DeviceTimeline, ServingTimeline
 
 
 def timeline(
@@ -18,6 +18,7 @@ def timeline(
     timeout_s: float = 1.0,
     batch_pages: int = 1,
     queue_pages: int | None = None,
+    host_pages: int | None = None,
 ) -> ServingTimeline:
     """One token per page, prefill 1 s per token, no host-to-device cost."""
     return ServingTimeline(
@@ -29,6 +30,7 @@ def timeline(
         load_seconds=lambda pages: 0.0,
         batch_pages=batch_pages,
         backup_queue_pages=queue_pages,
+        host_pool_pages=host_pages,
     )
 
 
@@ -78,6 +80,44 @@ def test_a_bounded_queue_drops_exactly_what_does_not_fit() -> None:
     assert serving.pending_pages(2.5) == 1
     assert serving.backup(3.0, keys("late", 3), write_s_per_page=1.0).queued == 3
     assert [serving.visible_at[k] for k in (b"r0.0-1", b"r0.5-0")] == [2.0, 3.0]
+
+
+def test_a_full_host_pool_refuses_exactly_the_pages_it_cannot_pin() -> None:
+    serving = timeline(host_pages=5)  # one page per batch, written in 1 s: slower than the arrivals
+    outcomes = []
+    for t in (0.0, 1.0, 2.0, 3.0):
+        serving.pending_pages(t)  # a request arrives at t (the replay sizes the tier then) ...
+        outcomes.append(serving.backup(t, keys(f"r{t:.0f}-", 3), write_s_per_page=1.0))  # ... and backs up
+    # at 1 the first backup still pins its 3 pages (acknowledged at 3): 2 fit; at 2 all 5 are pinned;
+    # at 3 the first is acknowledged and 3 fit again
+    assert [(o.queued, o.dropped, o.host_full) for o in outcomes] == [
+        (3, 0, 0),
+        (2, 0, 1),
+        (0, 0, 3),
+        (3, 0, 0),
+    ]
+    assert [serving.pending_pages(t) for t in (0.0, 1.0, 2.0, 3.0)] == [3, 5, 5, 5]
+    # the leading pages are kept, the rest never becomes visible and is backed up again when next needed
+    assert serving.visible_prefix(keys("r1-", 3), 100.0, stored=3) == 2
+    assert serving.visible_at[b"r1-2"] == serving.visible_at[b"r2-0"] == math.inf
+    assert serving.needs_backup(keys("r1-", 3), stored=3, time_s=100.0) == [b"r1-2"]
+    # a refused backup still meets a bounded queue: the queue drops from what the pool let through
+    both = timeline(host_pages=4, queue_pages=3)
+    assert both.backup(0.0, keys("a", 6), write_s_per_page=1.0) == BackupOutcome(
+        queued=3, dropped=1, host_full=2
+    )
+
+
+def test_the_host_pool_counts_backups_the_thread_has_not_reached_as_pinned() -> None:
+    serving = timeline(host_pages=5)
+    serving.backup(0.0, keys("a", 3), write_s_per_page=1.0)  # written at 1, 2 and 3
+    serving.pending_pages(1.5)  # the latest arrival: the thread has not taken the last batch yet
+    # a request finishing at 3.5 finds the first backup still pinned (its acknowledgement at 3 is not
+    # known before the replay reaches 3): 2 fit, where SGLang would take all 3
+    assert serving.backup(3.5, keys("b", 3), write_s_per_page=1.0).host_full == 1
+    serving.pending_pages(4.0)
+    assert serving.backup(4.0, keys("c", 3), write_s_per_page=1.0).host_full == 0
+    assert serving.pending_pages(4.0) == 5
 
 
 def test_the_unbounded_queue_never_drops() -> None:
@@ -253,6 +293,48 @@ def test_drops_happen_only_when_a_bounded_queue_is_full(
             assert bound is not None and pending + outcome.queued == bound
         if bound is not None:
             assert serving.pending_pages(now) <= bound
+
+
+BACKUPS = st.lists(
+    st.tuples(
+        st.floats(0.0, 1.0),  # gap since the previous backup's request finished
+        st.floats(0.0, 2.0),  # how much later than that this backup is queued (servers finish out of order)
+        st.integers(1, 6),  # pages
+    ),
+    min_size=1,
+    max_size=15,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(pool=st.integers(0, 12), price=st.floats(0.0, 2.0), batch=st.integers(1, 4), backups=BACKUPS)
+def test_pinned_backups_never_exceed_the_host_pool(
+    pool: int, price: float, batch: int, backups: list[tuple[float, float, int]]
+) -> None:
+    serving = timeline(host_pages=pool, batch_pages=batch)
+    now, queued_times = 0.0, []
+    for index, (gap, delay, pages) in enumerate(backups):
+        now += gap
+        outcome = serving.backup(now + delay, keys(f"{index}-", pages), price)
+        assert outcome.queued + outcome.host_full == pages and outcome.dropped == 0
+        queued_times.append(now + delay)
+        assert all(serving.pending_pages(t) <= pool for t in queued_times)
+
+
+@settings(max_examples=40, deadline=None)
+@given(price=st.floats(0.0, 2.0), batch=st.integers(1, 4), backups=BACKUPS)
+def test_a_host_pool_large_enough_changes_nothing(
+    price: float, batch: int, backups: list[tuple[float, float, int]]
+) -> None:
+    unlimited, large = timeline(batch_pages=batch), timeline(batch_pages=batch, host_pages=6 * len(backups))
+    now = 0.0
+    for index, (gap, delay, pages) in enumerate(backups):
+        now += gap
+        outcomes = [t.backup(now + delay, keys(f"{index}-", pages), price) for t in (unlimited, large)]
+        assert outcomes[0] == outcomes[1] == BackupOutcome(queued=pages, dropped=0, host_full=0)
+    end = now + 2.0 + 6 * len(backups) * price
+    assert unlimited.disk_utilization(0.0, end) == large.disk_utilization(0.0, end)
+    assert unlimited.visible_at == large.visible_at and unlimited.disk.jobs == large.disk.jobs
 
 
 def first_fit(jobs: list[tuple[float, float]], issued_s: float, duration_s: float) -> tuple[float, float]:
