@@ -203,6 +203,17 @@ class SuiteResult:
     workload: str
     policy: str
     episode: EpisodeResult
+    repeat_mean_ttft_s: tuple[float, ...] = ()
+    """Mean TTFT of each repeat averaged into ``episode``."""
+
+    @property
+    def repeat_spread(self) -> float:
+        """(max - min) / mean of the repeats' mean TTFT: how far one policy's same-seed episodes move
+        on their own (the store's background work), the noise any difference must clear (0 for one)."""
+        if len(self.repeat_mean_ttft_s) < 2:
+            return 0.0
+        repeats = self.repeat_mean_ttft_s
+        return (max(repeats) - min(repeats)) / max(float(np.mean(repeats)), 1e-12)
 
     def row(self) -> dict[str, Any]:
         windows = self.episode.windows
@@ -210,6 +221,7 @@ class SuiteResult:
             "workload": self.workload,
             "policy": self.policy,
             "mean_ttft_s": self.episode.mean_ttft_s,
+            "repeat_spread": self.repeat_spread,
             "p99_ttft_s": self.episode.p99_ttft_s,
             "hit_token_ratio": self.episode.hit_token_ratio,
             "dropped_pages": self.episode.dropped_pages,
@@ -278,7 +290,8 @@ def run_suite(
         for label, episodes in runs.items():
             episode = mean_episode(episodes)
             logger.info("%s / %s: mean TTFT %.4f s", workload.label, label, episode.mean_ttft_s)
-            results.append(SuiteResult(workload.label, label, episode))
+            repeats_ttft = tuple(e.mean_ttft_s for e in episodes)
+            results.append(SuiteResult(workload.label, label, episode, repeats_ttft))
     return results
 
 

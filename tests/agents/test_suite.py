@@ -64,6 +64,12 @@ def test_check_targets_compares_with_static_oracle_and_rocksdb_windows() -> None
     assert check_targets(results[3:], ["ppo"]) == [], "no references, no check"
 
 
+def test_repeat_spread_is_the_range_of_the_repeats_over_their_mean() -> None:
+    three = SuiteResult("w", "p", episode(1.0, [1.0]), (0.9, 1.2, 0.9))
+    assert three.row()["repeat_spread"] == pytest.approx(0.3)
+    assert SuiteResult("w", "p", episode(1.0, [1.0]), (1.0,)).repeat_spread == 0.0
+
+
 def test_rocksdb_defaults_are_rocksdbs_own_option_defaults() -> None:
     assert ROCKSDB_DEFAULTS.write_buffer_size == 64 * 2**20
     assert ROCKSDB_DEFAULTS.max_write_buffer_number == 2
@@ -87,8 +93,11 @@ def test_suites_are_held_out_and_unknown_ones_are_refused(tmp_path: Path) -> Non
 
 def test_smoke_suite_runs_every_baseline_on_the_same_workload() -> None:
     workloads = suite_workloads("smoke")
-    results = run_suite(workloads, baseline_policies(None), repeats=1)
+    results = run_suite(workloads, baseline_policies(None), repeats=2)
     assert [r.policy for r in results] == ["rocksdb-defaults", "kvtune-defaults", "heuristic"]
+    for result in results:
+        assert len(result.repeat_mean_ttft_s) == 2
+        assert result.episode.mean_ttft_s == pytest.approx(sum(result.repeat_mean_ttft_s) / 2)
     requests = {r.episode.requests for r in results}
     assert requests == {12}
     for result in results:
