@@ -209,6 +209,7 @@ class LSMStore(DiskKVStore):
             self._db.close()
             raise
         self._flat = config.key_scheme == "flat"
+        self._snapshot_reader: RdictIter | None = None
         self._write_options = WriteOptions()
         self._write_options.disable_wal = config.disable_wal
         self._unlogged = WriteOptions()
@@ -266,6 +267,7 @@ class LSMStore(DiskKVStore):
 
     def _close_db(self) -> None:
         self._flush_durable()
+        self._snapshot_reader = None  # an iterator must go before the database closes
         self._families.clear()  # a family's handles must go before the database closes
         self._tenant_families.clear()
         self._db.close()
@@ -305,6 +307,7 @@ class LSMStore(DiskKVStore):
             self._flush_all()
 
     def _flush_all(self) -> None:
+        self._snapshot_reader = None  # it would keep the flushed memtables in memory
         for family, _ in self._all_families():
             family.flush()
 
@@ -388,7 +391,7 @@ class LSMStore(DiskKVStore):
             return self._probe_flat(plan)
         head = b"M" + self._ns
         body = plan.prefix_key(plan.n_pages)
-        iterator = self._db.iter()
+        iterator = self._reader()
         iterator.seek_for_prev(head + body)  # stops at the namespace's sentinel, never in the value space
         found = iterator.key() if iterator.valid() else b""
         if not found.startswith(head):
@@ -402,7 +405,6 @@ class LSMStore(DiskKVStore):
             iterator.seek_for_prev(head + own)
             found_body = iterator.key()[len(head) :] if iterator.valid() else b""
         raw = iterator.value() if shared and found_body == own else None
-        del iterator
         while shared > 0:  # more than one round only when a metadata record is corrupt or collides
             raw = raw if raw is not None else self._db.get(self._meta_key(plan, shared))
             if raw is not None and PageMeta.digest_of(raw) == plan.digests[shared - 1]:
@@ -417,6 +419,21 @@ class LSMStore(DiskKVStore):
             if raw is None or PageMeta.digest_of(raw) != plan.digests[k]:
                 return k
         return plan.n_pages
+
+    def _reader(self) -> RdictIter:
+        """An iterator over the database as of its last write, shared by probes until the next write.
+
+        A new iterator's first seek opens an iterator on every memtable and table file (~30 us at 8,192
+        pages); a seek on an open one costs ~5 us. An iterator reads a snapshot, so every write through
+        :meth:`_write` drops it; this handle is the only writer of its directory.
+        """
+        if self._snapshot_reader is None:
+            self._snapshot_reader = self._db.iter()
+        return self._snapshot_reader
+
+    def _write(self, batch: WriteBatch, options: WriteOptions) -> None:
+        self._snapshot_reader = None
+        self._db.write(batch, options)
 
     def _get_value(self, location: tuple[int, bytes]) -> bytes | None:
         generation, key = location
@@ -545,7 +562,7 @@ class LSMStore(DiskKVStore):
             self._restamp(batch, plan, n_pages, self._stamp)
             options = self._unlogged
         batch.put(*self._counter_record())
-        self._db.write(batch, options)
+        self._write(batch, options)
 
     def _write_records(self, records: list[PageRecord]) -> None:
         self._stamp += 1
@@ -578,7 +595,7 @@ class LSMStore(DiskKVStore):
         batch.put(*self._counter_record())
         try:
             self._check_room(written)
-            self._db.write(batch, self._write_options)
+            self._write(batch, self._write_options)
         except BaseException:
             self._pages, self._live_bytes = counted  # the batch is all or nothing
             raise
@@ -665,7 +682,7 @@ class LSMStore(DiskKVStore):
                 counters[0] -= pages
                 counters[1] -= nbytes
                 batch.put(b"C" + ns, _COUNTERS.pack(*counters))
-        self._db.write(batch, self._write_options)
+        self._write(batch, self._write_options)
         self._counters.add(device_ops=1)
         return sum(pages for pages, _ in freed.values())
 
@@ -916,14 +933,10 @@ class LSMStore(DiskKVStore):
 
 
 def _shared_digests(found: bytes, wanted: bytes) -> int:
-    """How many whole leading digests two key bodies share: a binary search over slice comparisons,
-    which run in C (a digest-by-digest loop in Python cost more than the seek it followed)."""
-    low, high = 0, min(len(found), len(wanted)) // KEY_DIGEST_BYTES
-    while low < high:
-        middle = (low + high + 1) // 2
-        end = middle * KEY_DIGEST_BYTES
-        if found[:end] == wanted[:end]:
-            low = middle
-        else:
-            high = middle - 1
-    return low
+    """How many whole leading digests two key bodies share: the bytes before their first difference,
+    found by XOR-ing them as two big integers (C code throughout; a binary search over slice comparisons
+    cost a probe ~3 us, a digest-by-digest loop more than the seek it followed)."""
+    length = min(len(found), len(wanted))
+    difference = int.from_bytes(found[:length], "big") ^ int.from_bytes(wanted[:length], "big")
+    equal_bytes = length - (difference.bit_length() + 7) // 8
+    return equal_bytes // KEY_DIGEST_BYTES
