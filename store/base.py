@@ -188,18 +188,11 @@ class KVStore(ABC):
         out_bytes = out.view(torch.uint8).numpy()
         with self._lock:
             self._check_open()
-            pages = self._read_pages(plan, n_pages) if n_pages else []
-            for index, page in enumerate(pages):
-                if page is None:
-                    raise PageMissingError(
-                        f"page {index} of {n_pages} is not stored (probe(tokens) tells how many are); "
-                        "treat it as a cache miss"
-                    )
-                # numpy copies on this thread; torch's copy_ runs an OpenMP region that, on a busy
-                # machine, waits milliseconds for a second core (measured +47-67% warm get throughput)
-                np.copyto(
-                    out_bytes[:, :, index * self.page_size : (index + 1) * self.page_size],
-                    page.view(torch.uint8).numpy(),
+            missing = self._read_into(plan, n_pages, out_bytes) if n_pages else None
+            if missing is not None:
+                raise PageMissingError(
+                    f"page {missing} of {n_pages} is not stored (probe(tokens) tells how many are); "
+                    "treat it as a cache miss"
                 )
             if n_pages:
                 self._touch(plan, n_pages)
@@ -333,12 +326,14 @@ class KVStore(ABC):
             pending: set[bytes] = set()
             for request in requests:
                 plan = request.plan
-                for index in range(self._probe_plan(plan), plan.n_pages):
+                first = self._probe_plan(plan)
+                # One split makes every page's view: slicing page by page cost ~3 us a page.
+                pages = request.kv.narrow(2, 0, plan.n_pages * self.page_size).split(self.page_size, dim=2)
+                for index in range(first, plan.n_pages):
                     if plan.digests[index] in pending:
                         continue
                     pending.add(plan.digests[index])
-                    page = request.kv[:, :, index * self.page_size : (index + 1) * self.page_size]
-                    records.append(PageRecord(plan, index, page))
+                    records.append(PageRecord(plan, index, pages[index]))
             if records:
                 try:
                     self._write_records(records)
@@ -383,6 +378,20 @@ class KVStore(ABC):
     def _read_pages(self, plan: PagePlan, n_pages: int) -> Iterable[torch.Tensor | None]:
         """Pages ``0 .. n_pages-1`` in order (``None``: a miss); may be lazy, so a kind can read the next
         pages while ``get_batch`` copies the ones already read."""
+
+    def _read_into(self, plan: PagePlan, n_pages: int, out_bytes: np.ndarray) -> int | None:
+        """Copy pages ``0..n_pages-1`` of ``plan`` into ``out_bytes`` (the output tensor's bytes); return
+        the index of the first page not stored, or None once every page is copied."""
+        for index, page in enumerate(self._read_pages(plan, n_pages)):
+            if page is None:
+                return index
+            # numpy copies on this thread; torch's copy_ runs an OpenMP region that, on a busy
+            # machine, waits milliseconds for a second core (measured +47-67% warm get throughput)
+            np.copyto(
+                out_bytes[:, :, index * self.page_size : (index + 1) * self.page_size],
+                page.view(torch.uint8).numpy(),
+            )
+        return None
 
     @abstractmethod
     def _touch(self, plan: PagePlan, n_pages: int) -> None:

@@ -128,6 +128,28 @@ def test_get_batch_is_one_point_lookup_per_page(lsm: LSMStore) -> None:
         assert delta.get(MULTIGET, 0) == 0
 
 
+def test_probes_share_one_iterator_until_a_write(lsm: LSMStore) -> None:
+    tokens = make_tokens(20, 10 * PAGE_SIZE)
+    assert lsm.probe(tokens) == 0
+    reader = lsm._snapshot_reader
+    assert reader is not None
+    assert lsm.probe(tokens) == 0
+    assert lsm._snapshot_reader is reader
+    assert lsm.put_batch(tokens[: 6 * PAGE_SIZE], prefix_kv(tokens[: 6 * PAGE_SIZE])) == 6
+    assert lsm._snapshot_reader is None
+    assert lsm.probe(tokens) == 6  # a new iterator sees the write
+    assert lsm.evict(tokens, 4) == 2
+    assert lsm.probe(tokens) == 4  # and the eviction
+
+
+def test_get_batch_names_the_first_missing_page(lsm: LSMStore) -> None:
+    tokens = _stored_prompt(lsm, 21, 8)
+    lsm._db.delete(max((key for key in _raw_keys(lsm) if key.startswith(b"D")), key=len)[: -3 * 8])
+    with pytest.raises(PageMissingError, match="page 4 of 6 is not stored"):
+        lsm.get_batch(tokens, 6)
+    assert_bit_exact(lsm.get_batch(tokens, 4), page_slice(prefix_kv(tokens), 4))
+
+
 def test_put_batch_is_one_atomic_write(lsm: LSMStore) -> None:
     before = lsm.statistics_tickers()
     _stored_prompt(lsm, 5, 30)
