@@ -36,9 +36,18 @@ BENCH_ENVS: dict[str, dict[str, Any]] = {
         "profile_scale": 512,
         "device": "nvme-pcie4",
     },
+    "serving-mix-relative": {
+        "distribution": "serving-mix",
+        "profile": "llama-3.1-8b",
+        "profile_scale": 512,
+        "device": "nvme-pcie4",
+        "reward": {"relative_to_defaults": True},
+    },
 }
 """``small``: the no-argument environment; ``taught``: the configuration the first PPO agent learned on
-(README); ``serving-mix``: the training distribution of the shipped policy."""
+(README); ``serving-mix``: the training distribution of the shipped policy; ``serving-mix-relative``: the
+same with the reward relative to a lockstep replay on kvtune's defaults (two replays per step).
+``reward`` holds :class:`env.RewardConfig` fields."""
 
 
 @dataclass(frozen=True)
@@ -51,9 +60,9 @@ class EnvTiming:
 
 
 def _time_steps(fields: dict[str, Any], steps: int, seed: int) -> EnvTiming:
-    from env import EnvConfig, KVCacheTuningEnv
+    from env import EnvConfig, KVCacheTuningEnv, RewardConfig
 
-    env = KVCacheTuningEnv(EnvConfig(**fields))
+    env = KVCacheTuningEnv(EnvConfig(**{**fields, "reward": RewardConfig(**fields.get("reward", {}))}))
     env.action_space.seed(seed)
     try:
         env.reset(seed=seed)

@@ -20,4 +20,4 @@ def test_bench_env_prints_steps_per_second_and_cpu_per_configuration() -> None:
 def test_bench_env_refuses_unknown_configurations() -> None:
     result = CliRunner().invoke(app, ["bench", "env", "--config", "huge"])
     assert result.exit_code != 0
-    assert "valid: small, taught, serving-mix" in re.sub(r"[\s│]+", " ", result.output)
+    assert "valid: small, taught, serving-mix, serving-mix-relative" in re.sub(r"[\s│]+", " ", result.output)
