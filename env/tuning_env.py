@@ -24,9 +24,11 @@ from env.observation import (
     store_window,
     window_features,
 )
+from env.retire import SessionRetirer
 from env.reuse import ReuseSketch
 from env.step_info import STEP_INFO_KEY, StepInfo
 from store import StoreConfig
+from store.pages import PagePlan
 from workloads.host_ram import clamp_store_ram
 from workloads.profiles import get_device_profile, get_profile
 from workloads.registry import make_workload
@@ -56,7 +58,8 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Description
     One episode replays one workload (fixed by the reset seed) through the replay engine: a host-memory
-    tier in front of a real store of ``store_kind`` in its own directory. One step is one control window:
+    tier in front of a real store of ``store_kind`` in its own directory under ``root_dir`` (closed and
+    removed in the background when the next episode starts). One step is one control window:
     the action's knobs are applied to the live store (live where RocksDB allows it, by a reopen whose cost
     is reported in ``info["step"].window.reopen_s`` otherwise), the next ``requests_per_window`` requests are
     replayed, and the window's metrics become the observation and the reward.
@@ -113,7 +116,8 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         self._root = Path(self.config.root_dir or tempfile.mkdtemp(prefix="kvtune-env-"))
         self._session: ReplaySession | None = None
         self._baseline: ReplaySession | None = None
-        self._requests: list[Request] = []
+        self._retirer = SessionRetirer()
+        self._plans: dict[int, PagePlan] = {}
         self._reuse = ReuseSketch()
         self._episode = 0
         self._budget_bytes = self.config.budget_bytes
@@ -132,7 +136,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        self._close_session()
+        self._retire_sessions()
         workload_seed = int(self.np_random.integers(2**31 - 1))
         budget_bytes, memory_tier_bytes = self.config.budget_bytes, self.config.memory_tier_bytes
         if self.config.distribution is None:
@@ -165,12 +169,15 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
             pace=self.config.pace,
             seed=workload_seed,
         )
-        self._session = ReplaySession(requests, replay_config, self.current_config, path)
+        # Both sessions and the reuse sketch read each request's page plan from one dict: hashed once.
+        self._plans = {}
+        self._session = ReplaySession(requests, replay_config, self.current_config, path, self._plans)
         if self.config.reward.relative_to_defaults:
             defaults_path = self._root / f"episode-{self._episode}-defaults"
             shutil.rmtree(defaults_path, ignore_errors=True)
-            self._baseline = ReplaySession(requests, replay_config, self._starting_config(), defaults_path)
-        self._requests = requests
+            self._baseline = ReplaySession(
+                requests, replay_config, self._starting_config(), defaults_path, self._plans
+            )
         self._reuse = ReuseSketch()
         empty = WindowFeatures(**dict.fromkeys((f.name for f in FEATURES), 0.0))
         observation = encode_observation(empty, self.current_config)
@@ -197,8 +204,8 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         before = self._session.store.stats()
         window = self._session.run_window(self.config.requests_per_window)
         baseline = None if self._baseline is None else self._baseline.run_window(window.requests)
-        for request in self._requests[window.first_request : window.first_request + window.requests]:
-            self._reuse.record(self._session.store.plan(request.tokens).digests)
+        for index in range(window.first_request, window.first_request + window.requests):
+            self._reuse.record(self._plans.pop(index).digests)
         features = window_features(
             store_window(before, self._session.store.stats(), window.trace_end_s - window.trace_start_s),
             page_reuse=self._reuse.take_window(),
@@ -233,18 +240,18 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         return observation, float(reward), self._session.done, False, info
 
     def close(self) -> None:
-        self._close_session()
+        self._retire_sessions()
+        self._retirer.wait()
         if self._owned_root:
             shutil.rmtree(self._root, ignore_errors=True)
         super().close()
 
     # ------------------------------------------------------------------ helpers
 
+    def _retire_sessions(self) -> None:
+        """Hand the episode's sessions to the retirer: closed and removed while the next one runs."""
+        self._retirer.retire([s for s in (self._session, self._baseline) if s is not None])
+        self._session = self._baseline = None
+
     def _page_bytes(self) -> int:
         return self.profile.kv_layout().page_bytes(self.config.page_size)
-
-    def _close_session(self) -> None:
-        for session in (self._session, self._baseline):
-            if session is not None:
-                session.close()
-        self._session = self._baseline = None

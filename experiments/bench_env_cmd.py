@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import typer
@@ -35,19 +36,37 @@ BENCH_ENVS: dict[str, dict[str, Any]] = {
         "profile_scale": 512,
         "device": "nvme-pcie4",
     },
+    "serving-mix-relative": {
+        "distribution": "serving-mix",
+        "profile": "llama-3.1-8b",
+        "profile_scale": 512,
+        "device": "nvme-pcie4",
+        "reward": {"relative_to_defaults": True},
+    },
 }
 """``small``: the no-argument environment; ``taught``: the configuration the first PPO agent learned on
-(README); ``serving-mix``: the training distribution of the shipped policy."""
+(README); ``serving-mix``: the training distribution of the shipped policy; ``serving-mix-relative``: the
+same with the reward relative to a lockstep replay on kvtune's defaults (two replays per step).
+``reward`` holds :class:`env.RewardConfig` fields."""
 
 
-def _steps_per_second(fields: dict[str, Any], steps: int, seed: int) -> float:
-    from env import EnvConfig, KVCacheTuningEnv
+@dataclass(frozen=True)
+class EnvTiming:
+    """One round of one configuration: steps per wall second, and the process's CPU seconds per step (all
+    its threads: the writer's and RocksDB's too), which a busy machine inflates far less than wall time."""
 
-    env = KVCacheTuningEnv(EnvConfig(**fields))
+    steps_per_s: float
+    cpu_s_per_step: float
+
+
+def _time_steps(fields: dict[str, Any], steps: int, seed: int) -> EnvTiming:
+    from env import EnvConfig, KVCacheTuningEnv, RewardConfig
+
+    env = KVCacheTuningEnv(EnvConfig(**{**fields, "reward": RewardConfig(**fields.get("reward", {}))}))
     env.action_space.seed(seed)
     try:
         env.reset(seed=seed)
-        started, done = time.perf_counter(), 0
+        started, cpu_started, done = time.perf_counter(), time.process_time(), 0
         episode = seed
         while done < steps:
             _, _, terminated, _, _ = env.step(env.action_space.sample())
@@ -55,7 +74,7 @@ def _steps_per_second(fields: dict[str, Any], steps: int, seed: int) -> float:
             if terminated:
                 episode += 1
                 env.reset(seed=episode)
-        return done / (time.perf_counter() - started)
+        return EnvTiming(done / (time.perf_counter() - started), (time.process_time() - cpu_started) / done)
     finally:
         env.close()
 
@@ -79,13 +98,17 @@ def bench_env_command(
         raise typer.BadParameter(
             f"unknown configuration(s) {', '.join(unknown)}; valid: {', '.join(BENCH_ENVS)}"
         )
-    figures: dict[str, list[float]] = {name: [] for name in config}
+    figures: dict[str, list[EnvTiming]] = {name: [] for name in config}
     for _ in range(rounds):
         for name in config:
-            figures[name].append(_steps_per_second(BENCH_ENVS[name], steps, seed))
+            figures[name].append(_time_steps(BENCH_ENVS[name], steps, seed))
     table = Table(title=f"environment steps/s ({steps} random-action steps x {rounds} interleaved rounds)")
-    for column in ("configuration", "median steps/s", "rounds"):
+    for column in ("configuration", "median steps/s", "rounds", "median CPU ms/step"):
         table.add_column(column, justify="right")
-    for name, values in figures.items():
-        table.add_row(name, f"{statistics.median(values):.2f}", " ".join(f"{v:.2f}" for v in values))
+    for name, timings in figures.items():
+        rates = [t.steps_per_s for t in timings]
+        cpu_ms = statistics.median(1e3 * t.cpu_s_per_step for t in timings)
+        table.add_row(
+            name, f"{statistics.median(rates):.2f}", " ".join(f"{v:.2f}" for v in rates), f"{cpu_ms:.0f}"
+        )
     console.print(table)

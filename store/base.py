@@ -208,6 +208,10 @@ class KVStore(ABC):
         latencies = self._counters.latencies(counts)
         return StoreStats.of(self.kind, counts, state, latencies, self._writer.queued())
 
+    def writer_queue_depth(self) -> int:
+        """Pages queued for the background writer: ``stats().writer_queue_depth`` without a snapshot."""
+        return self._writer.queued()
+
     def apply(self, config: StoreConfig) -> list[str]:
         """Switch to ``config``: live where the kind allows it, reopening where it must.
 

@@ -36,7 +36,7 @@ class KVLayout:
 
     @property
     def itemsize(self) -> int:
-        return torch.empty((), dtype=self.dtype).element_size()
+        return self.dtype.itemsize  # no tensor made: page_bytes reads it several times per request
 
     @property
     def bytes_per_token(self) -> int:

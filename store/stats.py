@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,34 @@ OPS = ("put", "probe", "get")
 
 @dataclass(frozen=True)
 class LatencySummary:
+    """Calls of one operation, their total time, and the p50 and p99 of the latest ``samples``.
+
+    The percentiles are computed when first read: most snapshots (the replay's and the environment's,
+    several per window) never read them, and sorting the samples was half the cost of a snapshot.
+    """
+
     count: int = 0
-    p50_s: float = 0.0
-    p99_s: float = 0.0
     total_s: float = 0.0
+    samples: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    """The latest :data:`LATENCY_SAMPLES` latencies, oldest first."""
+
+    @cached_property
+    def _percentiles(self) -> tuple[float, float]:
+        if not self.samples:
+            return 0.0, 0.0
+        p50, p99 = np.percentile(self.samples, [50, 99])
+        return float(p50), float(p99)
+
+    @property
+    def p50_s(self) -> float:
+        return self._percentiles[0]
+
+    @property
+    def p99_s(self) -> float:
+        return self._percentiles[1]
+
+    def to_dict(self) -> dict[str, float]:
+        return {"count": self.count, "p50_s": self.p50_s, "p99_s": self.p99_s, "total_s": self.total_s}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,10 +130,13 @@ class StoreStats(OpCounts, BackendState):
         )
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        values: dict[str, object] = _fields_of(self)
+        for name in ("put_latency", "probe_latency", "get_latency"):
+            values[name] = getattr(self, name).to_dict()
+        return values
 
 
-def _fields_of(record: OpCounts | BackendState) -> dict[str, Any]:
+def _fields_of(record: OpCounts | BackendState | StoreStats) -> dict[str, Any]:
     """A record's own fields (shallow), to spread into :class:`StoreStats`."""
     return {item.name: getattr(record, item.name) for item in fields(record)}
 
@@ -147,9 +175,4 @@ class OpCounters:
 
     def _latency(self, op: str, count: int) -> LatencySummary:
         with self._lock:
-            samples = np.fromiter(self._latencies[op], dtype=float)
-            total = self._totals[op]
-        if samples.size == 0:
-            return LatencySummary(count=count, total_s=total)
-        p50, p99 = np.percentile(samples, [50, 99])
-        return LatencySummary(count=count, p50_s=float(p50), p99_s=float(p99), total_s=total)
+            return LatencySummary(count=count, total_s=self._totals[op], samples=tuple(self._latencies[op]))

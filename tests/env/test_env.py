@@ -31,9 +31,11 @@ from env.observation import (
     observation_size,
     window_features,
 )
+from env.reuse import ReuseSketch
 from env.step_info import step_info
 from store import StoreConfig
 from store.config import MiB
+from store.pages import plan_pages
 from workloads.host_ram import clamp_store_ram, store_ram_bytes
 
 FEATURE_INDEX = {f.name: i for i, f in enumerate(FEATURES)}
@@ -335,3 +337,37 @@ def test_window_features_mean_the_same_at_any_kv_scale() -> None:
     busy = window_features(flushing, 0.5, 64, None, 64, 0.0)
     assert busy.write_amplification == math.inf
     assert encode_observation(busy, StoreConfig())[FEATURE_INDEX["write_amplification"]] == 1.0
+
+
+def test_page_reuse_is_the_sketch_of_each_windows_plans_hashed_once() -> None:
+    environment = KVCacheTuningEnv(reward=RewardConfig(relative_to_defaults=True))
+    try:
+        environment.reset(seed=2)
+        assert environment._session is not None
+        requests = environment._session._requests
+        sketch = ReuseSketch()
+        terminated = False
+        while not terminated:
+            observation, _, terminated, _, info = environment.step(default_action(environment))
+            window = step_info(info).window
+            for request in requests[window.first_request : window.first_request + window.requests]:
+                sketch.record(plan_pages(request.tokens, environment.config.page_size, "kvtune").digests)
+            expected = FEATURES[FEATURE_INDEX["page_reuse"]].normalise(sketch.take_window())
+            assert feature_value(observation, "page_reuse") == pytest.approx(expected, abs=1e-7)
+            assert environment._plans == {}, "both replays and the sketch are done with the window's plans"
+    finally:
+        environment.close()
+
+
+def test_a_reset_removes_the_finished_episodes_stores(tmp_path: Path) -> None:
+    environment = KVCacheTuningEnv(root_dir=str(tmp_path), reward=RewardConfig(relative_to_defaults=True))
+    try:
+        environment.reset(seed=1)
+        environment.step(default_action(environment))
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["episode-1", "episode-1-defaults"]
+        environment.reset(seed=2)
+        environment._retirer.wait()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["episode-2", "episode-2-defaults"]
+    finally:
+        environment.close()
+    assert list(tmp_path.iterdir()) == []

@@ -170,6 +170,8 @@ def test_from_dict_rejects_unknown_knobs_listing_the_valid_ones() -> None:
 def test_from_dict_to_dict_round_trip_and_base() -> None:
     tuned = StoreConfig(write_buffer_size=8 << 20, blob_compression_type="zstd", writer_overflow="drop")
     assert StoreConfig.from_dict(tuned.to_dict()) == tuned
+    assert tuned.to_dict() == dataclasses.asdict(tuned), "knobs are scalars: a shallow dict is a full one"
+    assert {type(value) for value in tuned.to_dict().values()} <= {bool, int, float, str}
     over = StoreConfig.from_dict({"min_blob_size": 1024}, base=tuned)
     assert over.min_blob_size == 1024
     assert over.write_buffer_size == 8 << 20

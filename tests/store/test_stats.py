@@ -6,7 +6,7 @@ from dataclasses import fields
 
 import pytest
 
-from store.stats import BackendState, OpCounters, OpCounts, StoreStats
+from store.stats import BackendState, LatencySummary, OpCounters, OpCounts, StoreStats
 from tests.store.conftest import PAGE_SIZE, MakeStore, make_kv, make_tokens
 
 
@@ -40,3 +40,31 @@ def test_counters_add_up_into_the_record() -> None:
 def test_an_unknown_counter_is_refused() -> None:
     with pytest.raises(KeyError, match="putz"):
         OpCounters().add(putz=1)
+
+
+def test_latency_percentiles_are_those_of_the_samples() -> None:
+    summary = LatencySummary(count=101, total_s=5050.0, samples=tuple(float(i) for i in range(1, 102)))
+    assert (summary.p50_s, summary.p99_s) == (51.0, 100.0)
+    assert summary.to_dict() == {"count": 101, "p50_s": 51.0, "p99_s": 100.0, "total_s": 5050.0}
+    assert LatencySummary(count=3).to_dict() == {"count": 3, "p50_s": 0.0, "p99_s": 0.0, "total_s": 0.0}
+
+
+def test_a_snapshot_keeps_the_latest_samples_and_writes_percentiles() -> None:
+    counters = OpCounters()
+    for seconds in (0.5, 0.1, 0.3):
+        counters.record("get", seconds)
+    counts = OpCounts(gets=3)
+    stats = StoreStats.of(
+        "memory",
+        counts,
+        BackendState(pages_stored=0, live_bytes=0, disk_bytes=0, files=0),
+        counters.latencies(counts),
+        0,
+    )
+    assert stats.get_latency.samples == (0.5, 0.1, 0.3)
+    assert stats.to_dict()["get_latency"] == {
+        "count": 3,
+        "p50_s": 0.3,
+        "p99_s": pytest.approx(0.496),
+        "total_s": pytest.approx(0.9),
+    }

@@ -11,6 +11,7 @@ import pytest
 
 from store import STORE_KINDS, StoreConfig
 from store.config import MiB
+from store.pages import PagePlan, plan_pages
 from tests.workloads.helpers import ideal_hit_tokens, ideal_ratio
 from workloads import ReplayConfig, ReplaySession, Request, mixed, replay, staged
 from workloads.profiles import DeviceProfile
@@ -294,3 +295,29 @@ def test_target_utilization_scales_trace_time(
     ]
     replay(burst, config())
     assert "--target-utilization" in caplog.text
+
+
+def test_sessions_sharing_plans_hash_each_request_once_and_replay_the_same(
+    workload: list[Request], tmp_path: Path
+) -> None:
+    def run(name: str, plans: dict[int, PagePlan] | None) -> list[tuple[float, ...]]:
+        cfg = config(store_kind="lsm", blocking_writes=True)
+        with ReplaySession(workload, cfg, WAL_ON, path=tmp_path / name, plans=plans) as session:
+            while not session.done:
+                session.run_window(8)
+            result = session.result()
+        return [(r.hit_tokens, r.disk_read_bytes, r.pages_written, r.ttft_s) for r in result.records] + [
+            (w.device_write_bytes, w.device_read_bytes, w.device_ops, w.io_s_counters) for w in result.windows
+        ]
+
+    alone = run("alone", None)
+    plans: dict[int, PagePlan] = {}
+    first = run("first", plans)
+    made = dict(plans)
+    assert sorted(made) == list(range(len(workload)))
+    assert [made[i] for i in range(len(workload))] == [
+        plan_pages(r.tokens, PAGE, ReplayConfig().namespace) for r in workload
+    ]
+    second = run("second", plans)
+    assert all(plans[i] is made[i] for i in made), "the second session read the first one's plans"
+    assert first == alone and second == alone
