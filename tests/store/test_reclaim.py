@@ -75,8 +75,9 @@ def test_generations_are_dropped_whole_and_survive_a_reopen(make_store: MakeStor
     assert s.path is not None
     families = Rdict.list_cf(str(s.path))
     generations = [name for name in families if name.startswith("gen-")]
-    # 4 budgets written in generations of 1/8 budget each: most generations were dropped, a few are live
-    assert 2 <= len(generations) <= 9, families
+    # 4 budgets written in generations of at most 1/8 budget each (32 or more): most were dropped. A
+    # generation closes early when it is the only one left over the budget, so a few more than 8 may live.
+    assert 2 <= len(generations) <= 16, families
     expected = page_slice(prefix_kv(hot, LAYOUT, PAGE_SIZE), PROMPT_PAGES, PAGE_SIZE)
     s.close()
     reopened = _open(make_store, "generations")
