@@ -24,7 +24,6 @@ from env.observation import (
     store_window,
     window_features,
 )
-from env.retire import SessionRetirer
 from env.reuse import ReuseSketch
 from env.step_info import STEP_INFO_KEY, StepInfo
 from store import StoreConfig
@@ -58,8 +57,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Description
     One episode replays one workload (fixed by the reset seed) through the replay engine: a host-memory
-    tier in front of a real store of ``store_kind`` in its own directory under ``root_dir`` (closed and
-    removed in the background when the next episode starts). One step is one control window:
+    tier in front of a real store of ``store_kind`` in its own directory. One step is one control window:
     the action's knobs are applied to the live store (live where RocksDB allows it, by a reopen whose cost
     is reported in ``info["step"].window.reopen_s`` otherwise), the next ``requests_per_window`` requests are
     replayed, and the window's metrics become the observation and the reward.
@@ -116,7 +114,6 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         self._root = Path(self.config.root_dir or tempfile.mkdtemp(prefix="kvtune-env-"))
         self._session: ReplaySession | None = None
         self._baseline: ReplaySession | None = None
-        self._retirer = SessionRetirer()
         self._plans: dict[int, PagePlan] = {}
         self._reuse = ReuseSketch()
         self._episode = 0
@@ -136,7 +133,7 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        self._retire_sessions()
+        self._close_session()
         workload_seed = int(self.np_random.integers(2**31 - 1))
         budget_bytes, memory_tier_bytes = self.config.budget_bytes, self.config.memory_tier_bytes
         if self.config.distribution is None:
@@ -240,18 +237,18 @@ class KVCacheTuningEnv(gym.Env[np.ndarray, np.ndarray]):
         return observation, float(reward), self._session.done, False, info
 
     def close(self) -> None:
-        self._retire_sessions()
-        self._retirer.wait()
+        self._close_session()
         if self._owned_root:
             shutil.rmtree(self._root, ignore_errors=True)
         super().close()
 
     # ------------------------------------------------------------------ helpers
 
-    def _retire_sessions(self) -> None:
-        """Hand the episode's sessions to the retirer: closed and removed while the next one runs."""
-        self._retirer.retire([s for s in (self._session, self._baseline) if s is not None])
-        self._session = self._baseline = None
-
     def _page_bytes(self) -> int:
         return self.profile.kv_layout().page_bytes(self.config.page_size)
+
+    def _close_session(self) -> None:
+        for session in (self._session, self._baseline):
+            if session is not None:
+                session.close()
+        self._session = self._baseline = None

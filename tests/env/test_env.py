@@ -357,17 +357,3 @@ def test_page_reuse_is_the_sketch_of_each_windows_plans_hashed_once() -> None:
             assert environment._plans == {}, "both replays and the sketch are done with the window's plans"
     finally:
         environment.close()
-
-
-def test_a_reset_removes_the_finished_episodes_stores(tmp_path: Path) -> None:
-    environment = KVCacheTuningEnv(root_dir=str(tmp_path), reward=RewardConfig(relative_to_defaults=True))
-    try:
-        environment.reset(seed=1)
-        environment.step(default_action(environment))
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["episode-1", "episode-1-defaults"]
-        environment.reset(seed=2)
-        environment._retirer.wait()
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["episode-2", "episode-2-defaults"]
-    finally:
-        environment.close()
-    assert list(tmp_path.iterdir()) == []
