@@ -290,9 +290,15 @@ class LSMStore(DiskKVStore):
         self._open(config)
 
     def _bounded(self, config: StoreConfig) -> StoreConfig:
+        """``config`` bounded by the budget; each distinct clamp is logged once as a warning (a policy
+        re-proposing the same values every window would otherwise log on every apply), every one counted."""
         bounded, clamped = bound_by_budget(config, self.budget_bytes)
+        warned = self.__dict__.setdefault("_clamps_warned", set())  # _bounded runs before _start
         for knob in clamped:
-            logger.warning(
+            level = logging.DEBUG if (knob.name, knob.asked) in warned else logging.WARNING
+            warned.add((knob.name, knob.asked))
+            logger.log(
+                level,
                 "%s: %s=%d clamped to %d, its share of the %d-byte budget (store.knob_bounds)",
                 self.path,
                 knob.name,
