@@ -130,9 +130,8 @@ def _value_prefix(layout: KVLayout, page_size: int) -> tuple[int, bytes]:
     A check compares those fields as one byte string: unpacking the header into a tuple and comparing
     field by field cost a small page's read ~1 us more.
     """
-    value_bytes, shape, dtype_code = _page_format(layout, page_size)
-    header = _VALUE_HEADER.pack(VALUE_MAGIC, FORMAT_VERSION, dtype_code, *shape, bytes(DIGEST_BYTES), 0)
-    return value_bytes, header[:_DIGEST_OFFSET]
+    value_bytes = _page_format(layout, page_size)[0]
+    return value_bytes, encode_header(layout, page_size, bytes(DIGEST_BYTES), 0)[:_DIGEST_OFFSET]
 
 
 def checked_payload(
@@ -157,7 +156,7 @@ def decode_value(
     """The page tensor viewing ``buffer`` (no copy), or ``None`` if the value is not this page's."""
     if checked_payload(buffer, layout, page_size, digest) is None:
         return None
-    shape = layout.page_shape(page_size)
+    shape = _page_format(layout, page_size)[1]
     numpy_dtype = _NUMPY_DTYPES.get(layout.dtype)
     if numpy_dtype is None:
         return torch.frombuffer(buffer, dtype=layout.dtype, offset=VALUE_HEADER_BYTES).view(shape)

@@ -289,14 +289,17 @@ class LSMStore(DiskKVStore):
         self._close_db()
         self._open(config)
 
+    _clamps_warned: frozenset[tuple[str, int]] = frozenset()
+    """(knob, asked value) of the clamps already warned about; a class default because the constructor
+    bounds the config before the store's own state exists, immutable so no two stores share it."""
+
     def _bounded(self, config: StoreConfig) -> StoreConfig:
         """``config`` bounded by the budget; each distinct clamp is logged once as a warning (a policy
         re-proposing the same values every window would otherwise log on every apply), every one counted."""
         bounded, clamped = bound_by_budget(config, self.budget_bytes)
-        warned = self.__dict__.setdefault("_clamps_warned", set())  # _bounded runs before _start
         for knob in clamped:
-            level = logging.DEBUG if (knob.name, knob.asked) in warned else logging.WARNING
-            warned.add((knob.name, knob.asked))
+            level = logging.DEBUG if (knob.name, knob.asked) in self._clamps_warned else logging.WARNING
+            self._clamps_warned |= {(knob.name, knob.asked)}
             logger.log(
                 level,
                 "%s: %s=%d clamped to %d, its share of the %d-byte budget (store.knob_bounds)",
