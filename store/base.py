@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from store.buffers import empty_tensor
 from store.config import StoreConfig
 from store.errors import PageMissingError, StoreClosedError, disk_full_error
 from store.layout import KVLayout
@@ -184,7 +185,7 @@ class KVStore(ABC):
                 f"(page_size={self.page_size}); ask for at most probe(tokens) pages"
             )
         started = time.perf_counter()
-        out = torch.empty(self.layout.page_shape(self.page_size * n_pages), dtype=self.layout.dtype)
+        out = empty_tensor(self.layout.page_shape(self.page_size * n_pages), self.layout.dtype)
         out_bytes = out.view(torch.uint8).numpy()
         with self._lock:
             self._check_open()

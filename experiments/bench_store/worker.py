@@ -27,6 +27,7 @@ from experiments.bench_store.records import BenchError, OpResult, Snapshot
 from experiments.bench_store.system import count_inodes, evict_page_cache, rss_bytes, trim_heap
 from store import StoreConfig, open_store, store_kind
 from store.base import KVStore
+from store.buffers import empty_tensor
 from store.lsm import LSMStore
 
 logger = logging.getLogger(__name__)
@@ -416,7 +417,7 @@ class _RawParticipant(_Participant):
         first = None
         for index in range(self.n_prompts):
             call = time.perf_counter()
-            out = torch.empty(size, dtype=torch.uint8)
+            out = empty_tensor((size,), torch.uint8)  # allocated as get_batch allocates its output
             view = out.numpy().data
             done = 0
             while done < size:
