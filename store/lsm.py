@@ -47,7 +47,7 @@ import math
 import re
 import struct
 from collections.abc import Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -476,14 +476,10 @@ class LSMStore(DiskKVStore):
     def _read_pages(self, plan: PagePlan, n_pages: int) -> Iterator[torch.Tensor | None]:
         """Single gets, not a multi-get: RocksDB's multi-get verifies every blob's CRC32c whatever the
         read options say (a software CRC in rocksdict's build) and reads large blobs several times
-        slower than single gets do. Large pages are read and checked by :data:`READ_THREADS` threads
-        while the caller copies the pages already read, so only a few pages' bytes are alive at once."""
+        slower than single gets do."""
         locations = self._value_locations(plan, n_pages)
         self._counters.add(device_ops=n_pages)
-        digests = plan.digests[:n_pages]
-        if self._readers is not None and n_pages > 1:
-            return self._readers.map(self._read_page, locations, digests)
-        return map(self._read_page, locations, digests)
+        return map(self._read_page, locations, plan.digests[:n_pages])
 
     def _read_page(self, location: tuple[int, bytes], digest: bytes) -> torch.Tensor | None:
         raw = self._get_value(location)
@@ -493,7 +489,9 @@ class LSMStore(DiskKVStore):
         """Small pages of one column family: each value checked in place, then the pages' tensor bytes
         joined and copied into the output in one transposing copy. Wrapping each page in a tensor and
         copying it alone cost ~5 us a page, more than its read."""
-        if self._readers is not None or len(self._families) > 1:
+        if self._readers is not None:
+            return self._read_large_into(self._readers, plan, n_pages, out_bytes)
+        if len(self._families) > 1:
             return super()._read_into(plan, n_pages, out_bytes)
         get, options, layout, page_size = self._db.get, self._value_reads, self.layout, self.page_size
         payloads = []
@@ -512,6 +510,35 @@ class LSMStore(DiskKVStore):
         by_page = out_bytes.reshape(layers, pair, n_pages, self.page_size, heads, width)  # a view: out is new
         np.copyto(by_page, pages.transpose(1, 2, 0, 3, 4, 5))
         return None
+
+    def _read_large_into(
+        self, readers: ThreadPoolExecutor, plan: PagePlan, n_pages: int, out_bytes: np.ndarray
+    ) -> int | None:
+        """Large pages: each read, checked and copied into its place in the output by one of the
+        :data:`READ_THREADS` threads (RocksDB's get, the xxh3 check and numpy's copy all release the GIL),
+        so reads overlap on the disk, copies and page faults overlap on the cores, and a page's value is
+        freed as soon as it is copied: the next read reuses its memory instead of faulting in more."""
+        locations = self._value_locations(plan, n_pages)
+        self._counters.add(device_ops=n_pages)
+        layers, pair, _, heads, width = out_bytes.shape
+        layout, page_size = self.layout, self.page_size
+
+        def read_into_place(index: int) -> bool:
+            raw = self._get_value(locations[index])
+            payload = None if raw is None else checked_payload(raw, layout, page_size, plan.digests[index])
+            if payload is None:
+                return False
+            page = np.frombuffer(payload, dtype=np.uint8).reshape(layers, pair, page_size, heads, width)
+            np.copyto(out_bytes[:, :, index * page_size : (index + 1) * page_size], page)
+            return True
+
+        reads = [readers.submit(read_into_place, index) for index in range(n_pages)]
+        try:
+            return next((index for index, read in enumerate(reads) if not read.result()), None)
+        finally:
+            for read in reads:
+                read.cancel()
+            wait(reads)  # no thread may still write into the output, nor read, once the lock is let go
 
     def _track_recency(self) -> bool:
         """Whether reads and writes move pages in the recency index (LRU order under a budget)."""
