@@ -436,6 +436,33 @@ def test_large_pages_are_read_by_parallel_single_gets(make_store: MakeStore) -> 
     assert delta[KEYS_READ] == 5 and delta.get(MULTIGET, 0) == 0
 
 
+def test_a_flipped_byte_in_a_large_page_is_a_miss_named_by_its_index(
+    make_store: MakeStore, tmp_path: Path
+) -> None:
+    """The reader threads check each large page before copying it; the first bad page is the miss."""
+    from store.lsm import PARALLEL_READ_BYTES
+
+    layout = KVLayout(layers=2, kv_heads=2, head_dim=64, dtype=torch.float16)
+    page_size = PARALLEL_READ_BYTES // layout.page_bytes(1)
+    path = tmp_path / "flip-large"
+    s = make_store("lsm", path=path, layout=layout, page_size=page_size)
+    tokens = make_tokens(32, 5 * page_size)
+    kv = prefix_kv(tokens, layout, page_size)
+    assert s.put_batch(tokens, kv) == 5
+    s.close()
+    third = (
+        page_slice(kv, 3, page_size)[:, :, 2 * page_size :].contiguous().view(torch.uint8).numpy().tobytes()
+    )
+    (blob,) = [p for p in path.glob("*.blob") if third in p.read_bytes()]
+    data = bytearray(blob.read_bytes())
+    data[data.index(third) + 7] ^= 0x80
+    blob.write_bytes(bytes(data))
+    s = make_store("lsm", path=path, layout=layout, page_size=page_size)
+    with pytest.raises(PageMissingError, match="page 2 of 5"):
+        s.get_batch(tokens, 5)
+    assert_bit_exact(s.get_batch(tokens, 2), page_slice(kv, 2, page_size))
+
+
 @pytest.mark.parametrize("reclaim", ["relocate", "blob_age"])
 def test_budget_eviction_counts_an_old_ancestors_newer_descendants_once(tmp_path: Path, reclaim: str) -> None:
     """In write order a parent is older than its children, so the budget's eviction meets the parent
