@@ -488,7 +488,7 @@ class LSMStore(DiskKVStore):
     def _read_into(self, plan: PagePlan, n_pages: int, out_bytes: np.ndarray) -> int | None:
         """Small pages of one column family: each value checked in place, then the pages' tensor bytes
         joined and copied into the output in one transposing copy. Wrapping each page in a tensor and
-        copying it alone cost ~5 us a page, more than its read."""
+        copying it alone cost ~5 us a page, more than its read. Large pages: :meth:`_read_large_into`."""
         if self._readers is not None:
             return self._read_large_into(self._readers, plan, n_pages, out_bytes)
         if len(self._families) > 1:
