@@ -248,8 +248,8 @@ class LSMStore(DiskKVStore):
         self._probe_reads = ReadOptions()
         self._probe_reads.set_prefix_same_as_start(True)
         if self._db.get(b"M" + self._ns) is None:
-            # An empty sentinel first in the namespace's metadata space: a probe's seek_for_prev stops
-            # here at the latest, instead of stepping back onto (blob-backed) value keys.
+            # An empty sentinel first in the namespace's metadata space: a backward scan from a page's key
+            # stops here at the latest, never in another key space (probes stay within their prefix).
             self._db.put(b"M" + self._ns, b"")
         raw = self._db.get(b"C" + self._ns)
         self._pages, self._live_bytes, self._stamp = _COUNTERS.unpack(raw) if raw else (0, 0, 0)
