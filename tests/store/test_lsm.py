@@ -142,6 +142,37 @@ def test_probes_share_one_iterator_until_a_write(lsm: LSMStore) -> None:
     assert lsm.probe(tokens) == 4  # and the eviction
 
 
+SEEK_FILTERED = "rocksdb.non.last.level.seek.filtered"
+SEEK_FILTER_MATCH = "rocksdb.non.last.level.seek.filter.match"
+
+
+def test_a_probe_skips_table_files_without_its_first_page(make_store: MakeStore) -> None:
+    # six prompts with different first pages, each flushed into its own level-0 table file
+    config = BLOB_CONFIG.replace(
+        level0_file_num_compaction_trigger=20,
+        level0_slowdown_writes_trigger=30,
+        level0_stop_writes_trigger=40,
+    )
+    s = make_store("lsm", config=config)
+    assert isinstance(s, LSMStore)
+    prompts = []
+    for seed in range(6):
+        prompts.append(_stored_prompt(s, 30 + seed, 5))
+        s._db.flush()
+    assert s.stats().l0_files == 6
+    fresh = make_tokens(99, 5 * PAGE_SIZE)
+    partial = torch.cat([prompts[2][: 3 * PAGE_SIZE], fresh[3 * PAGE_SIZE :]])
+    for tokens, expected, searched in ((prompts[2], 5, 1), (partial, 3, 1), (fresh, 0, 0)):
+        before = s.statistics_tickers()
+        assert s.probe(tokens) == expected
+        delta = _delta(s, before)
+        # the prefix bloom filters rule out every file but the one holding the prompt's first page
+        assert delta.get(SEEK_FILTERED, 0) == 6 - searched
+        assert delta.get(SEEK_FILTER_MATCH, 0) == searched
+    assert s.evict(prompts[4], 0) == 5  # scans still cross files and prefixes
+    assert [s.probe(tokens) for tokens in prompts] == [5, 5, 5, 5, 0, 5]
+
+
 def test_get_batch_names_the_first_missing_page(lsm: LSMStore) -> None:
     tokens = _stored_prompt(lsm, 21, 8)
     lsm._db.delete(max((key for key in _raw_keys(lsm) if key.startswith(b"D")), key=len)[: -3 * 8])
