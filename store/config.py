@@ -379,7 +379,8 @@ class StoreConfig(metaclass=_NamedKnobs):
             bool,
             "choice",
             choices=(False, True),
-            doc="skip the write-ahead log: unflushed pages are lost on a crash (never returned wrong)",
+            doc="skip the write-ahead log for pages over wal_max_page_bytes: unflushed pages are lost on "
+            "a crash (never returned wrong)",
             set_by="RocksDB WriteOptions.disable_wal of every write (not a column-family option)",
             tuning=TuningRange(),
         ),
