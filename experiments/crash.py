@@ -51,6 +51,8 @@ class CrashConfig:
     path: Path
     rounds: int
     disable_wal: bool = False
+    wal_max_page_bytes: int = StoreConfig().wal_max_page_bytes
+    """With ``disable_wal``, pages of at most this many bytes still go through the WAL (the store's knob)."""
     seed: int = 0
     kill_after_s: tuple[float, float] = (0.05, 0.25)
     rounds_per_store: int = 5
@@ -68,6 +70,9 @@ class CrashConfig:
             )
         if self.disable_wal and self.kind != "lsm":
             raise ValueError(f"only lsm has a write-ahead log to turn off, got kind {self.kind!r}")
+
+    def store_config(self) -> StoreConfig:
+        return StoreConfig(disable_wal=self.disable_wal, wal_max_page_bytes=self.wal_max_page_bytes)
 
 
 @dataclass
@@ -103,14 +108,13 @@ def _tokens(seed: int, n_tokens: int) -> torch.Tensor:
     )
 
 
-def _open(kind: str, path: Path, mode: str, disable_wal: bool) -> KVStore:
+def _open(kind: str, path: Path, mode: str, config: StoreConfig) -> KVStore:
     budget = RECLAIM_BUDGET_BYTES if mode == "reclaim" else None
-    config = StoreConfig(disable_wal=disable_wal)
     return open_store(kind, path, LAYOUT, PAGE_SIZE, budget, config, namespace=NAMESPACE)
 
 
 def write_until_killed(
-    *, kind: str, path: str, mode: str, disable_wal: bool, first: int, conn: Connection
+    *, kind: str, path: str, mode: str, store_config: StoreConfig, first: int, conn: Connection
 ) -> None:
     """The child: put prompts ``first, first+1, ...`` until killed.
 
@@ -119,7 +123,7 @@ def write_until_killed(
     ``FLUSH_EVERY_WITHOUT_WAL`` prompts were flushed (every prompt up to i must survive); outside ``plain``
     mode ``A`` before and ``a`` after each knob change.
     """
-    store = _open(kind, Path(path), mode, disable_wal)
+    store = _open(kind, Path(path), mode, store_config)
     conn.send_bytes(b"ready")
     index = first
     while True:
@@ -130,7 +134,7 @@ def write_until_killed(
         tokens = crash_prompt(index)
         store.put_batch(tokens, deterministic_kv(tokens))
         conn.send_bytes(b"P%d" % index)
-        if disable_wal and (index - first + 1) % FLUSH_EVERY_WITHOUT_WAL == 0:
+        if store_config.disable_wal and (index - first + 1) % FLUSH_EVERY_WITHOUT_WAL == 0:
             store.flush()
             conn.send_bytes(b"F%d" % index)
         index += 1
@@ -232,7 +236,7 @@ def _crash_one_store(
             kind=config.kind,
             path=str(path),
             mode=mode,
-            disable_wal=config.disable_wal,
+            store_config=config.store_config(),
             first=first,
         )
         put_done = [int(m[1:]) for m in messages if m.startswith(b"P")]
@@ -249,7 +253,7 @@ def _crash_one_store(
         new_durable = list(range(first, last_durable + 1))
         # the prompt the kill interrupted, and one more if its last message was lost with the process
         maybe = list(range(last_durable + 1, first + len(put_done) + 2))
-        with _open(config.kind, path, mode, config.disable_wal) as store:
+        with _open(config.kind, path, mode, config.store_config()) as store:
             for index in new_durable:
                 checker.check(store, index, required=counts_loss)
             for index in maybe:
@@ -262,7 +266,7 @@ def _crash_one_store(
     pages: set[tuple[int, ...]] = set()
     read_back = set(rng.sample(durable, min(SAMPLE_FINAL, len(durable))))
     durable_set = set(durable)
-    with _open(config.kind, path, mode, config.disable_wal) as store:
+    with _open(config.kind, path, mode, config.store_config()) as store:
         for index in sorted(attempted):
             required = counts_loss and index in durable_set
             present = checker.check(store, index, required, read=not required or index in read_back)

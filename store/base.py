@@ -155,7 +155,8 @@ class KVStore(ABC):
 
     def flush(self, durable: bool = True) -> None:
         """Wait until every queued write is in the store; with ``durable``, also make every write so far
-        survive a crash of this process (with the WAL off, that flushes RocksDB's memtable)."""
+        survive a crash of this process (the lsm store syncs its WAL, or flushes its memtables when pages
+        skip the WAL)."""
         self._check_open()
         self._writer.flush()
         if durable:

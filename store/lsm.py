@@ -234,8 +234,9 @@ class LSMStore(DiskKVStore):
             raise
         self._flat = config.key_scheme == "flat"
         self._snapshot_reader: RdictIter | None = None
+        self._logged = self._logs_pages(config)
         self._write_options = WriteOptions()
-        self._write_options.disable_wal = config.disable_wal
+        self._write_options.disable_wal = not self._logged
         self._unlogged = WriteOptions()
         self._unlogged.disable_wal = True
         # RocksDB's CRC32c is software-only in rocksdict's build, slower than the disk on large blobs;
@@ -295,7 +296,7 @@ class LSMStore(DiskKVStore):
             self._readers.shutdown()
 
     def _close_db(self) -> None:
-        self._flush_durable()
+        self._flush_all()  # also with the WAL on: a reopen then replays no log
         self._snapshot_reader = None  # an iterator must go before the database closes
         self._families.clear()  # a family's handles must go before the database closes
         self._tenant_families.clear()
@@ -334,14 +335,27 @@ class LSMStore(DiskKVStore):
         live = config.rocksdb_options(changed)
         if live:
             self._db.set_options(live)
-        if "disable_wal" in changed:
-            self._write_options = WriteOptions()
-            self._write_options.disable_wal = config.disable_wal
-            if config.disable_wal is False:
+        logged = self._logs_pages(config)
+        if logged != self._logged:
+            if logged:
+                # Unlogged pages still in the memtables would be lost in a crash that logged pages written
+                # after them survive: a child page without its parent.
                 self._flush_all()
+            self._logged = logged
+            self._write_options = WriteOptions()
+            self._write_options.disable_wal = not logged
+
+    def _logs_pages(self, config: StoreConfig) -> bool:
+        """Whether pages are written through the WAL: always with the WAL on, and with it off when they
+        are at most ``wal_max_page_bytes`` (one page size per store, so all pages or none)."""
+        return not config.disable_wal or self.page_bytes <= config.wal_max_page_bytes
 
     def _flush_durable(self) -> None:
-        if self._config.disable_wal:
+        """Sync the WAL when pages go through it (one sequential file; restamps skip it, but they are
+        hints), else flush the memtables (a blob file, a table file and the MANIFEST, each synced)."""
+        if self._logged:
+            self._db.flush_wal(True)
+        else:
             self._flush_all()
 
     def _flush_all(self) -> None:
@@ -833,7 +847,7 @@ class LSMStore(DiskKVStore):
         would take the store over its budget, the memtables are flushed, so the budget sees them (with the
         WAL on, the WAL holds them already)."""
         used = directory_usage(self.path)[0]
-        if self._config.disable_wal and self.budget_bytes is not None:
+        if not self._logged and self.budget_bytes is not None:
             unflushed = self._db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0
             if unflushed and used + unflushed > self.budget_bytes:
                 self._flush_all()
@@ -862,7 +876,7 @@ class LSMStore(DiskKVStore):
         Values still in the default family (written before generations were used) go first, by eviction
         and compaction. Returns the pages evicted.
         """
-        if not self._config.disable_wal:
+        if self._logged:
             self._flush_all()  # a WAL file holding a dropped generation's writes stays until every flush
         evicted = 0
         while self._disk_bytes() > budget_bytes:
@@ -1021,8 +1035,8 @@ class LSMStore(DiskKVStore):
 
     def flush_memtables(self) -> None:
         """Write every memtable to table and blob files, whatever the WAL setting: afterwards a read
-        comes from files, not from memory (``flush()`` flushes them only with the WAL off, where it is
-        what makes writes durable)."""
+        comes from files, not from memory (``flush()`` flushes them only when pages skip the WAL, where it
+        is what makes writes durable)."""
         with self._lock:
             self._check_open()
             self._flush_all()

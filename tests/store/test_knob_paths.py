@@ -111,11 +111,12 @@ def _wal_growth(store: KVStore, path: Path, seed: int) -> int:
 
 def test_disable_wal_reaches_every_write_at_open_and_live(tmp_path: Path) -> None:
     page_bytes = make_kv(0, PAGE_SIZE).numel() * make_kv(0, PAGE_SIZE).element_size()
-    with open_kind("lsm", tmp_path / "off", config=StoreConfig(disable_wal=True)) as store:
+    unlogged = StoreConfig(disable_wal=True, wal_max_page_bytes=page_bytes - 1)
+    with open_kind("lsm", tmp_path / "off", config=unlogged) as store:
         assert _wal_growth(store, tmp_path / "off", 1) == 0
     with open_kind("lsm", tmp_path / "live", config=StoreConfig(disable_wal=False)) as store:
         assert _wal_growth(store, tmp_path / "live", 2) >= 4 * page_bytes
-        store.apply(StoreConfig(disable_wal=True))
+        store.apply(unlogged)
         assert _wal_growth(store, tmp_path / "live", 3) == 0
 
 

@@ -415,7 +415,7 @@ def test_reopening_with_another_config_uses_it(tmp_path: Path) -> None:
 
 
 def test_flush_without_wal_empties_the_memtable(make_store: MakeStore) -> None:
-    s = make_store("lsm", config=StoreConfig(disable_wal=True))
+    s = make_store("lsm", config=StoreConfig(disable_wal=True, wal_max_page_bytes=0))
     assert isinstance(s, LSMStore)
     before = s.statistics_tickers()
     tokens = _stored_prompt(s, 15, 6)
@@ -427,7 +427,7 @@ def test_flush_without_wal_empties_the_memtable(make_store: MakeStore) -> None:
 
 
 def test_wal_toggles_live(lsm: LSMStore) -> None:
-    lsm.apply(lsm.config.replace(disable_wal=True))
+    lsm.apply(lsm.config.replace(disable_wal=True, wal_max_page_bytes=0))
     before = lsm.statistics_tickers()
     _stored_prompt(lsm, 16, 3)
     assert _delta(lsm, before).get("rocksdb.wal.bytes", 0) == 0
@@ -435,6 +435,36 @@ def test_wal_toggles_live(lsm: LSMStore) -> None:
     before = lsm.statistics_tickers()
     _stored_prompt(lsm, 17, 3)
     assert _delta(lsm, before)["rocksdb.wal.bytes"] > 3 * LAYOUT.page_bytes(PAGE_SIZE)
+
+
+def test_small_pages_go_through_the_wal_and_flush_syncs_it(make_store: MakeStore) -> None:
+    """With the WAL off, pages of at most ``wal_max_page_bytes`` are still logged, and a durable ``flush()``
+    syncs the log, leaving the memtable (and its pages) in memory; larger pages skip the log."""
+    page_bytes = LAYOUT.page_bytes(PAGE_SIZE)
+    s = make_store("lsm", config=StoreConfig(disable_wal=True, wal_max_page_bytes=page_bytes))
+    assert isinstance(s, LSMStore)
+    before = s.statistics_tickers()
+    tokens = _stored_prompt(s, 21, 5)
+    assert _delta(s, before)["rocksdb.wal.bytes"] > 5 * page_bytes
+    s.flush()
+    assert _delta(s, before)["rocksdb.wal.synced"] >= 1
+    assert s._db.property_int_value("rocksdb.num-entries-active-mem-table") > 0
+    assert_bit_exact(s.get_batch(tokens, 5), prefix_kv(tokens))
+    s.apply(s.config.replace(wal_max_page_bytes=page_bytes - 1))
+    before = s.statistics_tickers()
+    _stored_prompt(s, 22, 5)
+    assert _delta(s, before).get("rocksdb.wal.bytes", 0) == 0
+
+
+def test_logging_pages_again_flushes_the_unlogged_ones_first(make_store: MakeStore) -> None:
+    """Unlogged pages left in the memtable when pages start going through the WAL again are flushed first:
+    a crash must not keep a logged child page and lose its unlogged parent."""
+    s = make_store("lsm", config=StoreConfig(disable_wal=True, wal_max_page_bytes=0))
+    assert isinstance(s, LSMStore)
+    _stored_prompt(s, 23, 3)
+    assert s._db.property_int_value("rocksdb.num-entries-active-mem-table") > 0
+    s.apply(s.config.replace(wal_max_page_bytes=LAYOUT.page_bytes(PAGE_SIZE)))
+    assert s._db.property_int_value("rocksdb.num-entries-active-mem-table") == 0
 
 
 def test_lsm_stats_fields(lsm: LSMStore) -> None:
