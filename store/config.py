@@ -386,7 +386,7 @@ class StoreConfig(metaclass=_NamedKnobs):
         ),
     )
     wal_max_page_bytes: int = _knob(
-        8 * KiB,
+        0,
         KnobSpec(
             "wal_max_page_bytes",
             int,
