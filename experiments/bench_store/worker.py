@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from experiments.bench_store.config import RAW, Scenario, store_config_of, store_kind_of
-from experiments.bench_store.records import BenchError, OpResult, Snapshot
+from experiments.bench_store.records import BenchError, FillResult, OpResult, Snapshot
 from experiments.bench_store.system import count_inodes, evict_page_cache, rss_bytes, trim_heap
 from store import StoreConfig, open_store, store_kind
 from store.base import KVStore
@@ -150,17 +150,26 @@ class _StoreParticipant(_Participant):
         self.n_prompts = 0
         return self.op_open()
 
-    def op_fill(self, pages: int) -> tuple[float, int]:
-        """Put whole prompts until at least ``pages`` pages are stored; returns (seconds, pages stored)."""
+    def op_fill(self, pages: int, seconds_left: float = math.inf) -> FillResult:
+        """Put whole prompts until at least ``pages`` pages are stored or ``seconds_left`` have passed.
+
+        An ``OSError`` from the store (a full disk, no inodes left) ends the fill and is returned, so
+        the run can report how far this kind got instead of failing.
+        """
         store = self._store()
         target = math.ceil(pages / self.scenario.prompt_pages)
         started = time.perf_counter()
-        while self.n_prompts < target:
-            store.put_batch(self.tokens(0, self.n_prompts), self.kv(self.n_prompts))
-            self.n_prompts += 1
-        store.flush()
-        self._settle()
-        return time.perf_counter() - started, self._stored_pages()
+        error = ""
+        try:
+            while self.n_prompts < target and time.perf_counter() - started < seconds_left:
+                store.put_batch(self.tokens(0, self.n_prompts), self.kv(self.n_prompts))
+                self.n_prompts += 1
+            store.flush()
+            self._settle()
+        except OSError as failure:
+            error = f"{type(failure).__name__}: {failure}"
+            logger.warning("%s: the fill stopped at %d pages: %s", self.kind, self._stored_pages(), error)
+        return FillResult(time.perf_counter() - started, self._stored_pages(), error)
 
     def op_put(self) -> OpResult:
         store = self._store()
