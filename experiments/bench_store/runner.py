@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection
 import shutil
 import sys
 import time
@@ -234,7 +235,8 @@ class _Runner:
                 worker.stop()
 
     def fill(self, scenario: Scenario, workers: dict[tuple[str, int], _Worker]) -> None:
-        """Fill every store to its level, all at once, in chunks (so progress moves).
+        """Fill every store to its level, all at once, in chunks (so progress moves); each worker asks for
+        its next chunk as soon as it is done, so a slow kind does not hold the others back.
 
         A kind whose fill reaches its cap (:attr:`BenchConfig.fill_caps`) or fails with an ``OSError``
         stops there: its footprint and fill steps are recorded, the reason is reported, and its worker
@@ -246,19 +248,24 @@ class _Runner:
         chunk = self.config.fill_chunk_pages
         fill_s = dict.fromkeys(filling, 0.0)
         stored = dict.fromkeys(filling, 0)
+        asked: dict[tuple[str, int], int] = {}
         ended: dict[tuple[str, int], str] = {}
-        top = max(level for _, level in filling)
-        for target in range(chunk, top + chunk, chunk):
-            active = {
-                key: worker for key, worker in filling.items() if key[1] > target - chunk and key not in ended
-            }
-            for key, worker in active.items():
-                cap = self.config.fill_caps.get(key[0], math.inf)
-                worker.send("fill", pages=min(target, key[1]), seconds_left=max(cap - fill_s[key], 0.0))
-            for key, worker in active.items():
+
+        def ask(key: tuple[str, int]) -> None:
+            asked[key] = min((stored[key] // chunk + 1) * chunk, key[1])
+            cap = self.config.fill_caps.get(key[0], math.inf)
+            filling[key].send("fill", pages=asked[key], seconds_left=max(cap - fill_s[key], 0.0))
+
+        for key in filling:
+            ask(key)
+        by_conn = {worker.conn: key for key, worker in filling.items()}
+        while asked:
+            for conn in multiprocessing.connection.wait([filling[key].conn for key in asked]):
+                key = by_conn[conn]
+                worker = filling[key]
                 result: FillResult = worker.receive("fill")
                 fill_s[key] += result.seconds
-                status = fill_status(result, min(target, key[1]), key[1])
+                status = fill_status(result, asked.pop(key), key[1])
                 self.fill_steps.append(
                     FillStep(
                         scenario=scenario.name,
@@ -272,14 +279,16 @@ class _Runner:
                     )
                 )
                 stored[key] = result.pages_stored
-                if status in ("capped", "error"):
+                self.step(f"{scenario.name}: fill {worker.label} {result.pages_stored:,} pages")
+                if status == "filling":
+                    ask(key)
+                elif status != "filled":
                     ended[key] = (
                         f"{worker.label}: fill {status} after {fill_s[key]:,.0f} s at "
                         f"{result.pages_stored:,} of {key[1]:,} pages"
                         + (f" ({result.error})" if result.error else "")
                         + "; its later phases are skipped"
                     )
-                self.step(f"{scenario.name}: fill {worker.label} {result.pages_stored:,} pages")
         for (kind, level), worker in filling.items():
             logger.info(
                 "%s: fill ended at %s pages in %.1f s (all stores filling at once)",
