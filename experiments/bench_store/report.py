@@ -179,17 +179,17 @@ def report_tables(result: BenchResult) -> list[ReportTable]:
 FILL_BINS = 10
 
 
-def fill_rates(steps: Sequence[FillStep], level: int) -> list[float]:
-    """Pages per second of fill in each tenth of ``level`` (a chunk counts where it started; NaN: no
+def fill_rates(steps: Sequence[FillStep], pages: int) -> list[float]:
+    """Pages per second of fill in each tenth of ``pages`` (a chunk counts where it started; NaN: no
     chunk started there), so a rate that falls as the store grows shows."""
-    pages = [0] * FILL_BINS
+    filled = [0] * FILL_BINS
     seconds = [0.0] * FILL_BINS
     for step in steps:
         start = step.pages_stored - step.pages
-        index = min(start * FILL_BINS // level, FILL_BINS - 1)
-        pages[index] += step.pages
+        index = min(start * FILL_BINS // pages, FILL_BINS - 1)
+        filled[index] += step.pages
         seconds[index] += step.seconds
-    return [p / s if s > 0 else math.nan for p, s in zip(pages, seconds, strict=True)]
+    return [p / s if s > 0 else math.nan for p, s in zip(filled, seconds, strict=True)]
 
 
 def _fill_table(result: BenchResult) -> ReportTable:
@@ -204,14 +204,14 @@ def _fill_table(result: BenchResult) -> ReportTable:
             steps[-1].status,
             f"{steps[-1].pages_stored:,}",
             _fmt(steps[-1].fill_s),
-            *(_fmt(rate, 0) for rate in fill_rates(steps, level)),
+            *(_fmt(rate, 0) for rate in fill_rates(steps, max(steps[-1].pages_stored, 1))),
         )
         for (scenario, level, kind), steps in groups.items()
     ]
     tenths = tuple(f"{10 * i}-{10 * (i + 1)}%" for i in range(FILL_BINS))
     return ReportTable(
-        "Fill: how each store's fill ended, and its pages/s in each tenth of the level (all stores filling "
-        "at once, so indicative)",
+        "Fill: how each store's fill ended, and its pages/s in each tenth of the pages it reached (all "
+        "stores filling at once, so indicative)",
         ("scenario", "level", "kind", "ended", "pages", "fill s", *tenths),
         rows,
     )
