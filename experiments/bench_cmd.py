@@ -37,6 +37,15 @@ def _bench_kinds(text: str | None) -> tuple[str, ...]:
         raise typer.BadParameter(f"--kinds: {error}") from None
 
 
+def _fill_caps(text: str | None, kinds: tuple[str, ...]) -> dict[str, float]:
+    from experiments.bench_store.config import parse_fill_caps
+
+    try:
+        return parse_fill_caps(text, kinds)
+    except ValueError as error:
+        raise typer.BadParameter(f"--fill-cap-seconds: {error}") from None
+
+
 def _store_config(assignments: list[str]) -> StoreConfig:
     """``KEY=VALUE`` strings as a :class:`StoreConfig`, each value parsed as its knob's type."""
     from store.config import StoreConfig
@@ -98,6 +107,13 @@ def store(
     reopen: Annotated[
         str, typer.Option(help="Reopen measurements: cold (page cache dropped), warm, or cold,warm.")
     ] = "cold",
+    fill_cap_seconds: Annotated[
+        str | None,
+        typer.Option(
+            help="Stop a kind's fill after this many seconds: SECONDS (every kind) or KIND=SECONDS,... "
+            "(e.g. file=900); a capped kind's later phases are skipped and the report says how far it got."
+        ),
+    ] = None,
     knob: Annotated[
         list[str] | None,
         typer.Option(
@@ -114,11 +130,13 @@ def store(
     console = Console()
     if not console.is_terminal:  # a log file: wide tables instead of 80-column wrapping
         console = Console(width=200)
+    compared = _bench_kinds(kinds)
     options = dict(
         out=out,
         rounds=rounds,
         large_pages=large_pages,
-        kinds=_bench_kinds(kinds),
+        kinds=compared,
+        fill_caps=_fill_caps(fill_cap_seconds, compared),
         parts=tuple(part.strip() for part in parts.split(",") if part.strip()),
         small_levels=int_list(small_pages, "--small-pages"),
         small_page_bytes=small_page_bytes,

@@ -31,7 +31,14 @@ Method (what the numbers mean):
   ``reopen_rounds`` rounds only: the baselines rebuild in-memory indexes from every page, which takes
   minutes at a million pages (the file kind's warm reopen costs about as much as its cold one).
 - **Fill.** Before the rounds each store is filled to its level with the same ``put_batch`` calls, all
-  stores at once (two cores; so fill times are indicative, not measurements).
+  stores at once, each in chunks it asks for as soon as it is done (two cores; so fill times are
+  indicative, not measurements). ``fill.csv`` and the report's fill table give each store's pages per
+  second as it grows. ``fill_caps`` (``--fill-cap-seconds``) stop a kind's fill after that many seconds of
+  its own fill time; a fill that is capped or fails with an ``OSError`` (no space, no inodes) is reported
+  with the pages it reached, and that kind's later phases are skipped.
+- **Pages.** Prompt tokens come from a counter hashed per token (deterministic, cheap). Each prompt's
+  tensor is one of two random pool tensors with every page's first 8 bytes set to its page number in the
+  store, so no two stored pages are alike: a get that returned another page fails the byte check.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,28 @@ def parse_bench_kinds(text: str | None) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown kind(s) {', '.join(unknown)}; choose from {', '.join(KINDS)}")
     return tuple(store_kind(name).name if name != LSM_FLAT else name for name in names) or KINDS
+
+
+def parse_fill_caps(text: str | None, kinds: tuple[str, ...]) -> dict[str, float]:
+    """Per-kind fill caps from ``SECONDS`` (every kind) or ``KIND=SECONDS,...`` (those kinds only).
+
+    A kind whose fill reaches its cap before its level stops there: the run reports the pages it
+    reached and skips its later phases (a file store of 10M pages would need hours to fill).
+    """
+    caps: dict[str, float] = {}
+    for item in (part.strip() for part in (text or "").split(",")):
+        if not item:
+            continue
+        kind, _, value = item.rpartition("=")
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise ValueError(
+                f"fill cap {item!r} is not SECONDS or KIND=SECONDS (e.g. 600 or file=600,applog=3600)"
+            ) from None
+        for name in (kind.strip(),) if kind else kinds:
+            caps[name] = seconds
+    return caps
 
 
 LLAMA_31_8B = KVLayout(layers=32, kv_heads=8, head_dim=128, dtype=torch.float16)
@@ -106,6 +129,8 @@ class BenchConfig:
     reopen_rounds: int = 1
     reopen_caches: tuple[str, ...] = ("cold",)
     fill_chunk_pages: int = 65_536
+    fill_caps: Mapping[str, float] = field(default_factory=dict)
+    """Seconds of its own fill time after which a kind stops filling (see :func:`parse_fill_caps`)."""
     workdir: Path | None = None
     keep_data: bool = False
     seed: int = 0
@@ -166,6 +191,15 @@ class BenchConfig:
             raise ValueError(f"reopen_caches must be some of 'cold', 'warm', got {self.reopen_caches}")
         if self.reopen_rounds > self.rounds:
             raise ValueError(f"reopen_rounds={self.reopen_rounds} must not exceed rounds={self.rounds}")
+        capped = [kind for kind in self.fill_caps if kind not in self.kinds]
+        if capped:
+            raise ValueError(
+                f"fill caps name kind(s) {', '.join(capped)} that this run does not compare; "
+                f"choose from {', '.join(self.kinds)}"
+            )
+        bad_caps = {k: s for k, s in self.fill_caps.items() if not (isinstance(s, int | float) and s > 0)}
+        if bad_caps:
+            raise ValueError(f"fill caps must be positive seconds, got {bad_caps}")
         if not 0 < self.memory_limit_fraction <= 1:
             raise ValueError(f"memory_limit_fraction must be in (0, 1], got {self.memory_limit_fraction}")
 

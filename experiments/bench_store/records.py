@@ -33,6 +33,15 @@ class OpResult:
 
 
 @dataclass(frozen=True)
+class FillResult:
+    """One fill call: seconds spent, pages stored after it, and the ``OSError`` that stopped it, if any."""
+
+    seconds: float
+    pages_stored: int
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """A worker's resident memory and, for a store, its pages, files and disk use at one moment."""
 
@@ -94,6 +103,24 @@ class Footprint:
 
 
 @dataclass(frozen=True)
+class FillStep:
+    """One chunk of a store's fill: a row of fill.csv (the fill rate as the store grows).
+
+    ``status`` is ``filling`` for every chunk but the last, whose status says how the fill ended:
+    ``filled`` (the level reached), ``capped`` (its fill cap reached first) or ``error``.
+    """
+
+    scenario: str
+    level: int
+    kind: str
+    pages_stored: int
+    pages: int
+    seconds: float
+    fill_s: float
+    status: str
+
+
+@dataclass(frozen=True)
 class Ratio:
     """Median over rounds of per-round rate ratios ``numerator / denominator``: a row of ratios.csv."""
 
@@ -116,6 +143,7 @@ def columns(record: type) -> tuple[str, ...]:
 
 MEASUREMENT_COLUMNS = columns(Measurement)
 FOOTPRINT_COLUMNS = columns(Footprint)
+FILL_COLUMNS = columns(FillStep)
 RATIO_COLUMNS = columns(Ratio)
 
 
@@ -148,5 +176,6 @@ class BenchResult:
     targets: list[TargetCheck]
     skipped: dict[str, str]
     notes: list[str]
+    fill_steps: list[FillStep] = field(default_factory=list)
     seconds: float = 0.0
     files: dict[str, Path] = field(default_factory=dict)

@@ -12,10 +12,12 @@ import numpy as np
 
 from experiments.bench_store.config import ALL_OPS, DISK_KINDS, KINDS, LSM_FLAT, RAW, MiB, size_text
 from experiments.bench_store.records import (
+    FILL_COLUMNS,
     FOOTPRINT_COLUMNS,
     MEASUREMENT_COLUMNS,
     RATIO_COLUMNS,
     BenchResult,
+    FillStep,
 )
 from experiments.bench_store.targets import lsm_cache_budget
 
@@ -126,7 +128,7 @@ def report_tables(result: BenchResult) -> list[ReportTable]:
                 size_text(foot.disk_bytes),
                 size_text(foot.rss_bytes),
                 "" if math.isnan(foot.rss_trimmed_bytes) else size_text(foot.rss_trimmed_bytes),
-                _fmt(foot.fill_s) if foot.stage == "filled" else "",
+                _fmt(foot.fill_s) if foot.stage in ("filled", "fill ended") else "",
             )
         )
     tables.append(
@@ -148,6 +150,7 @@ def report_tables(result: BenchResult) -> list[ReportTable]:
             foot_rows,
         )
     )
+    tables.append(_fill_table(result))
     tables.append(_lsm_key_table(result))
     tables.append(
         ReportTable(
@@ -171,6 +174,47 @@ def report_tables(result: BenchResult) -> list[ReportTable]:
     )
     tables.append(ReportTable("Machine", ("", ""), [(k, v) for k, v in result.machine.items()]))
     return tables
+
+
+FILL_BINS = 10
+
+
+def fill_rates(steps: Sequence[FillStep], pages: int) -> list[float]:
+    """Pages per second of fill in each tenth of ``pages`` (a chunk counts where it started; NaN: no
+    chunk started there), so a rate that falls as the store grows shows."""
+    filled = [0] * FILL_BINS
+    seconds = [0.0] * FILL_BINS
+    for step in steps:
+        start = step.pages_stored - step.pages
+        index = min(start * FILL_BINS // pages, FILL_BINS - 1)
+        filled[index] += step.pages
+        seconds[index] += step.seconds
+    return [p / s if s > 0 else math.nan for p, s in zip(filled, seconds, strict=True)]
+
+
+def _fill_table(result: BenchResult) -> ReportTable:
+    groups: dict[tuple[str, int, str], list[FillStep]] = {}
+    for step in result.fill_steps:
+        groups.setdefault((step.scenario, step.level, step.kind), []).append(step)
+    rows = [
+        (
+            scenario,
+            f"{level:,}",
+            kind,
+            steps[-1].status,
+            f"{steps[-1].pages_stored:,}",
+            _fmt(steps[-1].fill_s),
+            *(_fmt(rate, 0) for rate in fill_rates(steps, max(steps[-1].pages_stored, 1))),
+        )
+        for (scenario, level, kind), steps in groups.items()
+    ]
+    tenths = tuple(f"{10 * i}-{10 * (i + 1)}%" for i in range(FILL_BINS))
+    return ReportTable(
+        "Fill: how each store's fill ended, and its pages/s in each tenth of the pages it reached (all "
+        "stores filling at once, so indicative)",
+        ("scenario", "level", "kind", "ended", "pages", "fill s", *tenths),
+        rows,
+    )
 
 
 def _lsm_key_table(result: BenchResult) -> ReportTable:
@@ -378,7 +422,7 @@ def plot(result: BenchResult, path: Path) -> None:
 
 
 def write_outputs(result: BenchResult) -> dict[str, Path]:
-    """measurements.csv, footprint.csv, ratios.csv, summary.json, report.md and bench_store.png in ``out``."""
+    """measurements, footprint, fill and ratio CSVs, summary.json, report.md and a PNG in ``out``."""
     import pandas as pd
 
     out = result.config.out
@@ -386,6 +430,7 @@ def write_outputs(result: BenchResult) -> dict[str, Path]:
     files = {
         "measurements": out / "measurements.csv",
         "footprint": out / "footprint.csv",
+        "fill": out / "fill.csv",
         "ratios": out / "ratios.csv",
         "summary": out / "summary.json",
         "report": out / "report.md",
@@ -395,6 +440,7 @@ def write_outputs(result: BenchResult) -> dict[str, Path]:
         files["measurements"], index=False
     )
     pd.DataFrame(result.footprints, columns=list(FOOTPRINT_COLUMNS)).to_csv(files["footprint"], index=False)
+    pd.DataFrame(result.fill_steps, columns=list(FILL_COLUMNS)).to_csv(files["fill"], index=False)
     pd.DataFrame(result.ratios, columns=list(RATIO_COLUMNS)).to_csv(files["ratios"], index=False)
     summary = {
         "config": result.config.describe(),

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection
 import shutil
 import sys
 import time
@@ -27,6 +28,8 @@ from experiments.bench_store.config import (
 from experiments.bench_store.records import (
     BenchError,
     BenchResult,
+    FillResult,
+    FillStep,
     Footprint,
     Measurement,
     OpResult,
@@ -117,6 +120,7 @@ class _Runner:
         self.progress = progress
         self.measurements: list[Measurement] = []
         self.footprints: list[Footprint] = []
+        self.fill_steps: list[FillStep] = []
         self.skipped: dict[str, str] = {}
         self.notes: list[str] = []
         self.started = time.perf_counter()
@@ -191,6 +195,7 @@ class _Runner:
             targets=targets,
             skipped=self.skipped,
             notes=self.notes,
+            fill_steps=self.fill_steps,
             seconds=time.perf_counter() - self.started,
         )
 
@@ -230,30 +235,75 @@ class _Runner:
                 worker.stop()
 
     def fill(self, scenario: Scenario, workers: dict[tuple[str, int], _Worker]) -> None:
-        """Fill every store to its level, all at once, in chunks (so progress moves)."""
+        """Fill every store to its level, all at once, in chunks (so progress moves); each worker asks for
+        its next chunk as soon as it is done, so a slow kind does not hold the others back.
+
+        A kind whose fill reaches its cap (:attr:`BenchConfig.fill_caps`) or fails with an ``OSError``
+        stops there: its footprint and fill steps are recorded, the reason is reported, and its worker
+        leaves the run (``workers`` loses it), so its later phases are skipped.
+        """
         filling = {key: worker for key, worker in workers.items() if key[0] != RAW and key[1] > 0}
         if not filling:
             return
         chunk = self.config.fill_chunk_pages
         fill_s = dict.fromkeys(filling, 0.0)
-        top = max(level for _, level in filling)
-        for target in range(chunk, top + chunk, chunk):
-            active = {key: worker for key, worker in filling.items() if key[1] > target - chunk}
-            for (_, level), worker in active.items():
-                worker.send("fill", pages=min(target, level))
-            for key, worker in active.items():
-                seconds, stored = worker.receive("fill")
-                fill_s[key] += seconds
-                self.step(f"{scenario.name}: fill {worker.label} {stored:,} pages")
+        stored = dict.fromkeys(filling, 0)
+        asked: dict[tuple[str, int], int] = {}
+        ended: dict[tuple[str, int], str] = {}
+
+        def ask(key: tuple[str, int]) -> None:
+            asked[key] = min((stored[key] // chunk + 1) * chunk, key[1])
+            cap = self.config.fill_caps.get(key[0], math.inf)
+            filling[key].send("fill", pages=asked[key], seconds_left=max(cap - fill_s[key], 0.0))
+
+        for key in filling:
+            ask(key)
+        by_conn = {worker.conn: key for key, worker in filling.items()}
+        while asked:
+            for conn in multiprocessing.connection.wait([filling[key].conn for key in asked]):
+                key = by_conn[conn]
+                worker = filling[key]
+                result: FillResult = worker.receive("fill")
+                fill_s[key] += result.seconds
+                status = fill_status(result, asked.pop(key), key[1])
+                self.fill_steps.append(
+                    FillStep(
+                        scenario=scenario.name,
+                        level=key[1],
+                        kind=key[0],
+                        pages_stored=result.pages_stored,
+                        pages=result.pages_stored - stored[key],
+                        seconds=result.seconds,
+                        fill_s=fill_s[key],
+                        status=status,
+                    )
+                )
+                stored[key] = result.pages_stored
+                self.step(f"{scenario.name}: fill {worker.label} {result.pages_stored:,} pages")
+                if status == "filling":
+                    ask(key)
+                elif status != "filled":
+                    ended[key] = (
+                        f"{worker.label}: fill {status} after {fill_s[key]:,.0f} s at "
+                        f"{result.pages_stored:,} of {key[1]:,} pages"
+                        + (f" ({result.error})" if result.error else "")
+                        + "; its later phases are skipped"
+                    )
         for (kind, level), worker in filling.items():
-            seconds = fill_s[(kind, level)]
             logger.info(
-                "%s: filled to %s pages in %.1f s (all stores filling at once)",
+                "%s: fill ended at %s pages in %.1f s (all stores filling at once)",
                 worker.label,
-                f"{level:,}",
-                seconds,
+                f"{stored[(kind, level)]:,}",
+                fill_s[(kind, level)],
             )
-            self.footprint(scenario, (kind, level, "filled"), worker.call("footprint"), seconds)
+            stage = "filled" if (kind, level) not in ended else "fill ended"
+            self.footprint(scenario, (kind, level, stage), worker.call("footprint"), fill_s[(kind, level)])
+        for key, reason in ended.items():
+            logger.warning(reason)
+            self.skipped[f"{key[0]}@{scenario.name}/{key[1]}"] = reason
+            worker = workers.pop(key)
+            worker.call("close")
+            worker.stop()
 
     def run_round(
         self, scenario: Scenario, workers: dict[tuple[str, int], _Worker], round_index: int
@@ -346,6 +396,16 @@ class _Runner:
                 fill_s=fill_s,
             )
         )
+
+
+def fill_status(result: FillResult, asked: int, level: int) -> str:
+    """How a fill call ended: ``error`` (an ``OSError``), ``filled`` (the level reached), ``capped``
+    (stopped short of the ``asked`` pages: its fill cap), else ``filling``."""
+    if result.error:
+        return "error"
+    if result.pages_stored >= level:
+        return "filled"
+    return "capped" if result.pages_stored < asked else "filling"
 
 
 def run_bench(config: BenchConfig, progress: ProgressCallback | None = None) -> BenchResult:

@@ -7,6 +7,7 @@ and disk figures) through a pipe; the orchestrator times nothing itself.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import multiprocessing.connection
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from experiments.bench_store.config import RAW, Scenario, store_config_of, store_kind_of
-from experiments.bench_store.records import BenchError, OpResult, Snapshot
+from experiments.bench_store.records import BenchError, FillResult, OpResult, Snapshot
 from experiments.bench_store.system import count_inodes, evict_page_cache, rss_bytes, trim_heap
 from store import StoreConfig, open_store, store_kind
 from store.base import KVStore
@@ -33,6 +34,9 @@ from store.lsm import LSMStore
 logger = logging.getLogger(__name__)
 
 SETTLE_TIMEOUT_S = 300
+STAMP_BYTES = 8
+_SPLITMIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_SPLITMIX_2 = np.uint64(0x94D049BB133111EB)
 
 
 def _salt(text: str) -> int:
@@ -40,9 +44,18 @@ def _salt(text: str) -> int:
 
 
 def prompt_tokens(seed: int, scenario: str, stream: int, index: int, n_tokens: int) -> np.ndarray:
-    """Deterministic token ids: one (seed, scenario, stream, index) is the same prompt in every worker."""
-    rng = np.random.default_rng([seed, _salt(scenario), stream, index])
-    return rng.integers(0, 2**31, n_tokens, dtype=np.uint32)
+    """Deterministic token ids: one (seed, scenario, stream, index) is the same prompt in every worker.
+
+    Token ``t`` is the top 31 bits of splitmix64's finalizer (a bijection of 64-bit ints) applied to a
+    64-bit key of the prompt plus ``t``: distinct prompts get unrelated tokens, at a fraction of the cost
+    of seeding a random generator per prompt (which a fill of millions of pages would pay per prompt).
+    """
+    key = hashlib.blake2b(f"{seed}/{scenario}/{stream}/{index}".encode(), digest_size=8).digest()
+    mixed = np.arange(n_tokens, dtype=np.uint64) + np.uint64(int.from_bytes(key, "little"))
+    mixed = (mixed ^ (mixed >> np.uint64(30))) * _SPLITMIX_1
+    mixed = (mixed ^ (mixed >> np.uint64(27))) * _SPLITMIX_2
+    mixed ^= mixed >> np.uint64(31)
+    return (mixed >> np.uint64(33)).astype(np.uint32)
 
 
 def _latency_ms(samples: Sequence[float]) -> tuple[float, float]:
@@ -72,21 +85,41 @@ class _Participant:
         self.kind = spec.kind
         self.path = spec.path
         generator = torch.Generator().manual_seed(spec.seed)
-        shape = spec.scenario.layout.page_shape(spec.scenario.prompt_tokens)
-        n_bytes = spec.scenario.prompt_bytes
+        layout, pages = spec.scenario.layout, spec.scenario.prompt_pages
+        shape = layout.page_shape(spec.scenario.prompt_tokens)
         # A small pool of random (incompressible) prompt tensors, reused across prompts: contents do not
         # change any kind's cost, and generating gigabytes of random numbers would dominate the run.
         self.pool = [
-            torch.randint(0, 256, (n_bytes,), dtype=torch.uint8, generator=generator)
-            .view(spec.scenario.layout.dtype)
+            torch.randint(0, 256, (spec.scenario.prompt_bytes,), dtype=torch.uint8, generator=generator)
+            .view(layout.dtype)
             .view(shape)
             for _ in range(2)
+        ]
+        # Page p's first token row of layer 0's K block starts p * page_size rows into the tensor: a
+        # strided (pages x 8 bytes) view of each pool tensor there is where kv() writes page numbers.
+        row_bytes = layout.kv_heads * layout.head_dim * layout.dtype.itemsize
+        self.stamps = [
+            np.lib.stride_tricks.as_strided(
+                tensor.view(torch.uint8).numpy().reshape(-1),
+                shape=(pages, STAMP_BYTES),
+                strides=(spec.scenario.page_size * row_bytes, 1),
+            )
+            for tensor in self.pool
         ]
 
     def tokens(self, stream: int, index: int) -> np.ndarray:
         return prompt_tokens(self.spec.seed, self.scenario.name, stream, index, self.scenario.prompt_tokens)
 
     def kv(self, index: int) -> torch.Tensor:
+        """Prompt ``index``'s tensor: a pool tensor whose pages each start with their page number in the
+        store (``index * prompt_pages + page``, 8 bytes), so no two stored pages are alike and a get that
+        returns any other page than the one asked for fails the byte check.
+
+        The pool tensor is stamped in place: use the result before asking for ``index + len(pool)``.
+        """
+        first = index * self.scenario.prompt_pages
+        numbers = np.arange(first, first + self.scenario.prompt_pages, dtype="<u8")
+        self.stamps[index % len(self.pool)][:] = numbers.view(np.uint8).reshape(-1, STAMP_BYTES)
         return self.pool[index % len(self.pool)]
 
     def op_rss(self) -> Snapshot:
@@ -151,38 +184,47 @@ class _StoreParticipant(_Participant):
         self.n_prompts = 0
         return self.op_open()
 
-    def op_fill(self, pages: int) -> tuple[float, int]:
-        """Put whole prompts until at least ``pages`` pages are stored; returns (seconds, pages stored)."""
+    def op_fill(self, pages: int, seconds_left: float = math.inf) -> FillResult:
+        """Put whole prompts until at least ``pages`` pages are stored or ``seconds_left`` have passed.
+
+        An ``OSError`` from the store (a full disk, no inodes left) ends the fill and is returned, so
+        the run can report how far this kind got instead of failing.
+        """
         store = self._store()
         target = math.ceil(pages / self.scenario.prompt_pages)
         started = time.perf_counter()
-        while self.n_prompts < target:
-            store.put_batch(self.tokens(0, self.n_prompts), self.kv(self.n_prompts))
-            self.n_prompts += 1
-        store.flush()
-        self._settle()
-        return time.perf_counter() - started, self._stored_pages()
+        error = ""
+        try:
+            while self.n_prompts < target and time.perf_counter() - started < seconds_left:
+                store.put_batch(self.tokens(0, self.n_prompts), self.kv(self.n_prompts))
+                self.n_prompts += 1
+            store.flush()
+            self._settle()
+        except OSError as failure:
+            error = f"{type(failure).__name__}: {failure}"
+            logger.warning("%s: the fill stopped at %d pages: %s", self.kind, self._stored_pages(), error)
+        return FillResult(time.perf_counter() - started, self._stored_pages(), error)
 
     def op_put(self) -> OpResult:
         store = self._store()
         count = self.scenario.prompts_per_round
         ids = range(self.n_prompts, self.n_prompts + count)
-        work = [(self.tokens(0, i), self.kv(i)) for i in ids]
+        tokens = [self.tokens(0, i) for i in ids]
         pages_before = self._stored_pages()
         if self.disk:
             os.sync()
         latencies = []
-        started = time.perf_counter()
-        for tokens, kv in work:
+        for i, prompt in zip(ids, tokens, strict=True):
+            kv = self.kv(i)
             call = time.perf_counter()
-            written = store.put_batch(tokens, kv)
+            written = store.put_batch(prompt, kv)
             latencies.append(time.perf_counter() - call)
             if written != self.scenario.prompt_pages:
                 raise BenchError(
                     f"{self.kind}: put_batch of a new prompt wrote {written} pages, expected "
                     f"{self.scenario.prompt_pages}"
                 )
-        calls = time.perf_counter() - started
+        calls = sum(latencies)
         sync_started = time.perf_counter()
         store.flush()
         if self.disk:
@@ -350,19 +392,18 @@ class _RawParticipant(_Participant):
         if self.round_file is not None:
             self.round_file.unlink(missing_ok=True)
         self.round_file = self.path / f"raw-{time.monotonic_ns()}.bin"
-        views = [self.kv(i).contiguous().view(torch.uint8).numpy().reshape(-1).data for i in range(count)]
         os.sync()
         latencies = []
-        started = time.perf_counter()
         fd = os.open(self.round_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            for view in views:
+            for index in range(count):
+                view = self.kv(index).view(torch.uint8).numpy().reshape(-1).data
                 call = time.perf_counter()
                 done = 0
                 while done < len(view):
                     done += os.write(fd, view[done:])
                 latencies.append(time.perf_counter() - call)
-            calls = time.perf_counter() - started
+            calls = sum(latencies)
             sync_started = time.perf_counter()
             os.fsync(fd)
         finally:
